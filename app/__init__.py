@@ -1,0 +1,1 @@
+"""Spoolside's application layer: entry points and the main window (Qt)."""

@@ -1,0 +1,63 @@
+"""The ``spoolside`` command: the window by default, and headless sub-commands.
+
+Each sub-command's work lives in the package it belongs to; this module only parses arguments
+and sets up logging, so ``spoolside cluster`` never imports Qt.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spoolside", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("--server", metavar="URL",
+                        help="rule server of an existing cluster (default: start the embedded one)")
+    parser.add_argument("--dataserver", metavar="URL", action="append",
+                        help="data server of that cluster (repeat for several)")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("cluster", help="run the embedded cluster in the foreground")
+    p.add_argument("--root", required=True, help="data folder the data server serves")
+    p.add_argument("--rule-port", type=int, default=0, help="rule server port (0: a free one)")
+    p.add_argument("--data-port", type=int, default=0, help="data server port (0: a free one)")
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: cores - 1, at least 1)")
+    p.add_argument("--serverfilter", default=None, help="cluster name (default: host name)")
+
+    p = sub.add_parser("simulate", help="spool a simulated single-molecule series")
+    p.add_argument("name", help="series name, e.g. sim/cells_01 (becomes sim/cells_01.pcs)")
+    p.add_argument("--frames", type=int, default=2000)
+    p.add_argument("--fps", type=float, default=100.0)
+    p.add_argument("--structure", choices=("filaments", "rings"), default="filaments")
+    p.add_argument("--seed", type=int, default=None)
+
+    p = sub.add_parser("launch", help="push a chain preset for a series and show progress")
+    p.add_argument("preset", help="preset YAML file")
+    p.add_argument("--series", required=True, help="series URI, e.g. PYME-CLUSTER:///sim/a.pcs")
+    p.add_argument("--watch", action="store_true", help="follow progress until the chain ends")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "cluster":
+        from cluster.cli import run_cluster
+        return run_cluster(args)
+    if args.command == "simulate":
+        from cluster.cli import run_simulate
+        return run_simulate(args)
+    if args.command == "launch":
+        from rules.cli import run_launch
+        return run_launch(args)
+    from app.gui import run_gui
+    return run_gui(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Qt widgets and Qt item models of the Spoolside window."""
