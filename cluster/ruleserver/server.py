@@ -1,0 +1,234 @@
+"""HTTP endpoints of the rule server (PYME's paths, verbs and reply shapes) and ``RuleServer``."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from cluster.http_base import HTTPError, RequestHandler, ServerThread
+
+from .model import DEFAULT_MAX_TASKS, DEFAULT_RULE_TIMEOUT, RuleServerError, RuleTable
+
+logger = logging.getLogger(__name__)
+
+OK = b'{"ok": "True"}'
+#: /queue_info_longpoll waits at most this long for a change.
+LONGPOLL_SECONDS = 0.5
+
+
+def _int_param(params: dict[str, str], name: str, default: int | None = None) -> int | None:
+    value = params.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise HTTPError(400, f"query parameter {name} must be an integer, got {value!r}") from None
+
+
+def _required(params: dict[str, str], name: str) -> str:
+    try:
+        return params[name]
+    except KeyError:
+        raise HTTPError(400, f"missing query parameter {name}") from None
+
+
+def _json_body(body: bytes) -> Any:
+    if not body:
+        raise HTTPError(400, "this endpoint needs a JSON body")
+    try:
+        return json.loads(body.decode("utf-8"), strict=False)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HTTPError(400, f"malformed JSON body: {exc}") from exc
+
+
+class RuleRequestHandler(RequestHandler):
+    """Dispatches PYME's rule-server paths; GET and POST are handled alike."""
+
+    # path → (method name, allowed query parameters)
+    routes: dict[str, tuple[str, frozenset[str]]] = {
+        "/add_integer_id_rule": ("add_rule", frozenset(
+            {"max_tasks", "release_start", "release_end", "ruleID", "timeout"})),
+        "/release_rule_tasks": ("release", frozenset({"ruleID", "release_start", "release_end"})),
+        "/mark_release_complete": ("mark_release_complete", frozenset({"ruleID", "n_tasks"})),
+        "/inactivate_rule": ("inactivate", frozenset({"ruleID"})),
+        "/task_advertisements": ("adverts", frozenset()),
+        "/bid_on_tasks": ("bid", frozenset()),
+        "/handin": ("handin", frozenset()),
+        "/distributor/queues": ("queues", frozenset()),
+        "/queue_info_longpoll": ("queues_longpoll", frozenset()),
+        "/": ("status_page", frozenset()),
+        "/spoolside/followons": ("followons", frozenset({"ruleID"})),
+        "/spoolside/requeue_failed": ("requeue_failed", frozenset({"ruleID"})),
+        "/spoolside/rules": ("rules_info", frozenset()),
+    }
+
+    @property
+    def table(self) -> RuleTable:
+        return self.server.owner.table
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        try:
+            body = self.read_body()
+        except HTTPError as exc:  # the connection is out of step: answer and close it
+            self.close_connection = True
+            self.send_error_json(exc.status, exc.message)
+            return
+        try:
+            url = urlsplit(self.path)
+            route = self.routes.get(url.path)
+            if route is None:
+                raise HTTPError(404, f"No handler for {url.path}")
+            name, allowed = route
+            params = {k: v[0] for k, v in parse_qs(url.query).items()}
+            params.pop("authenticated_as", None)
+            unexpected = sorted(set(params) - allowed)
+            if unexpected:
+                raise HTTPError(400, f"unexpected query parameter(s) for {url.path}: "
+                                     f"{', '.join(unexpected)}")
+            handler: Callable[[dict[str, str], bytes], None] = getattr(self, "h_" + name)
+            handler(params, body)
+        except HTTPError as exc:
+            self.send_error_json(exc.status, exc.message)
+        except RuleServerError as exc:
+            self.send_error_json(exc.status, str(exc))
+        except Exception as exc:  # never let one request take the server down
+            logger.exception("rule server request %s failed", self.path)
+            self.send_error_json(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    do_POST = do_GET
+
+    # -- PYME endpoints ---------------------------------------------------------------------
+    def h_add_rule(self, params: dict[str, str], body: bytes) -> None:
+        spec = _json_body(body)
+        max_tasks = _int_param(params, "max_tasks", DEFAULT_MAX_TASKS)
+        timeout = DEFAULT_RULE_TIMEOUT
+        if "timeout" in params:
+            try:
+                timeout = float(params["timeout"])
+            except ValueError:
+                raise HTTPError(400, f"timeout must be a number, got {params['timeout']!r}") from None
+            if not math.isfinite(timeout) or timeout <= 0:
+                raise HTTPError(400, "timeout must be a positive number of seconds")
+        start, end = params.get("release_start"), params.get("release_end")
+        if (start is None) != (end is None):
+            raise HTTPError(400, "give both release_start and release_end, or neither")
+        release = None
+        if start is not None:
+            release = (_int_param(params, "release_start"), _int_param(params, "release_end"))
+        rule_id = self.table.add_rule(spec, max_tasks=max_tasks, rule_timeout=timeout,
+                                      release=release, rule_id=params.get("ruleID"))
+        self.send_json({"ok": "True", "ruleID": rule_id})
+
+    def h_release(self, params: dict[str, str], body: bytes) -> None:
+        rule_id = _required(params, "ruleID")
+        start = _int_param(params, "release_start")
+        end = _int_param(params, "release_end")
+        if start is None or end is None:
+            raise HTTPError(400, "missing query parameter release_start or release_end")
+        self.table.release(rule_id, start, end)
+        self.send_payload(200, OK)
+
+    def h_mark_release_complete(self, params: dict[str, str], body: bytes) -> None:
+        self.table.mark_release_complete(_required(params, "ruleID"),
+                                         _int_param(params, "n_tasks"))
+        self.send_payload(200, OK)
+
+    def h_inactivate(self, params: dict[str, str], body: bytes) -> None:
+        self.table.inactivate(_required(params, "ruleID"))
+        self.send_payload(200, OK)
+
+    def h_adverts(self, params: dict[str, str], body: bytes) -> None:
+        self.send_payload(200, self.table.adverts_json())
+
+    def h_bid(self, params: dict[str, str], body: bytes) -> None:
+        self.send_json(self.table.bid(_json_body(body)))
+
+    def h_handin(self, params: dict[str, str], body: bytes) -> None:
+        unknown = self.table.handin(_json_body(body))
+        if unknown:
+            self.send_error_json(404, f"unknown rule ID(s) {sorted(set(unknown))}; "
+                                      "the other hand-ins were applied")
+        else:
+            self.send_payload(200, OK)
+
+    def h_queues(self, params: dict[str, str], body: bytes) -> None:
+        self.send_json({"ok": True, "result": self.table.queue_info()})
+
+    def h_queues_longpoll(self, params: dict[str, str], body: bytes) -> None:
+        self.table.wait_for_change(LONGPOLL_SECONDS)
+        self.h_queues(params, body)
+
+    def h_status_page(self, params: dict[str, str], body: bytes) -> None:
+        self.send_payload(200, STATUS_PAGE, content_type="text/html; charset=utf-8")
+
+    # -- our own -----------------------------------------------------------------------------
+    def h_followons(self, params: dict[str, str], body: bytes) -> None:
+        ids = self.table.followons(_required(params, "ruleID"))
+        self.send_json({"ok": "True", "ruleIDs": ids})
+
+    def h_requeue_failed(self, params: dict[str, str], body: bytes) -> None:
+        n = self.table.requeue_failed(_required(params, "ruleID"))
+        self.send_json({"ok": "True", "requeued": n})
+
+    def h_rules_info(self, params: dict[str, str], body: bytes) -> None:
+        self.send_json(self.table.rules_info())
+
+
+class RuleServer:
+    """The embedded rule server: ``RuleServer(...).start()``, ``.url``, ``.stop()``."""
+
+    def __init__(self, bind: str = "127.0.0.1", port: int = 0, task_timeout: float = 600.0,
+                 retries: int = 1):
+        self.table = RuleTable(task_timeout=task_timeout, retries=retries)
+        self._http = ServerThread(RuleRequestHandler, bind=bind, port=port, name="ruleserver")
+        self._http.server.owner = self
+
+    @property
+    def url(self) -> str:
+        return self._http.url
+
+    @property
+    def port(self) -> int:
+        return self._http.port
+
+    def start(self) -> "RuleServer":
+        self.table.start()
+        self._http.start()
+        logger.info("rule server listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        self._http.stop()
+        self.table.stop()
+
+    def __enter__(self) -> "RuleServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+STATUS_PAGE = b"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Spoolside rule server</title>
+<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td.id{text-align:left;font-family:monospace}</style>
+</head><body><h1>Rule server</h1>
+<table><thead><tr><th>rule</th><th>posted</th><th>running</th><th>completed</th><th>failed</th>
+<th>timed out</th><th>state</th><th></th></tr></thead><tbody id="rules"></tbody></table>
+<script>
+function abort(id){fetch('/inactivate_rule?ruleID='+encodeURIComponent(id),{method:'POST'});}
+function esc(s){return String(s).replace(/[&<>"']/g,function(c){return '&#'+c.charCodeAt(0)+';';});}
+function show(q){var rows=[];for(var id in q){var r=q[id];
+ var state=r.finished?'finished':(r.active?'active':'aborted');
+ rows.push('<tr><td class="id">'+esc(id)+'</td><td>'+r.tasksPosted+'</td><td>'+r.tasksRunning+
+ '</td><td>'+r.tasksCompleted+'</td><td>'+r.tasksFailed+'</td><td>'+r.tasksTimedOut+'</td><td>'+state+
+ '</td><td>'+(r.active&&!r.finished?'<button onclick="abort(\\''+esc(id)+'\\')">Abort</button>':'')+'</td></tr>');}
+ document.getElementById('rules').innerHTML=rows.join('');}
+function poll(){fetch('/queue_info_longpoll').then(function(r){return r.json();})
+ .then(function(j){show(j.result);setTimeout(poll,500);}).catch(function(){setTimeout(poll,2000);});}
+poll();
+</script></body></html>
+"""
