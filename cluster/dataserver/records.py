@@ -1,0 +1,165 @@
+"""Record batches on the wire: ``.npy`` or JSON in, ``.npy``/JSON/CSV out (protocol §4.3).
+
+Pickled bodies (what PYME's own workers send) are refused: unpickling bytes from the network can
+run arbitrary code. Nested field names are flattened with ``_`` (``fitResults_x0``) as PYME's
+readers do.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Any, Iterator
+
+import numpy as np
+
+from cluster.http_base import HTTPError
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def flat_fields(dtype: np.dtype, prefix: str = "",
+                path: tuple[str, ...] = ()) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """``(flattened name, field path)`` of every leaf field of a structured dtype."""
+    for name in dtype.names:
+        sub = dtype.fields[name][0]
+        if sub.names is not None:
+            yield from flat_fields(sub, f"{prefix}{name}_", path + (name,))
+        else:
+            yield f"{prefix}{name}", path + (name,)
+
+
+def _field(array: np.ndarray, path: tuple[str, ...]) -> np.ndarray:
+    for name in path:
+        array = array[name]
+    return array
+
+
+def _flatten_record(record: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(_flatten_record(value, f"{prefix}{key}_"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _infer_dtype(record: dict, flat: list[dict], prefix: str = "") -> np.dtype:
+    fields = []
+    for key, value in record.items():
+        if not isinstance(key, str) or not key:
+            raise HTTPError(400, "JSON record keys must be non-empty strings")
+        if isinstance(value, dict):
+            fields.append((key, _infer_dtype(value, flat, f"{prefix}{key}_")))
+        elif isinstance(value, bool):
+            fields.append((key, "?"))
+        elif isinstance(value, int):
+            fields.append((key, "<i8"))
+        elif isinstance(value, float):
+            fields.append((key, "<f8"))
+        elif isinstance(value, str):
+            width = max(len(str(r.get(prefix + key, "")).encode("utf-8")) for r in flat)
+            fields.append((key, f"S{max(width, 1)}"))
+        else:
+            raise HTTPError(400, f"JSON field {prefix}{key!r} has unsupported type "
+                                 f"{type(value).__name__}")
+    return np.dtype(fields)
+
+
+def records_from_json(items: Any, dtype: np.dtype | None) -> np.ndarray:
+    """A JSON list of records (nested or ``_``-flattened keys) as an array of ``dtype``.
+
+    Without ``dtype`` (new table) it is inferred from the first record.
+    """
+    if not isinstance(items, list) or not all(isinstance(r, dict) for r in items):
+        raise HTTPError(400, "JSON body must be a list of records (objects)")
+    flat = [_flatten_record(r) for r in items]
+    if dtype is None:
+        if not items:
+            raise HTTPError(400, "an empty JSON batch cannot create a table")
+        dtype = _infer_dtype(items[0], flat)
+    fields = list(flat_fields(dtype))
+    expected = {name for name, _ in fields}
+    for i, record in enumerate(flat):
+        if set(record) != expected:
+            missing = sorted(expected - set(record))
+            unknown = sorted(set(record) - expected)
+            raise HTTPError(400, f"JSON record {i} does not match the table's fields "
+                                 f"(missing {missing}, unknown {unknown})")
+    array = np.zeros(len(flat), dtype=dtype)
+    for name, path in fields:
+        column = _field(array, path)
+        values = [r[name] for r in flat]
+        if column.dtype.kind == "S":
+            if not all(isinstance(v, str) for v in values):
+                raise HTTPError(400, f"field {name!r} takes strings")
+            values = [v.encode("utf-8") for v in values]
+            if any(len(v) > column.dtype.itemsize for v in values):
+                raise HTTPError(400, f"a value of field {name!r} is longer than "
+                                     f"{column.dtype.itemsize} bytes")
+        elif any(isinstance(v, (str, list, dict)) or v is None for v in values):
+            raise HTTPError(400, f"field {name!r} takes numbers")
+        try:
+            column[...] = values
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise HTTPError(400, f"field {name!r}: {exc}") from exc
+    return array
+
+
+def decode_batch(body: bytes, dtype: np.dtype | None) -> np.ndarray:
+    """A PUT body (``.npy`` bytes or a JSON list of records) as a structured array."""
+    if not body:
+        raise HTTPError(400, "empty body: send .npy bytes or a JSON list of records")
+    if body.startswith(NPY_MAGIC):
+        try:
+            array = np.load(io.BytesIO(body), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise HTTPError(400, f"body is not a valid .npy array without objects: {exc}") from exc
+        if array.dtype.names is None:
+            raise HTTPError(400, f"records must be a structured array, got dtype {array.dtype}")
+        return array.reshape(-1)
+    if body[:1] == b"\x80" or body[:1] in (b"(", b"c") and body.rstrip().endswith(b"."):
+        raise HTTPError(415, "pickled bodies are refused (unpickling network bytes can run "
+                             "code); send .npy bytes (numpy.save) or a JSON list of records")
+    try:
+        items = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPError(400, "body is neither .npy bytes nor a JSON list of records: "
+                             f"{exc}") from exc
+    return records_from_json(items, dtype)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def to_npy(rows: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, rows, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def to_json(rows: np.ndarray) -> bytes:
+    """Rows as a JSON list of records with flattened names (``fitResults_x0``)."""
+    fields = list(flat_fields(rows.dtype))
+    columns = [[_jsonable(v) for v in _field(rows, path).tolist()] for _, path in fields]
+    names = [name for name, _ in fields]
+    records = [dict(zip(names, values)) for values in zip(*columns)] if columns else []
+    return json.dumps(records).encode("utf-8")
+
+
+def to_csv(rows: np.ndarray) -> bytes:
+    """Rows as CSV with a header of flattened names."""
+    fields = list(flat_fields(rows.dtype))
+    columns = [[_jsonable(v) for v in _field(rows, path).tolist()] for _, path in fields]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([name for name, _ in fields])
+    writer.writerows(zip(*columns))
+    return out.getvalue().encode("utf-8")

@@ -1,0 +1,437 @@
+"""The embedded data server: PYME's ``HTTPDataServer`` API over a root folder (protocol §4.3).
+
+Plain PUTs are write-once and atomic (the body goes to a hidden temporary file in the target
+directory, which is then hard-linked into place, so a dropped connection or a killed server never
+leaves a half file and a concurrent PUT of the same name cannot be clobbered). Fit results are
+appended to ``.h5r`` files through :mod:`cluster.h5r`, which serialises all HDF5 access.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import mimetypes
+import os
+import pathlib
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from http import HTTPStatus
+from urllib.parse import parse_qs
+
+from cluster import h5r
+from cluster.dataserver import paths
+from cluster.dataserver.listing import list_directory
+from cluster.dataserver.records import decode_batch, to_csv, to_json, to_npy
+from cluster.http_base import HTTPError, RequestHandler, ServerThread
+
+logger = logging.getLogger(__name__)
+
+AGGREGATE_TXT = "/__aggregate_txt/"
+AGGREGATE_H5R = "/__aggregate_h5r/"
+METADATA_PARTS = ("MetaData", "Metadata")
+
+#: Files up to this size go out in one send with their headers; larger ones are streamed.
+SINGLE_SEND_BYTES = 1 << 20
+#: Bodies of refused requests up to this size are read and dropped to keep the connection usable.
+MAX_DRAIN_BYTES = 64 << 20
+CHUNK = 1 << 20
+
+
+class DataRequestHandler(RequestHandler):
+    """One connection of the data server (keep-alive, pipelined requests answered in order)."""
+
+    server_version = "SpoolsideDataServer"
+
+    # -- plumbing -------------------------------------------------------------------------
+    @property
+    def app(self) -> "DataServer":
+        return self.server.dataserver
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        self._dispatch(self._get)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._dispatch(self._get)
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch(self._put)
+
+    def _dispatch(self, handler) -> None:
+        self._body_done = self.command != "PUT"
+        try:
+            handler()
+        except HTTPError as exc:
+            self._drain()
+            self.send_error_json(exc.status, exc.message)
+        except Exception as exc:  # noqa: BLE001 - last resort: answer instead of dropping
+            logger.exception("%s %s failed", self.command, self.path)
+            self._drain()
+            self.send_error_json(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _drain(self) -> None:
+        """Consume an unread request body so the next pipelined request parses correctly."""
+        if self._body_done:
+            return
+        self._body_done = True
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if (length < 0 or length > MAX_DRAIN_BYTES
+                or self.headers.get("Transfer-Encoding", "").lower() == "chunked"):
+            self.close_connection = True
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, CHUNK))
+            if not chunk:
+                self.close_connection = True
+                return
+            length -= len(chunk)
+
+    def _body(self) -> bytes:
+        self._body_done = True
+        try:
+            return self.read_body()
+        except HTTPError:
+            self.close_connection = True  # the stream position is unknown now
+            raise
+
+    def send_error(self, code, message=None, explain=None) -> None:
+        """Errors raised by ``http.server`` itself (bad request line, 501), as JSON."""
+        if not hasattr(self, "headers"):
+            import http.client
+            self.headers = http.client.HTTPMessage()
+        self.close_connection = True
+        if not message:
+            try:
+                message = HTTPStatus(code).phrase
+            except ValueError:
+                message = str(code)
+        self.send_error_json(code, message)
+
+    def _send_empty(self, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.send_payload(status, b"", "text/plain", headers)
+
+    # -- GET ------------------------------------------------------------------------------
+    def _get(self) -> None:
+        raw, _, query = self.path.partition("?")
+        if raw == "/__status":
+            return self.send_json(self.app.status())
+        if raw == "/__glob":
+            return self._glob(query)
+        target = paths.resolve(self.app.root_path, raw)
+        if os.path.isdir(target.path):
+            if not target.trailing_slash and target.name:
+                return self._send_empty(301, {"Location": f"/{target.name}/"})
+            return self.send_json(list_directory(self.app.root_path, target.path))
+        if os.path.isfile(target.path):
+            if target.trailing_slash:
+                raise HTTPError(404, f"{target.name!r} is a file, not a directory")
+            return self._send_file(target.path)
+        if ".h5r/" in target.name:
+            return self._get_h5r(target.name, query)
+        raise HTTPError(404, f"{target.name!r} not found")
+
+    def _send_file(self, path: str) -> None:
+        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise HTTPError(403, f"cannot read file: {exc.strerror}") from exc
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            lines = ["HTTP/1.1 200 OK", f"Content-Type: {content_type}",
+                     f"Content-Length: {size}"]
+            if self.close_connection:
+                lines.append("Connection: close")
+            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            try:
+                if self.command == "HEAD":
+                    self.wfile.write(head)
+                elif size <= SINGLE_SEND_BYTES:
+                    self.wfile.write(head + handle.read(size))
+                else:
+                    self.wfile.write(head)
+                    self.connection.sendfile(handle, 0, size)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+        self.log_request(200, size)
+
+    def _glob(self, query: str) -> None:
+        values = parse_qs(query, keep_blank_values=True).get("pattern")
+        if not values or not values[0]:
+            raise HTTPError(400, "missing query parameter 'pattern'")
+        pattern = values[0]
+        paths.check_name(pattern, paths.GLOB_RE)
+        root = self.app.root_path
+        found = []
+        for name in glob.glob(pattern, root_dir=root):
+            if os.path.basename(name.rstrip("/")).startswith(paths.TMP_PREFIX):
+                continue
+            real = os.path.realpath(os.path.join(root, name))
+            if real == root or real.startswith(root + os.sep):
+                found.append(name)
+        self.send_json(sorted(found))
+
+    def _get_h5r(self, name: str, query: str) -> None:
+        file_name, _, part = name.rpartition(".h5r/")
+        file_name += ".h5r"
+        target = paths.resolve_name(self.app.root_path, file_name)
+        if not os.path.isfile(target.path) or "/" in part or not part:
+            raise HTTPError(404, f"{name!r} not found")
+        if part in METADATA_PARTS or part in (p + ".json" for p in METADATA_PARTS):
+            return self.send_json(_h5r_call(h5r.read_metadata, target.path))
+        table, ext = os.path.splitext(part)
+        if ext not in (".npy", ".json", ".csv"):
+            raise HTTPError(400, "tables are served as .npy, .json or .csv "
+                                 "(pickled arrays are not served)")
+        params = parse_qs(query)
+        start = _int_param(params, "from", 0)
+        stop = _int_param(params, "to", None)
+        try:
+            rows = _h5r_call(h5r.read_table, target.path, table, start, stop)
+        except KeyError as exc:
+            raise HTTPError(404, f"no table {table!r} in {file_name!r}") from exc
+        if ext == ".npy":
+            self.send_payload(200, to_npy(rows), "application/octet-stream")
+        elif ext == ".json":
+            self.send_payload(200, to_json(rows), "application/json")
+        else:
+            self.send_payload(200, to_csv(rows), "text/csv")
+
+    # -- PUT ------------------------------------------------------------------------------
+    def _put(self) -> None:
+        raw, _, query = self.path.partition("?")
+        if query:
+            raise HTTPError(400, "PUT takes no query parameters (MirrorSource is not supported)")
+        decoded = paths.decode_once(raw)
+        if decoded.startswith(AGGREGATE_TXT):
+            return self._aggregate_txt(decoded[len(AGGREGATE_TXT):])
+        if decoded.startswith(AGGREGATE_H5R):
+            return self._aggregate_h5r(decoded[len(AGGREGATE_H5R):])
+        if decoded.startswith("/__aggregate_") or decoded.startswith("/__pyramid_"):
+            raise HTTPError(501, f"{decoded.split('/')[1]} is not supported by this data server")
+        target = paths.resolve(self.app.root_path, raw)
+        if not target.name:
+            raise HTTPError(405, "the data root exists")
+        if target.trailing_slash:
+            return self._put_directory(target)
+        self._put_file(target)
+
+    def _put_directory(self, target: paths.Target) -> None:
+        try:
+            os.makedirs(target.path)
+        except FileExistsError as exc:
+            raise HTTPError(405, f"{target.name!r} already exists") from exc
+        except (NotADirectoryError, PermissionError) as exc:
+            raise HTTPError(409, f"cannot create directory {target.name!r}: {exc.strerror}") from exc
+        self._drain()
+        self._send_empty()
+
+    def _make_parent(self, target: paths.Target) -> str:
+        parent = os.path.dirname(target.path)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+            raise HTTPError(409, f"cannot create the parent of {target.name!r}: "
+                                 f"{exc.strerror}") from exc
+        return parent
+
+    def _put_file(self, target: paths.Target) -> None:
+        if os.path.lexists(target.path):
+            raise HTTPError(405, f"{target.name!r} already exists (files are write-once)")
+        parent = self._make_parent(target)
+        fd, tmp = tempfile.mkstemp(prefix=paths.TMP_PREFIX, dir=parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if not self._receive_into(out):
+                    logger.info("PUT %s: connection dropped mid-body, nothing stored", target.name)
+                    return
+            os.chmod(tmp, 0o444)
+            try:
+                os.link(tmp, target.path)  # atomic and never clobbers an existing file
+            except FileExistsError as exc:
+                raise HTTPError(405, f"{target.name!r} already exists (files are write-once)") \
+                    from exc
+            except OSError:  # file systems without hard links
+                if os.path.lexists(target.path):
+                    raise HTTPError(405, f"{target.name!r} already exists") from None
+                os.replace(tmp, target.path)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        self._send_empty()
+
+    def _receive_into(self, out) -> bool:
+        """Copy the request body into ``out``; False (and close) if the client went away."""
+        encoding = self.headers.get("Content-Encoding", "").lower()
+        if "gzip" in encoding or self.headers.get("Transfer-Encoding"):
+            out.write(self._body())
+            return True
+        self._body_done = True
+        try:
+            remaining = int(self.headers.get("Content-Length") or 0)
+        except ValueError as exc:
+            self.close_connection = True
+            raise HTTPError(400, "Content-Length is not an integer") from exc
+        while remaining > 0:
+            try:
+                chunk = self.rfile.read(min(remaining, CHUNK))
+            except (ConnectionError, TimeoutError):
+                chunk = b""
+            if not chunk:
+                self.close_connection = True
+                return False
+            out.write(chunk)
+            remaining -= len(chunk)
+        return True
+
+    def _aggregate_txt(self, name: str) -> None:
+        target = paths.resolve_name(self.app.root_path, name)
+        body = self._body()
+        if os.path.isdir(target.path) or target.trailing_slash:
+            raise HTTPError(409, f"{target.name!r} is a directory")
+        self._make_parent(target)
+        with self.app.file_lock(target.path):
+            fd = os.open(target.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(body)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        self._send_empty()
+
+    def _aggregate_h5r(self, name: str) -> None:
+        if name.endswith(".h5r"):
+            raise HTTPError(415, "legacy pickled fit-result uploads are refused; PUT .npy "
+                                 "records to <file>.h5r/<Table>")
+        file_name, sep, table = name.rpartition(".h5r/")
+        if not sep or not table or "/" in table:
+            raise HTTPError(400, "expected /__aggregate_h5r/<path>.h5r/<Table>")
+        target = paths.resolve_name(self.app.root_path, file_name + ".h5r")
+        body = self._body()
+        if os.path.isdir(target.path):
+            raise HTTPError(409, f"{target.name!r} is a directory")
+        self._make_parent(target)
+        if table in METADATA_PARTS:
+            try:
+                metadata = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise HTTPError(400, f"metadata body is not JSON: {exc}") from exc
+            if not isinstance(metadata, dict):
+                raise HTTPError(400, "metadata body must be a JSON object of dotted keys")
+            _h5r_call(h5r.write_metadata, target.path, metadata)
+        else:
+            if not h5r.TABLE_NAME_RE.match(table):
+                raise HTTPError(400, f"invalid table name {table!r}")
+            with self.app.file_lock(target.path):
+                existing = (_h5r_call(h5r.table_dtype, target.path, table)
+                            if os.path.exists(target.path) else None)
+                records = decode_batch(body, existing)
+                _h5r_call(h5r.append_table, target.path, table, records)
+        self._send_empty()
+
+
+def _int_param(params: dict, name: str, default):
+    values = params.get(name)
+    if not values or values[0] == "":
+        return default
+    try:
+        value = int(values[0])
+    except ValueError as exc:
+        raise HTTPError(400, f"query parameter {name!r} must be an integer") from exc
+    if value < 0:
+        raise HTTPError(400, f"query parameter {name!r} must not be negative")
+    return value
+
+
+def _memory() -> dict:
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        total, free = os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
+    except (ValueError, OSError, AttributeError):
+        return {}
+    return {"total": total, "available": free, "used": total - free}
+
+
+def _h5r_call(function, *args):
+    try:
+        return function(*args)
+    except h5r.H5RError as exc:
+        raise HTTPError(400, str(exc)) from exc
+    except PermissionError as exc:
+        raise HTTPError(409, f"results file is not writable: {exc.strerror}") from exc
+
+
+class DataServer:
+    """A PYME-compatible data server over ``root`` (binds 127.0.0.1 and a free port by default)."""
+
+    def __init__(self, root: str | os.PathLike, bind: str = "127.0.0.1", port: int = 0,
+                 serverfilter: str | None = None):
+        self.root_path = os.path.realpath(os.fspath(root))
+        if not os.path.isdir(self.root_path):
+            raise NotADirectoryError(f"data root {os.fspath(root)!r} is not a directory")
+        self.root = pathlib.Path(self.root_path)
+        self.serverfilter = serverfilter if serverfilter is not None else socket.gethostname()
+        self.bind = bind
+        self._http = ServerThread(DataRequestHandler, bind=bind, port=port, name="dataserver")
+        self._http.server.dataserver = self
+        self._started = time.time()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        return self._http.port
+
+    @property
+    def url(self) -> str:
+        return self._http.url
+
+    def start(self) -> "DataServer":
+        self._started = time.time()
+        self._http.start()
+        logger.info("data server on %s serving %s", self.url, self.root_path)
+        return self
+
+    def stop(self) -> None:
+        self._http.stop()
+
+    def __enter__(self) -> "DataServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def file_lock(self, path: str) -> threading.Lock:
+        """The lock serialising appends to one file."""
+        with self._locks_guard:
+            return self._locks.setdefault(path, threading.Lock())
+
+    def status(self) -> dict:
+        """``/__status``: PYME's disk and identity fields plus our serverfilter."""
+        disk = shutil.disk_usage(self.root_path)
+        host = self._http.host
+        if self.bind in ("", "0.0.0.0"):
+            try:
+                host = socket.gethostbyname(socket.gethostname())
+            except OSError:
+                host = "127.0.0.1"
+        return {
+            "Disk": {"total": disk.total, "used": disk.used, "free": disk.free},
+            "Uptime": time.time() - self._started,
+            "CPUUsage": [],
+            "MemUsage": _memory(),
+            "Network": {},
+            "IPAddress": host,
+            "BindAddress": self.bind,
+            "Port": self.port,
+            "Protocol": "HTTP/1.1",
+            "TestMode": False,
+            "ComputerName": socket.gethostname(),
+            "ServerFilter": self.serverfilter,
+        }
