@@ -1,0 +1,182 @@
+"""The rule table model and view: in-place updates, launch grouping, selection, abort."""
+from __future__ import annotations
+
+import dataclasses
+
+from PyQt5.QtCore import QModelIndex, Qt
+
+from rules.watchers import RuleStatus
+from widgets.progress_delegate import PROGRESS_ROLE
+from widgets.rule_table import RAW_ROLE, RuleLabel, RuleTableModel, RuleTableView
+
+
+def _status(rule_id: str, **changes) -> RuleStatus:
+    fields = dict(rule_id=rule_id, posted=10, running=2, completed=3, failed=0, timed_out=0,
+                  complete_after_timeout=0, average_cost=0.01, active=True, finished=False,
+                  expired=False, parent_id=None)
+    fields.update(changes)
+    return RuleStatus(**fields)
+
+
+def _ids(n: int, start: int = 0) -> list[str]:
+    return [f"{i:06d}-{i:032x}" for i in range(start, start + n)]
+
+
+def _column(model: RuleTableModel, key: str) -> int:
+    return [k for k, _ in model.COLUMNS].index(key)
+
+
+def _cell(model, row: int, key: str, role=Qt.DisplayRole):
+    return model.index(row, _column(model, key)).data(role)
+
+
+def test_model_passes_qt_checks(qtmodeltester):
+    model = RuleTableModel()
+    ids = _ids(3)
+    model.set_rule_labels({ids[0]: RuleLabel("launch 1", "localisation", "s/a.pcs", ("render",))})
+    model.set_statuses([_status(ids[0], finished=True, completed=10, running=0),
+                        _status(ids[1], parent_id=ids[0], failed=2),
+                        _status(ids[2], active=False)])
+    qtmodeltester.check(model)
+    model.set_statuses([_status(ids[0], finished=True, completed=10, running=0)])  # two vanish
+    model.set_reachable(False)
+    qtmodeltester.check(model)
+
+
+def test_cells_show_counts_progress_and_state():
+    model = RuleTableModel()
+    rule_id = _ids(1)[0]
+    model.set_rule_labels({rule_id: ("launch 1", "localisation", "s/a.pcs")})
+    model.set_statuses([_status(rule_id, posted=20, completed=9, failed=1, timed_out=2)])
+    assert _cell(model, 0, "rule_id") == rule_id[:11]
+    assert _cell(model, 0, "rule_id", RAW_ROLE) == rule_id
+    assert [_cell(model, 0, k) for k in ("launch", "step", "series")] == \
+        ["launch 1", "localisation", "s/a.pcs"]
+    assert [_cell(model, 0, k, RAW_ROLE) for k in ("posted", "completed", "failed", "timed_out")] \
+        == [20, 9, 1, 2]
+    assert _cell(model, 0, "progress", PROGRESS_ROLE) == 0.5
+    assert _cell(model, 0, "progress") == "10/20"
+    assert _cell(model, 0, "state") == "running"
+    model.set_statuses([_status(rule_id, posted=20, completed=20, failed=0, running=0,
+                                finished=True)])
+    assert _cell(model, 0, "progress", PROGRESS_ROLE) == 1.0
+    assert _cell(model, 0, "state") == "finished"
+
+
+def test_only_changed_rows_emit_data_changed(qtbot):
+    model = RuleTableModel()
+    ids = _ids(50)
+    statuses = [_status(i) for i in ids]
+    model.set_statuses(statuses)
+    emitted = []
+    model.dataChanged.connect(lambda tl, br, roles=(): emitted.append((tl.row(), br.row())))
+    resets = []
+    model.modelReset.connect(lambda: resets.append(1))
+
+    model.set_statuses([dataclasses.replace(s) for s in statuses])  # equal values
+    assert emitted == []
+
+    changed = list(statuses)
+    for row in (3, 17, 18, 40):
+        changed[row] = dataclasses.replace(statuses[row], completed=statuses[row].completed + 1)
+    model.set_statuses(changed)
+    assert emitted == [(3, 3), (17, 18), (40, 40)]
+    assert _cell(model, 17, "completed", RAW_ROLE) == 4
+    assert resets == []
+
+
+def test_new_rules_are_inserted_and_vanished_rules_kept(qtbot):
+    model = RuleTableModel()
+    ids = _ids(4)
+    model.set_statuses([_status(ids[0]), _status(ids[1])])
+    inserted = []
+    model.rowsInserted.connect(lambda parent, first, last: inserted.append((first, last)))
+    model.set_statuses([_status(ids[0], finished=True, completed=10, running=0),
+                        _status(ids[2]), _status(ids[3])])
+    assert inserted == [(2, 3)]
+    assert model.rule_ids() == ids
+    # ids[1] was running when the server dropped it: it expired there; ids[0] stays finished.
+    assert model.is_gone(ids[1]) and model.rule_state(ids[1]) == "expired"
+    model.set_statuses([_status(ids[2]), _status(ids[3])])
+    assert model.rowCount() == 4
+    assert model.is_gone(ids[0]) and model.rule_state(ids[0]) == "finished"
+    assert model.index(0, 0).data(Qt.ForegroundRole) is not None  # greyed
+    assert not model.can_abort(ids[0])
+    model.set_statuses([_status(ids[1]), _status(ids[2]), _status(ids[3])])  # back again
+    assert not model.is_gone(ids[1]) and model.rule_state(ids[1]) == "running"
+
+
+def test_follow_on_rules_appear_under_their_launch():
+    model = RuleTableModel()
+    a1, b1, a2, a3 = _ids(4)
+    model.set_rule_labels({a1: RuleLabel("launch A", "localisation", "s/a.pcs", ("render",)),
+                           b1: RuleLabel("launch B", "localisation", "s/b.pcs")})
+    model.set_statuses([_status(a1), _status(b1)])
+    model.set_statuses([_status(a1, finished=True), _status(b1),
+                        _status(a2, parent_id=a1)])
+    assert model.rule_ids() == [a1, a2, b1]
+    assert [_cell(model, 1, k) for k in ("launch", "step", "series")] == \
+        ["launch A", "render", "s/a.pcs"]
+    model.set_statuses([_status(a1, finished=True), _status(b1), _status(a2, parent_id=a1),
+                        _status(a3, parent_id=a2)])
+    assert model.rule_ids() == [a1, a2, a3, b1]
+    assert _cell(model, 2, "step") == "follow-on"
+
+
+def test_labels_arriving_late_regroup_rows_and_keep_selection(qtbot):
+    model = RuleTableModel()
+    view = RuleTableView(model, confirm_abort=False)
+    qtbot.addWidget(view)
+    a1, b1, a2 = _ids(3)
+    model.set_statuses([_status(a1), _status(b1), _status(a2)])
+    view.select_rules([a2])
+    model.set_rule_labels({a1: ("A", "localisation", "s/a.pcs"), b1: ("B", "localisation", "s/b.pcs"),
+                           a2: ("A", "render", "s/a.pcs")})
+    assert model.rule_ids() == [a1, a2, b1]
+    assert view.selected_rule_ids() == [a2]
+
+
+def test_view_selection_survives_updates_and_abort_emits_rule_id(qtbot):
+    model = RuleTableModel()
+    view = RuleTableView(model, confirm_abort=False)
+    qtbot.addWidget(view)
+    view.resize(900, 300)
+    view.show()
+    ids = _ids(10)
+    model.set_statuses([_status(i) for i in ids])
+    with qtbot.waitSignal(view.selectionChangedTo) as blocker:
+        view.select_rules([ids[2], ids[5]])
+    assert blocker.args == [[ids[2], ids[5]]]
+    for step in range(3):
+        model.set_statuses([_status(i, completed=3 + step) for i in ids] + [_status(f"extra-{step}")])
+    assert view.selected_rule_ids() == [ids[2], ids[5]]
+    assert view.abort_action.isEnabled()
+    requested = []
+    view.abortRequested.connect(requested.append)
+    view.abort_action.trigger()
+    assert requested == [ids[2], ids[5]]
+
+    view.select_rules([ids[1]])
+    model.set_statuses([_status(i, finished=True) for i in ids])
+    assert not view.abort_action.isEnabled()
+
+
+def test_unreachable_banner_and_recovery(qtbot):
+    model = RuleTableModel()
+    view = RuleTableView(model, confirm_abort=False)
+    qtbot.addWidget(view)
+    view.show()
+    model.set_statuses([_status(_ids(1)[0])])
+    view.set_reachable(False, "connection refused")
+    assert view.banner.isVisible() and "connection refused" in view.banner.text()
+    assert model.index(0, 0).data(Qt.ForegroundRole) is not None
+    view.set_reachable(True)
+    assert not view.banner.isVisible()
+    assert model.index(0, 0).data(Qt.ForegroundRole) is None
+
+
+def test_empty_model_has_no_children_under_items():
+    model = RuleTableModel()
+    model.set_statuses([_status("r1")])
+    assert model.rowCount(model.index(0, 0)) == 0
+    assert model.rowCount(QModelIndex()) == 1
