@@ -1,0 +1,120 @@
+"""Static checks of PYME recipe YAML for the chain editor (§6): parse errors, shape, module names."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import yaml
+
+
+class RecipeProblem(NamedTuple):
+    """One problem; ``line`` is 1-based (None when it is not about one line)."""
+
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return self.message if self.line is None else f"line {self.line}: {self.message}"
+
+
+def _parse(text: str) -> tuple[Any, yaml.Node | None, list[RecipeProblem]]:
+    """The loaded recipe, its YAML node tree (for line numbers) and any parse problem."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        detail = " ".join(part for part in (exc.context, exc.problem) if part)
+        return None, None, [RecipeProblem(line, f"YAML does not parse: {detail or exc}")]
+    except yaml.YAMLError as exc:
+        return None, None, [RecipeProblem(None, f"YAML does not parse: {exc}")]
+    return data, node, []
+
+
+def _modules(data: Any) -> list[tuple[int, str, dict]]:
+    """``(index, module name, parameters)`` for every well-formed item of a loaded recipe."""
+    if not isinstance(data, list):
+        return []
+    result = []
+    for index, item in enumerate(data):
+        if isinstance(item, dict) and len(item) == 1:
+            (name, params), = item.items()
+            if isinstance(name, str) and (params is None or isinstance(params, dict)):
+                result.append((index, name, params or {}))
+    return result
+
+
+def _module_known(name: str, available: set[str]) -> bool:
+    if name in available:
+        return True
+    # Bare legacy names (``GaussianFilter``) still load in PYME: match on the class name.
+    return "." not in name and any(m.rsplit(".", 1)[-1] == name for m in available)
+
+
+def check_recipe(text: str, available_modules: Iterable[str] | None = None) -> list[RecipeProblem]:
+    """Problems with a recipe: YAML errors (with their line), a non-list recipe, items that are not
+    one-key ``module: {parameters}`` mappings, and modules not in ``available_modules`` (if given)."""
+    if text is None or not str(text).strip():
+        return [RecipeProblem(None, "the recipe is empty")]
+    data, node, problems = _parse(text)
+    if problems:
+        return problems
+    if not isinstance(data, list):
+        line = node.start_mark.line + 1 if node is not None else None
+        return [RecipeProblem(line, "a recipe must be a YAML list of '- module.Name: {parameters}' "
+                                    f"items, not a {type(data).__name__}")]
+    item_nodes = node.value if isinstance(node, yaml.SequenceNode) else []
+    available = set(available_modules) if available_modules is not None else None
+    well_formed = {index for index, _, _ in _modules(data)}
+    for index, item in enumerate(data):
+        line = item_nodes[index].start_mark.line + 1 if index < len(item_nodes) else None
+        if index not in well_formed:
+            problems.append(RecipeProblem(line, f"item {index + 1} is not a one-key mapping "
+                                                "'module.Name: {parameters}'"))
+            continue
+        (name, _), = item.items()
+        if available is not None and not _module_known(name, available):
+            problems.append(RecipeProblem(line, f"module {name!r} is not available on the cluster"))
+    return problems
+
+
+def _names(value: Any) -> list[str]:
+    """Namespace names held by a parameter value ('' disables; dict keys, list items count)."""
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, dict):
+        return [k for k in value if isinstance(k, str) and k]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str) and v]
+    return []
+
+
+def _params(params: dict, prefix: str) -> list[str]:
+    names = []
+    for key, value in params.items():
+        if isinstance(key, str) and key.lower().startswith(prefix):
+            names.extend(_names(value))
+    return names
+
+
+def recipe_outputs(text: str) -> set[str]:
+    """Namespace names a recipe writes (parameters named ``output…``); empty if it does not parse."""
+    data, _, problems = _parse(text or "")
+    if problems:
+        return set()
+    return {name for _, _, params in _modules(data) for name in _params(params, "output")}
+
+
+def recipe_inputs(text: str) -> set[str]:
+    """Namespace names a recipe reads (parameters named ``input…``) that no earlier module writes:
+    what the task's inputs must provide. Empty if it does not parse."""
+    data, _, problems = _parse(text or "")
+    if problems:
+        return set()
+    written: set[str] = set()
+    needed: set[str] = set()
+    for _, _, params in _modules(data):
+        needed.update(name for name in _params(params, "input") if name not in written)
+        written.update(_params(params, "output"))
+    return needed
