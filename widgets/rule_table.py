@@ -74,9 +74,9 @@ class RuleTableModel(QAbstractTableModel):
     """
 
     COLUMNS = (("launch", "Launch"), ("rule_id", "Rule"), ("step", "Step"), ("series", "Series"),
-               ("posted", "Posted"), ("running", "Running"), ("completed", "Done"),
-               ("failed", "Failed"), ("timed_out", "Timed out"), ("progress", "Progress"),
-               ("average_cost", "Avg cost"), ("state", "State"))
+               ("state", "State"), ("progress", "Progress"), ("posted", "Posted"),
+               ("running", "Running"), ("completed", "Done"), ("failed", "Failed"),
+               ("timed_out", "Timed out"), ("average_cost", "Avg cost"))
     _TOOLTIPS = {"posted": "tasks released so far", "running": "tasks assigned to workers",
                  "timed_out": "task timeouts (re-queued or failed)",
                  "average_cost": "mean bid cost of assigned and finished tasks",
@@ -463,11 +463,11 @@ class RuleTableView(QWidget):
         header.setSectionResizeMode(QHeaderView.Interactive)
         header.setStretchLastSection(True)
         width = self.fontMetrics().horizontalAdvance
-        widths = {"launch": width("launch 00") + 16, "rule_id": width("000000-0000") + 16,
-                  "step": width("localisation") + 16, "series": width("s/series_0000.pcs") + 16,
-                  "progress": 140, "average_cost": width("Avg cost") + 20, "state": width("finished")}
+        widths = {"launch": width("launch 00") + 12, "rule_id": width("000000-0000") + 12,
+                  "step": width("localisation") + 12, "series": width("s/series_0000.pcs") + 12,
+                  "progress": width("00000/00000") + 24, "state": width("finished") + 12}
         for column, (key, label) in enumerate(self._model.COLUMNS):
-            header.resizeSection(column, widths.get(key, max(width(label), width("00000")) + 20))
+            header.resizeSection(column, widths.get(key, max(width(label), width("00000")) + 12))
 
     def _on_selection_changed(self, *_args) -> None:
         self._update_actions()
