@@ -1,0 +1,164 @@
+"""``spoolside launch PRESET --series URI [--server URL] [--dataserver URL] [--watch]``.
+
+Loads a chain preset, builds the launch context for the series, pushes the chain and prints the
+rule IDs; with ``--watch``, prints a progress line per rule until the whole chain (follow-ons
+included) is done. Exit code 0 on success, 1 on any error or failed rule; errors are one line.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from .connection import Cluster, default_cluster
+from .errors import ClusterError
+from .patterns import PatternError
+from .presets import PresetError, load_preset
+from .uris import check_name, is_cluster_uri, make_cluster_uri, series_dir
+from .watchers import RuleStatus
+
+logger = logging.getLogger(__name__)
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``launch`` arguments to ``parser`` (used by ``app.cli``)."""
+    parser.add_argument("preset", help="chain preset YAML ([[FactoryClass, settings], ...])")
+    parser.add_argument("--series", required=True, help="series URI, PYME-CLUSTER://<filter>/<path>.pcs")
+    parser.add_argument("--server", help="rule server URL (default: $PYME_RULESERVER_URL or discovery)")
+    parser.add_argument("--dataserver", help="data server URL(s), comma separated")
+    parser.add_argument("--serverfilter", help="cluster name used in URIs")
+    parser.add_argument("--watch", action="store_true", help="print progress until the chain finishes")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between progress lines")
+    parser.add_argument("--timeout", type=float, default=None, help="give up watching after this many s")
+    return parser
+
+
+def launch_context(series_uri: str, first_factory) -> dict:
+    """The context PYMEAcquire gives a chain (§7): series name, its folder as ``output_dir``, and the
+    series as the recipe input when the chain starts with a recipe that names no inputs."""
+    uri = series_uri
+    parsed_dir = series_dir(uri)
+    serverfilter = uri[len("PYME-CLUSTER://"):].split("/", 1)[0] if is_cluster_uri(uri) else ""
+    context = {"seriesName": uri, "output_dir": make_cluster_uri(parsed_dir, serverfilter)}
+    kwargs = first_factory.kwargs
+    if first_factory.rule_type == "recipe" and not any(
+            kwargs.get(k) for k in ("inputs", "input_templates", "input_patterns")):
+        context["inputs"] = {"input": [uri]}
+    return context
+
+
+def _cluster(args) -> Cluster:
+    if args.server:
+        if not args.dataserver:
+            raise ValueError("--server needs --dataserver too (the data server holding the series)")
+        return Cluster(args.server, args.dataserver, serverfilter=args.serverfilter)
+    if args.dataserver:
+        raise ValueError("--dataserver needs --server too")
+    return default_cluster()
+
+
+def _line(status: RuleStatus, step: int | None) -> str:
+    label = f"step {step}" if step is not None else "rule"
+    return (f"{label} {status.rule_id}: {status.state} posted={status.posted} running={status.running} "
+            f"completed={status.completed} failed={status.failed}")
+
+
+def watch_chain(cluster: Cluster, root_id: str, n_steps: int, *, interval: float = 1.0,
+                timeout: float | None = None, out=sys.stdout) -> bool:
+    """Print progress of a chain until every step is done; True when no rule failed."""
+    client = cluster.rules
+    chain = [root_id]
+    last: dict[str, str] = {}
+    start = time.monotonic()
+    ok = True
+    while True:
+        info = client.queue_info()
+        # discover follow-ons of the last known step
+        while len(chain) < n_steps:
+            ids = client.followon_ids(chain[-1])
+            if ids is None:
+                print("note: this rule server does not report follow-on rules; watching the first "
+                      "step only", file=out)
+                n_steps = len(chain)
+                break
+            if not ids:
+                break
+            chain.append(ids[0])
+        statuses = []
+        for step, rule_id in enumerate(chain, start=1):
+            entry = info.get(rule_id)
+            status = (RuleStatus.from_info(rule_id, entry) if entry is not None
+                      else RuleStatus.gone(rule_id))
+            statuses.append(status)
+            line = _line(status, step)
+            if last.get(rule_id) != line:
+                print(line, file=out, flush=True)
+                last[rule_id] = line
+        failed = [s for s in statuses if s.state in ("failed", "aborted", "expired")]
+        if failed:
+            ok = False
+            if any(s.state != "failed" for s in failed) or all(s.terminal for s in statuses):
+                return ok
+        if len(chain) >= n_steps and all(s.terminal for s in statuses):
+            return ok
+        if timeout is not None and time.monotonic() - start > timeout:
+            print(f"error: chain not finished after {timeout:g} s", file=out)
+            return False
+        time.sleep(interval)
+
+
+def run_launch(args) -> int:
+    """Run ``spoolside launch``; ``args`` is a parsed namespace or a list of strings. Returns 0 or 1."""
+    if not isinstance(args, argparse.Namespace):
+        parser = add_launch_arguments(argparse.ArgumentParser(prog="spoolside launch"))
+        args = parser.parse_args(list(args))
+    cluster = None
+    try:
+        factories = load_preset(args.preset)
+        check_name(args.series)
+        if not is_cluster_uri(args.series):
+            raise ValueError(f"--series must be a PYME-CLUSTER:// URI, got {args.series!r}")
+        cluster = _cluster(args)
+        first = factories[0]
+        rule = first.get_rule(launch_context(args.series, first))
+        rule.push(cluster)
+        print(f"pushed rule {rule.rule_id} ({len(factories)} step{'s' if len(factories) != 1 else ''})",
+              flush=True)
+        if not args.watch:
+            if rule.releasing:
+                print("series still spooling: releasing tasks as frames arrive", flush=True)
+            while rule.releasing:
+                time.sleep(0.2)
+            if rule.loop_error is not None:
+                print(f"error: {rule.loop_error}", file=sys.stderr)
+                return 1
+            return 0
+        ok = watch_chain(cluster, rule.rule_id, len(factories), interval=args.interval,
+                         timeout=args.timeout)
+        rule.cleanup()
+        if rule.loop_error is not None:
+            print(f"error: {rule.loop_error}", file=sys.stderr)
+            return 1
+        print("chain finished" if ok else "chain failed", flush=True)
+        return 0 if ok else 1
+    except (PresetError, PatternError, ClusterError, ValueError, TypeError, FileExistsError,
+            FileNotFoundError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 1
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def main(argv=None) -> int:
+    """Entry point for ``python -m rules.cli``."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run_launch(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
