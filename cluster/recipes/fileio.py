@@ -1,0 +1,256 @@
+"""Bytes ⇄ tables and images: PyTables results files, TIFF (tifffile) and CSV.
+
+HDF5 files are opened and built in memory with HDF5's core driver (no temporary files).
+TIFFs are written ImageJ-style: rows are y and columns x (PYME's image axis 0 is x), resolution in
+pixels per µm with ``unit=um``, and the origin as ImageJ's ``xorigin``/``yorigin`` (in pixels,
+``origin_nm = -xorigin * pixel_nm``), so ImageJ, Fiji and :func:`read_tiff` recover the pixel size.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+from typing import Any, Mapping
+
+import numpy as np
+import tables
+import tifffile
+
+from .datatypes import Image, Table
+
+_counter = itertools.count()
+METADATA_GROUP = "MetaData"
+_UNITS_NM = {"nm": 1.0, "um": 1e3, "µm": 1e3, "\u00b5m": 1e3, "micron": 1e3, "microns": 1e3,
+             "mm": 1e6, "cm": 1e7, "m": 1e9}
+
+
+class FormatError(ValueError):
+    """Bytes that do not hold what their extension says."""
+
+
+def _core_name(tag: str) -> str:
+    return f"spoolside-{tag}-{next(_counter)}.h5"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()] if value.ndim else _plain(value.item())
+    if isinstance(value, (np.bytes_, bytes)):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def read_metadata(h5: tables.File) -> dict[str, Any]:
+    """``/MetaData`` attributes as flat dotted keys (one group level per key component)."""
+    if f"/{METADATA_GROUP}" not in h5:
+        return {}
+    root = h5.get_node(f"/{METADATA_GROUP}")
+    metadata = {}
+    for group in h5.walk_groups(root):
+        prefix = group._v_pathname[len(root._v_pathname):].strip("/").replace("/", ".")
+        for attr in group._v_attrs._f_list("user"):
+            key = f"{prefix}.{attr}" if prefix else attr
+            metadata[key] = _plain(group._v_attrs[attr])
+    return dict(sorted(metadata.items()))
+
+
+def read_results(data: bytes, table: str | None = None) -> dict[str, Table]:
+    """The tables of an ``.h5r``/``.hdf`` file by name (just ``table`` if given), with metadata."""
+    try:
+        h5 = tables.open_file(_core_name("read"), "r", driver="H5FD_CORE",
+                              driver_core_image=data, driver_core_backing_store=0)
+    except (tables.HDF5ExtError, OSError, ValueError) as exc:
+        raise FormatError(f"not an HDF5 file: {exc}") from exc
+    with h5:
+        metadata = read_metadata(h5)
+        found = {}
+        for node in h5.walk_nodes("/", "Table"):
+            if node._v_pathname.startswith(f"/{METADATA_GROUP}/"):
+                continue
+            name = node._v_pathname.strip("/").replace("/", "_")
+            if table is not None and name != table:
+                continue
+            found[name] = Table.from_records(node.read(), metadata=metadata)
+        if table is not None and table not in found:
+            names = [n._v_pathname.strip("/") for n in h5.walk_nodes("/", "Table")]
+            raise FormatError(f"no table {table!r} (tables: {', '.join(names) or 'none'})")
+    return found
+
+
+def _metadata_value(value: Any) -> Any:
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return np.asarray(value)
+    return json.dumps(value, default=str)
+
+
+def write_metadata(h5: tables.File, metadata: Mapping[str, Any]) -> None:
+    """Store flat dotted keys as ``/MetaData`` attributes, one group per key component."""
+    root = h5.create_group("/", METADATA_GROUP) if f"/{METADATA_GROUP}" not in h5 \
+        else h5.get_node(f"/{METADATA_GROUP}")
+    for key, value in metadata.items():
+        *groups, attr = key.split(".")
+        node = root
+        for part in groups:
+            node = getattr(node, part) if part in node else h5.create_group(node, part)
+        node._v_attrs[attr] = _metadata_value(value)
+
+
+def write_results(named_tables: Mapping[str, Table], metadata: Mapping[str, Any] | None = None) -> bytes:
+    """An HDF5 file (PyTables, zlib 5 + shuffle as PYME) holding ``named_tables`` and metadata."""
+    filters = tables.Filters(complevel=5, complib="zlib", shuffle=True)
+    with tables.open_file(_core_name("write"), "w", driver="H5FD_CORE",
+                          driver_core_backing_store=0) as h5:
+        write_metadata(h5, metadata or {})
+        for name, table in named_tables.items():
+            records = table.to_records()
+            records = _storable(records)
+            h5.create_table("/", name, obj=records, filters=filters)
+        h5.flush()
+        return h5.get_file_image()
+
+
+def _storable(records: np.ndarray) -> np.ndarray:
+    """Unicode columns as UTF-8 bytes (HDF5 tables have no unicode type)."""
+    if not any(records.dtype[n].kind == "U" for n in records.dtype.names or ()):
+        return records
+    dtype, columns = [], {}
+    for name in records.dtype.names:
+        column = records[name]
+        if column.dtype.kind == "U":
+            column = np.char.encode(column, "utf-8")
+        dtype.append((name, column.dtype))
+        columns[name] = column
+    out = np.empty(len(records), dtype=dtype)
+    for name, column in columns.items():
+        out[name] = column
+    return out
+
+
+# --- TIFF -----------------------------------------------------------------------------------
+
+def write_tiff(image: Image) -> bytes:
+    """ImageJ TIFF of ``image`` (float32 unless integer), carrying pixel size and origin."""
+    data = np.asarray(image.data)
+    if data.dtype.kind == "b":
+        data = data.astype(np.uint8)
+    elif data.dtype.kind == "f" or data.dtype.itemsize > 4 or data.dtype.kind not in "ui":
+        data = data.astype(np.float32)
+    if data.ndim == 2:
+        stored = data.T
+    elif data.ndim == 3:
+        stored = np.transpose(data, (2, 1, 0))
+    else:
+        raise FormatError(f"TIFF output supports 2-D or 3-D images, not shape {data.shape}")
+    vx, vy, vz = (float(v) for v in image.voxelsize)
+    x0, y0, z0 = (float(v) for v in image.origin)
+    metadata = {"unit": "um", "xorigin": -x0 / vx, "yorigin": -y0 / vy}
+    if data.ndim == 3:
+        metadata["spacing"] = vz / 1e3
+        metadata["zorigin"] = -z0 / vz
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.ascontiguousarray(stored), imagej=True,
+                     resolution=(1e3 / vx, 1e3 / vy), metadata=metadata)
+    return buffer.getvalue()
+
+
+def _resolution_nm(page, imagej: Mapping[str, Any] | None) -> tuple[float | None, float | None]:
+    tags = page.tags
+    if "XResolution" not in tags:
+        return None, None
+    res = []
+    for tag in ("XResolution", "YResolution"):
+        value = tags[tag].value if tag in tags else tags["XResolution"].value
+        per_unit = value[0] / value[1] if isinstance(value, tuple) else float(value)
+        res.append(per_unit)
+    unit_nm = None
+    if imagej and imagej.get("unit"):
+        unit_nm = _UNITS_NM.get(str(imagej["unit"]).strip().lower().replace("\\u00b5", "µ"))
+    if unit_nm is None and "ResolutionUnit" in tags:
+        unit_nm = {2: 2.54e7, 3: 1e7}.get(int(tags["ResolutionUnit"].value))
+    if unit_nm is None or not all(r > 0 for r in res):
+        return None, None
+    return unit_nm / res[0], unit_nm / res[1]
+
+
+def read_tiff(data: bytes) -> Image:
+    """An :class:`Image` of a TIFF (rows = y), with pixel size from ImageJ or resolution tags."""
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            array = tif.asarray()
+            imagej = tif.imagej_metadata or {}
+            vx, vy = _resolution_nm(tif.pages[0], imagej)
+    except (tifffile.TiffFileError, ValueError, IndexError) as exc:
+        raise FormatError(f"not a readable TIFF: {exc}") from exc
+    array = np.squeeze(array)
+    if array.ndim == 2:
+        pixels = array.T
+    elif array.ndim == 3:
+        pixels = np.transpose(array, (2, 1, 0))
+    else:
+        raise FormatError(f"TIFF of shape {array.shape}: only 2-D images and z stacks are supported")
+    metadata: dict[str, Any] = {}
+    if vx is None:
+        vx = vy = 1.0
+        metadata["voxelsize.unknown"] = True
+    unit_nm = _UNITS_NM.get(str(imagej.get("unit", "um")).lower(), 1e3)
+    vz = float(imagej["spacing"]) * unit_nm if "spacing" in imagej else vx
+    origin = (-float(imagej.get("xorigin", 0.0)) * vx, -float(imagej.get("yorigin", 0.0)) * vy,
+              -float(imagej.get("zorigin", 0.0)) * vz)
+    metadata.update({"voxelsize.x": vx / 1e3, "voxelsize.y": vy / 1e3, "voxelsize.z": vz / 1e3,
+                     "voxelsize.units": "um"})
+    return Image(pixels, (vx, vy, vz), origin, metadata)
+
+
+# --- CSV ------------------------------------------------------------------------------------
+
+def write_csv(table: Table) -> bytes:
+    """CSV with a header row of column names (real columns; aliases are not repeated)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    names = table.keys()
+    writer.writerow(names)
+    columns = []
+    for name in names:
+        column = table.columns[name]
+        if column.dtype.kind == "S":
+            column = np.char.decode(column, "utf-8", "replace")
+        columns.append(column.tolist())
+    writer.writerows(zip(*columns))
+    return buffer.getvalue().encode("utf-8")
+
+
+def read_csv(data: bytes) -> Table:
+    """A table of a CSV with a header row; numeric columns become float/int arrays."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"CSV is not UTF-8 text: {exc}") from exc
+    rows = [r for r in csv.reader(io.StringIO(text)) if r and not r[0].lstrip().startswith("#")]
+    if not rows:
+        raise FormatError("CSV has no header row")
+    header = [h.strip() for h in rows[0]]
+    body = rows[1:]
+    if any(len(r) != len(header) for r in body):
+        raise FormatError("CSV rows do not all have as many fields as the header")
+    columns = {}
+    for i, name in enumerate(header):
+        values = [r[i].strip() for r in body]
+        columns[name] = _parse_column(values)
+    return Table(columns)
+
+
+def _parse_column(values: list[str]) -> np.ndarray:
+    for kind in (int, float):
+        try:
+            return np.array([kind(v) for v in values], dtype=kind)
+        except ValueError:
+            continue
+    return np.array(values, dtype=str)
