@@ -1,0 +1,75 @@
+"""Candidate detection: PSF-matched smoothing, a significance threshold from the camera noise
+model, local maxima.
+
+The background-subtracted frame is smoothed with a unit-sum Gaussian of the PSF's σ (the matched
+filter for a Gaussian spot on flat noise).  Its noise σ at each pixel follows from the per-pixel
+camera noise σ and the kernel (``σ_F = σ · sqrt(Σ k²)``, fewer taps near the zero-padded border).
+A pixel is a candidate when the smoothed value exceeds ``DetectionThreshold × SNR_PER_UNIT ×
+σ_F`` and it is the maximum of the square around it.  ``SNR_PER_UNIT`` = 5 puts the default
+threshold (1.0) at 5 σ of the filtered noise: about one false candidate per 10⁴ 256×256 frames,
+while a 300-photon spot over 50 photons/pixel (matched-filter SNR ≈ 9) is found essentially always.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from scipy import ndimage
+
+#: Matched-filter significance (in σ of the filtered noise) per unit of ``DetectionThreshold``.
+SNR_PER_UNIT = 5.0
+_TRUNCATE = 3.0
+
+
+@functools.lru_cache(maxsize=16)
+def _kernel(sigma: float) -> np.ndarray:
+    radius = max(1, int(_TRUNCATE * sigma + 0.5))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+@functools.lru_cache(maxsize=16)
+def _filtered_noise_factor(shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """``sqrt(Σ k²)`` over the kernel taps inside the frame, per pixel."""
+    k2 = _kernel(sigma) ** 2
+    ones = np.ones(shape, np.float64)
+    s = ndimage.correlate1d(ones, k2, axis=0, mode="constant")
+    s = ndimage.correlate1d(s, k2, axis=1, mode="constant")
+    return np.sqrt(s).astype(np.float32)
+
+
+def detect(frames: np.ndarray, background: np.ndarray, noise_sigma: np.ndarray, *,
+           threshold: float, psf_sigma_px: float, min_separation: int = 2):
+    """Find spot candidates in a stack of frames.
+
+    ``frames`` and ``background`` are ``(n, W, H)`` in the same units; ``noise_sigma`` is the
+    per-pixel noise σ of ``frames − background`` (same units, broadcastable).  Returns
+    ``(frame, ix, iy)`` index arrays of local maxima (within ``min_separation`` pixels) whose
+    matched-filter value exceeds ``threshold × SNR_PER_UNIT`` σ of the filtered noise.
+    """
+    k = _kernel(float(psf_sigma_px)).astype(np.float32)
+    filtered = ndimage.correlate1d(np.asarray(frames - background, np.float32), k, axis=1,
+                                   mode="constant")
+    filtered = ndimage.correlate1d(filtered, k, axis=2, mode="constant")
+    factor = _filtered_noise_factor(tuple(frames.shape[1:]), float(psf_sigma_px))
+    above = filtered > (threshold * SNR_PER_UNIT) * noise_sigma * factor
+    f, ix, iy = np.nonzero(above)
+    if f.size == 0:
+        return f, ix, iy
+    r = int(min_separation)
+    padded = np.pad(filtered, ((0, 0), (r, r), (r, r)), mode="constant",
+                    constant_values=-np.inf)
+    values = filtered[f, ix, iy]
+    keep = np.ones(f.size, bool)
+    for dx in range(-r, r + 1):
+        for dy in range(-r, r + 1):
+            if dx == 0 and dy == 0:
+                continue
+            neighbour = padded[f, ix + r + dx, iy + r + dy]
+            # strict on one side so a plateau of equal values keeps exactly one pixel
+            if (dx, dy) < (0, 0):
+                keep &= values >= neighbour
+            else:
+                keep &= values > neighbour
+    return f[keep], ix[keep], iy[keep]
