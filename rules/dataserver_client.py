@@ -197,7 +197,9 @@ class DataClient:
         params = {"from": str(int(start))}
         if stop is not None:
             params["to"] = str(int(stop))
-        response = self._get_from_any(bare, f"/{quote(bare)}/{quote(table)}.npy", params=params)
+        response = self._get_from_any(
+            bare, f"/{quote(bare)}/{quote(table)}.npy",
+            what=f"table {table!r} of {make_cluster_uri(bare, self.serverfilter)}", params=params)
         try:
             return np.load(io.BytesIO(response.content), allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
@@ -246,7 +248,8 @@ class DataClient:
             raise ProtocolError(f"GET {url}{endpoint}: reply is not JSON: "
                                 f"{response.text[:200]!r}", url=url) from exc
 
-    def _get_from_any(self, bare: str, endpoint: str, **kwargs) -> requests.Response:
+    def _get_from_any(self, bare: str, endpoint: str, what: str = "",
+                      **kwargs) -> requests.Response:
         """GET from the servers known to hold ``bare`` first, then the others; 404 everywhere →
         ``FileNotFoundError``."""
         with self._lock:
@@ -268,8 +271,8 @@ class DataClient:
             return response
         if failure is not None and not answered:
             raise failure
-        raise FileNotFoundError(f"{make_cluster_uri(bare, self.serverfilter)} not found on "
-                                f"{', '.join(order)}")
+        raise FileNotFoundError(f"{what or make_cluster_uri(bare, self.serverfilter)} not found "
+                                f"on {', '.join(order)}")
 
     def _request(self, method: str, url: str, *, reads: bool = False,
                  **kwargs) -> requests.Response:

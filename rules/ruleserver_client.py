@@ -38,6 +38,16 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+def _endpoint_missing(response: requests.Response) -> bool:
+    """A 404 for the path itself (a PYME server without our endpoints), not for e.g. a rule ID."""
+    try:
+        body = response.json()
+    except ValueError:
+        return True  # PYME answers unknown paths with a plain-text page
+    error = body.get("error") if isinstance(body, dict) else None
+    return not isinstance(error, str) or error.startswith("No handler")
+
+
 class RuleServerClient:
     """Talks to one rule server; every failure raises a :class:`~rules.errors.ClusterError`.
 
@@ -154,7 +164,7 @@ class RuleServerClient:
                                              **kwargs)
         except requests.RequestException as exc:
             raise error_from_request_exception(exc, method, url) from exc
-        if absent_ok and response.status_code == 404:
+        if absent_ok and response.status_code == 404 and _endpoint_missing(response):
             return None
         if response.status_code >= 400:
             raise refused_from_response(response, method, endpoint)
