@@ -1,0 +1,142 @@
+"""The status watcher: a ``QObject`` on its own ``QThread`` that polls the rule server.
+
+One ``/distributor/queues`` request per cycle gives every rule's counters, through
+``rules.watchers.fetch_statuses``, which also reads Spoolside's own ``/spoolside/rules`` for the
+parent links of follow-on rules (and does without them on a PYME server). The watcher
+emits plain frozen ``RuleStatus`` lists and never touches a widget; the window connects
+``statusesUpdated`` to the rule table model (a queued connection onto the GUI thread).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from PyQt5.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
+
+from rules.errors import ClusterError, ClusterUnreachable
+from rules.ruleserver_client import RuleServerClient
+from rules.watchers import fetch_statuses
+
+logger = logging.getLogger(__name__)
+
+
+class StatusWatcher(QObject):
+    """Polls a rule server every ``interval_s`` seconds until :meth:`stop`.
+
+    Parameters
+    ----------
+    url
+        ``http://host:port`` of the rule server.
+    interval_s
+        seconds between the starts of two polls.
+    make_client
+        builds the client on the watcher's thread (default ``RuleServerClient(url, timeout=...)``).
+    timeout_s
+        request timeout of the default client; :meth:`stop` takes effect within about this long.
+
+    Signals
+    -------
+    statusesUpdated(list)
+        ``list[RuleStatus]`` after every successful poll.
+    reachabilityChanged(bool, str)
+        the cluster became reachable (True, its URL) or unreachable (False, why); also once after
+        the first poll.
+    errorOccurred(str)
+        the server answered but the reply was refused or malformed (polling goes on).
+    finished()
+        :meth:`run` returned (connect it to the thread's ``quit``).
+    """
+
+    statusesUpdated = pyqtSignal(list)
+    reachabilityChanged = pyqtSignal(bool, str)
+    errorOccurred = pyqtSignal(str)
+    finished = pyqtSignal()
+
+    def __init__(self, url: str, interval_s: float = 1.0, *,
+                 make_client: Callable[[], RuleServerClient] | None = None,
+                 timeout_s: float = 5.0):
+        super().__init__()
+        self.url = url
+        self.interval_s = interval_s
+        self._make_client = make_client or (lambda: RuleServerClient(url, timeout=timeout_s))
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._reachable: bool | None = None
+
+    @property
+    def reachable(self) -> bool | None:
+        """The last reachability seen (None before the first poll)."""
+        return self._reachable
+
+    @pyqtSlot()
+    def run(self) -> None:
+        """Poll until stopped (runs on the watcher's thread)."""
+        client = None
+        try:
+            client = self._make_client()
+            while not self._stop.is_set():
+                self.poll_once(client)
+                self._wake.wait(self.interval_s)
+                self._wake.clear()
+        finally:
+            if client is not None:
+                client.close()
+            self.finished.emit()
+
+    def poll_once(self, client) -> list | None:
+        """One cycle: fetch, merge parent links, emit. Returns the statuses (None on failure)."""
+        try:
+            statuses = fetch_statuses(client)
+        except ClusterUnreachable as exc:
+            self._set_reachable(False, exc.reason or str(exc))
+            return None
+        except ClusterError as exc:
+            self._set_reachable(True, self.url)
+            logger.warning("rule server %s: %s", self.url, exc)
+            self.errorOccurred.emit(str(exc))
+            return None
+        self._set_reachable(True, self.url)
+        if not self._stop.is_set():
+            self.statusesUpdated.emit(statuses)
+        return statuses
+
+    def poll_now(self) -> None:
+        """Start the next poll without waiting for the interval (safe from any thread)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask the loop to end; safe from any thread, returns at once."""
+        self._stop.set()
+        self._wake.set()
+
+    def _set_reachable(self, reachable: bool, message: str) -> None:
+        if reachable == self._reachable:
+            return
+        if reachable:
+            logger.info("rule server %s reachable", self.url)
+        else:
+            logger.warning("rule server %s unreachable: %s", self.url, message)
+        self._reachable = reachable
+        self.reachabilityChanged.emit(reachable, message)
+
+
+def start_watcher(watcher: StatusWatcher) -> QThread:
+    """Move ``watcher`` to a new ``QThread`` and start polling; keep the returned thread.
+
+    To stop: ``watcher.stop(); thread.quit(); thread.wait(...)``.
+    """
+    thread = QThread()
+    thread.setObjectName("StatusWatcher")
+    watcher.moveToThread(thread)
+    thread.started.connect(watcher.run)
+    watcher.finished.connect(thread.quit)
+    thread.start()
+    return thread
+
+
+def stop_watcher(watcher: StatusWatcher, thread: QThread, timeout_ms: int = 10000) -> bool:
+    """Stop ``watcher`` and wait for its ``thread`` to end; True if it did within the timeout."""
+    watcher.stop()
+    thread.quit()
+    return thread.wait(timeout_ms)
