@@ -1,0 +1,181 @@
+"""Progress graph (history, curves, rate) and results view (previews read through a data server)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import requests
+import tifffile
+
+from app.watcher import StatusWatcher, start_watcher, stop_watcher
+from cluster import h5r
+from rules.dataserver_client import DataClient
+from rules.watchers import RuleStatus
+from widgets.progress_graph import ProgressGraph
+from widgets.results_view import ResultOutput, ResultsView, kind_of
+from widgets.rule_table import RuleTableModel, RuleTableView
+
+TEMPLATE = '{"id": "{{ruleID}}~{{taskID}}", "type": "recipe", "inputs": {{taskInputs}}}'
+
+
+def _status(rule_id: str, completed: int, failed: int = 0, finished: bool = False) -> RuleStatus:
+    return RuleStatus(rule_id, posted=100, running=0, completed=completed, failed=failed,
+                      timed_out=0, complete_after_timeout=0, average_cost=0.01, active=True,
+                      finished=finished, expired=False)
+
+
+def test_graph_keeps_history_and_updates_curves_in_place(qtbot):
+    graph = ProgressGraph()
+    qtbot.addWidget(graph)
+    for second in range(10):
+        graph.add_statuses([_status("a", 10 * second, second // 5), _status("b", second)],
+                           t=100.0 + second)
+    graph.set_rules(["a"])
+    curves = graph.curves("a")
+    assert curves is not None and graph.curves("b") is None
+    t, completed, failed, rate = graph.points("a")
+    assert list(t) == [float(s) for s in range(10)]
+    assert completed[-1] == 90 and failed[-1] == 1
+    assert rate[-1] == pytest.approx((91 - 30) / 6.0)  # done at t=9 minus done at t=3, over 6 s
+    x, y = curves[0].getData()
+    assert list(y) == list(completed)
+
+    graph.add_statuses([_status("a", 95, 1)], t=110.0)
+    assert graph.curves("a") is curves  # same items, new data
+    assert curves[0].getData()[1][-1] == 95
+    graph.set_rules(["b"])
+    assert not curves[0].isVisible() and graph.curves("b")[0].isVisible()
+
+
+def test_graph_history_stays_bounded_and_settled_rules_add_nothing(qtbot):
+    graph = ProgressGraph(max_points=256)
+    qtbot.addWidget(graph)
+    for i in range(5000):
+        graph.add_statuses([_status("a", i)], t=float(i))
+    t, completed, _, _ = graph.points("a")
+    assert len(t) <= 256 and t[0] == 0.0 and t[-1] == 4999.0
+    assert np.all(np.diff(t) > 0)
+    for i in range(10):
+        graph.add_statuses([_status("done", 100, finished=True)], t=float(i))
+    assert len(graph.points("done")[0]) == 1
+
+
+def test_graph_gets_points_for_a_rule_selected_in_the_table(qtbot, rule_server):
+    with requests.Session() as session:
+        reply = session.post(f"{rule_server.url}/add_integer_id_rule", timeout=5,
+                             params={"max_tasks": 2, "release_start": 0, "release_end": 2},
+                             json={"template": TEMPLATE})
+        rule_id = reply.json()["ruleID"]
+    model = RuleTableModel()
+    table = RuleTableView(model, confirm_abort=False)
+    graph = ProgressGraph()
+    qtbot.addWidget(table)
+    qtbot.addWidget(graph)
+    table.selectionChangedTo.connect(graph.set_rules)
+    watcher = StatusWatcher(rule_server.url, interval_s=0.05)
+    watcher.statusesUpdated.connect(model.set_statuses)
+    watcher.statusesUpdated.connect(graph.add_statuses)
+    thread = start_watcher(watcher)
+    try:
+        qtbot.waitUntil(lambda: model.row_of(rule_id) is not None, timeout=10000)
+        table.select_rules([rule_id])
+        qtbot.waitUntil(lambda: _curve_points(graph, rule_id) >= 2, timeout=10000)
+    finally:
+        assert stop_watcher(watcher, thread, 10000)
+
+
+def _curve_points(graph: ProgressGraph, rule_id: str) -> int:
+    curves = graph.curves(rule_id)
+    x = None if curves is None else curves[0].getData()[0]
+    return 0 if x is None else len(x)
+
+
+@pytest.fixture
+def results_root(fixture_series_root):
+    """The data root with a rendered image, a measurement table, a CSV and a failure log."""
+    root = fixture_series_root
+    (root / "analysis").mkdir()
+    image = np.arange(48 * 64, dtype=np.float32).reshape(48, 64)
+    tifffile.imwrite(root / "analysis" / "render.tif", image)
+    blobs = np.zeros(5, dtype=[("area", "f4"), ("label", "i4")])
+    blobs["area"] = [1.5, 2.5, 3.5, 4.5, 5.5]
+    blobs["label"] = np.arange(1, 6)
+    h5r.append_table(root / "analysis" / "blobs.h5r", "Measurements", blobs)
+    (root / "analysis" / "blobs.csv").write_text("area,label\n1.5,1\n2.5,2\n")
+    (root / "LOGS" / "rules").mkdir(parents=True)
+    (root / "LOGS" / "rules" / "000003-abc.log").write_text("task 7 failed: no such module Foo\n")
+    return root
+
+
+@pytest.fixture
+def results_view(qtbot, data_server, results_root):
+    view = ResultsView(lambda: DataClient(data_server.url, "testcluster"))
+    qtbot.addWidget(view)
+    view.resize(900, 500)
+    view.show()
+    yield view
+    assert view.stop()
+
+
+def test_results_view_previews_an_image(qtbot, results_view):
+    uri = "PYME-CLUSTER://testcluster/analysis/render.tif"
+    results_view.set_outputs([ResultOutput("rendered image", uri),
+                              ResultOutput("blobs", uri.replace("render.tif", "blobs.h5r")
+                                           + "?table=Measurements")])
+    assert results_view.outputs.topLevelItemCount() == 2
+    assert results_view.outputs.topLevelItem(0).text(1) == uri
+    with qtbot.waitSignal(results_view.previewShown, timeout=10000) as shown:
+        results_view.outputs.setCurrentItem(results_view.outputs.topLevelItem(0))
+    assert shown.args == [uri, "image"]
+    image = results_view.image_view.getImageItem().image
+    assert image.shape == (64, 48)  # pyqtgraph's (x, y)
+    assert image[5, 2] == 2 * 64 + 5
+    assert results_view.pages.currentWidget() is results_view.image_view
+
+
+def test_results_view_previews_tables(qtbot, results_view):
+    uri = "PYME-CLUSTER://testcluster/analysis/blobs.h5r?table=Measurements"
+    with qtbot.waitSignal(results_view.previewShown, timeout=10000):
+        results_view.preview(uri)
+    model = results_view.table_model
+    assert model.rowCount() == 5
+    assert [model.headerData(c, 1) for c in range(model.columnCount())] == ["area", "label"]
+    assert model.index(2, 0).data() == "3.5"
+    assert results_view.pages.currentWidget() is results_view.table_view
+
+    # PYME's own results file: nested fitResults columns are flattened as PYME names them.
+    with qtbot.waitSignal(results_view.previewShown, timeout=10000):
+        results_view.preview("PYME-CLUSTER://testcluster/pyme/results.h5r")
+    headers = [model.headerData(c, 1) for c in range(model.columnCount())]
+    assert "fitResults_x0" in headers and model.rowCount() > 0
+
+    with qtbot.waitSignal(results_view.previewShown, timeout=10000):
+        results_view.preview("PYME-CLUSTER://testcluster/analysis/blobs.csv")
+    assert model.rowCount() == 2 and model.index(1, 1).data() == "2"
+
+
+def test_results_view_shows_error_log_and_missing_files(qtbot, results_view):
+    with qtbot.waitSignal(results_view.previewShown, timeout=10000) as shown:
+        results_view.show_error_log("000003-abc")
+    assert shown.args[1] == "text"
+    assert "no such module Foo" in results_view.text_view.toPlainText()
+    assert results_view.text_view.isReadOnly()
+    with qtbot.waitSignal(results_view.previewFailed, timeout=10000) as failed:
+        results_view.show_error_log("000004-none")
+    assert "000004-none" in failed.args[0]
+    assert "Could not preview" in results_view.message.text()
+
+
+def test_kinds_from_extensions():
+    assert kind_of("PYME-CLUSTER://x/a/render.tif") == "image"
+    assert kind_of("PYME-CLUSTER://x/a/r.h5r?table=FitResults") == "table"
+    assert kind_of("LOGS/rules/1.log") == "text"
+    assert kind_of("PYME-CLUSTER://x/a/s.pcs") == "file"
+
+
+def test_tiff_bytes_round_trip_helper():
+    # The loader decodes TIFF bytes from the data server in memory, as written by tifffile.
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.ones((3, 4), np.uint16))
+    assert tifffile.imread(io.BytesIO(buffer.getvalue())).shape == (3, 4)

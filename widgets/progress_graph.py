@@ -1,0 +1,190 @@
+"""Progress graph: completed and failed tasks against time, and the task rate, per selected rule.
+
+History is kept per rule from the status stream (every rule, so a rule selected later shows its
+whole run). Each shown rule's curves are created once and then updated with ``setData``; long runs
+are bounded by halving a rule's history when it reaches ``max_points``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable
+
+import numpy as np
+from PyQt5.QtCore import Qt
+from PyQt5.QtWidgets import QVBoxLayout, QWidget
+
+import pyqtgraph as pg
+
+logger = logging.getLogger(__name__)
+
+#: Seconds over which the rate is measured (the PYME server caches its counters for 5 s).
+RATE_WINDOW_S = 6.0
+
+
+class RuleHistory:
+    """Times and counts of one rule, in growable numpy buffers."""
+
+    __slots__ = ("t", "completed", "failed", "rate", "n", "last")
+
+    def __init__(self, capacity: int = 64):
+        self.t = np.empty(capacity)
+        self.completed = np.empty(capacity)
+        self.failed = np.empty(capacity)
+        self.rate = np.empty(capacity)
+        self.n = 0
+        self.last: tuple | None = None
+
+    def append(self, t: float, completed: int, failed: int, max_points: int) -> None:
+        if self.n == len(self.t):
+            if self.n >= max_points:
+                self._halve()
+            else:
+                self._grow(min(max_points, 2 * len(self.t)))
+        n = self.n
+        self.t[n], self.completed[n], self.failed[n] = t, completed, failed
+        start = int(np.searchsorted(self.t[:n], t - RATE_WINDOW_S)) if n else 0
+        start = min(start, n - 1) if n else 0
+        dt = t - self.t[start]
+        done = completed + failed - self.completed[start] - self.failed[start]
+        self.rate[n] = done / dt if n and dt > 0 else 0.0
+        self.n = n + 1
+
+    def _grow(self, capacity: int) -> None:
+        for name in ("t", "completed", "failed", "rate"):
+            old = getattr(self, name)
+            new = np.empty(capacity)
+            new[:self.n] = old[:self.n]
+            setattr(self, name, new)
+
+    def _halve(self) -> None:
+        # Keep every other point (and the newest): the curve's shape survives, memory stays flat.
+        keep = np.r_[np.arange(0, self.n - 1, 2), self.n - 1]
+        for name in ("t", "completed", "failed", "rate"):
+            buffer = getattr(self, name)
+            buffer[:len(keep)] = buffer[keep]
+        self.n = len(keep)
+
+
+class ProgressGraph(QWidget):
+    """Two linked plots: tasks done (solid) and failed (dashed) over time, and tasks per second.
+
+    Feed it every status list (``add_statuses``) and the selection (``set_rules``).
+    """
+
+    def __init__(self, parent=None, *, max_points: int = 4096, clock=time.monotonic):
+        super().__init__(parent)
+        self.max_points = max_points
+        self._clock = clock
+        self._t0: float | None = None
+        self._history: dict[str, RuleHistory] = {}
+        self._curves: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem, pg.PlotDataItem]] = {}
+        self._shown: list[str] = []
+        self._colour_index = 0
+
+        self.layout_widget = pg.GraphicsLayoutWidget(self)
+        self.layout_widget.setBackground("w")
+        self.tasks_plot = self.layout_widget.addPlot(row=0, col=0)
+        self.rate_plot = self.layout_widget.addPlot(row=1, col=0)
+        self.rate_plot.setXLink(self.tasks_plot)
+        self.tasks_plot.setLabel("left", "tasks")
+        self.rate_plot.setLabel("left", "rate", units="tasks/s")
+        self.rate_plot.setLabel("bottom", "time", units="s")
+        self.legend = self.tasks_plot.addLegend(offset=(10, 10))
+        for plot in (self.tasks_plot, self.rate_plot):
+            plot.showGrid(x=True, y=True, alpha=0.2)
+            plot.setClipToView(True)
+            plot.setDownsampling(auto=True, mode="peak")
+        self.placeholder = pg.TextItem("select rules in the table to see their progress",
+                                       color=(120, 120, 120), anchor=(0.5, 0.5))
+        self.tasks_plot.addItem(self.placeholder, ignoreBounds=True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.layout_widget)
+
+    # -- feeding -----------------------------------------------------------------------------
+    def add_statuses(self, statuses: Iterable, t: float | None = None) -> None:
+        """Record one status list (taken at ``t``, default now) and redraw the shown rules."""
+        now = self._clock() if t is None else t
+        if self._t0 is None:
+            self._t0 = now
+        rel = now - self._t0
+        for status in statuses:
+            history = self._history.get(status.rule_id)
+            if history is None:
+                history = self._history[status.rule_id] = RuleHistory()
+            key = (status.completed, status.failed)
+            # A settled rule adds no points: its curve simply ends at its last change.
+            if history.last == key and status.finished:
+                continue
+            history.last = key
+            history.append(rel, status.completed, status.failed, self.max_points)
+        self._redraw()
+
+    def set_rules(self, rule_ids: list[str]) -> None:
+        """Show the curves of ``rule_ids`` (the table's selection); hide the others."""
+        self._shown = list(rule_ids)
+        shown = set(self._shown)
+        for rule_id, curves in self._curves.items():
+            for curve in curves:
+                curve.setVisible(rule_id in shown)
+        for rule_id in self._shown:
+            if rule_id not in self._curves:
+                self._curves[rule_id] = self._make_curves(rule_id)
+        self._sync_legend()
+        self.placeholder.setVisible(not self._shown)
+        self._redraw()
+
+    def forget(self, rule_ids: Iterable[str]) -> None:
+        """Drop the history and curves of rules no longer wanted."""
+        for rule_id in rule_ids:
+            self._history.pop(rule_id, None)
+            curves = self._curves.pop(rule_id, None)
+            if curves is not None:
+                self.tasks_plot.removeItem(curves[0])
+                self.tasks_plot.removeItem(curves[1])
+                self.rate_plot.removeItem(curves[2])
+        self._shown = [r for r in self._shown if r in self._history]
+        self._sync_legend()
+
+    # -- queries -----------------------------------------------------------------------------
+    def points(self, rule_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Copies of a rule's history: (time s, completed, failed, rate tasks/s)."""
+        h = self._history.get(rule_id)
+        if h is None:
+            return tuple(np.empty(0) for _ in range(4))
+        return h.t[:h.n].copy(), h.completed[:h.n].copy(), h.failed[:h.n].copy(), h.rate[:h.n].copy()
+
+    def curves(self, rule_id: str):
+        """The (completed, failed, rate) curve items of a shown rule, or None."""
+        return self._curves.get(rule_id)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _make_curves(self, rule_id: str):
+        colour = pg.intColor(self._colour_index, hues=9, values=1, maxValue=200)
+        self._colour_index += 1
+        name = rule_id[:11]
+        completed = self.tasks_plot.plot(pen=pg.mkPen(colour, width=2), name=f"{name} done")
+        failed = self.tasks_plot.plot(pen=pg.mkPen(colour, width=2, style=Qt.DashLine),
+                                      name=f"{name} failed")
+        rate = self.rate_plot.plot(pen=pg.mkPen(colour, width=2))
+        return completed, failed, rate
+
+    def _sync_legend(self) -> None:
+        self.legend.clear()
+        for rule_id in self._shown:
+            curves = self._curves.get(rule_id)
+            if curves is not None:
+                self.legend.addItem(curves[0], curves[0].name())
+                self.legend.addItem(curves[1], curves[1].name())
+
+    def _redraw(self) -> None:
+        for rule_id in self._shown:
+            h = self._history.get(rule_id)
+            curves = self._curves.get(rule_id)
+            if h is None or curves is None:
+                continue
+            t = h.t[:h.n]
+            curves[0].setData(t, h.completed[:h.n])
+            curves[1].setData(t, h.failed[:h.n])
+            curves[2].setData(t, h.rate[:h.n])
