@@ -157,9 +157,14 @@ class DataClient:
         response = self._get_from_any(bare, "/" + quote(bare))
         return response.content
 
-    def put_file(self, path: str, data: bytes) -> str:
-        """Write a new file (write-once: ``FileExistsError`` if it exists); return the server URL."""
+    def put_file(self, path: str, data: bytes | str) -> str:
+        """Write a new file (write-once: ``FileExistsError`` if it exists); return the server URL.
+
+        Text is written as UTF-8.
+        """
         bare = check_name(path)
+        if isinstance(data, str):
+            data = data.encode("utf-8")
         if len(self.urls) > 1 and self.locate_file(bare):
             # each server only knows its own files: check the others before writing
             raise FileExistsError(f"{make_cluster_uri(bare, self.serverfilter)} already exists "
