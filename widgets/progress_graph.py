@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 
 #: Seconds over which the rate is measured (the PYME server caches its counters for 5 s).
 RATE_WINDOW_S = 6.0
+#: Distinct line colours (Okabe-Ito, readable by colour-blind users), cycled per rule.
+_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+_AXIS_COLOUR = "#404040"
+_HINT = "Select rules in the table to see their progress"
 
 
 class RuleHistory:
@@ -90,14 +94,16 @@ class ProgressGraph(QWidget):
         self.tasks_plot.setLabel("left", "tasks")
         self.rate_plot.setLabel("left", "rate", units="tasks/s")
         self.rate_plot.setLabel("bottom", "time", units="s")
-        self.legend = self.tasks_plot.addLegend(offset=(10, 10))
+        self.legend = self.tasks_plot.addLegend(offset=(10, 10), labelTextColor=(40, 40, 40),
+                                                brush=pg.mkBrush(255, 255, 255, 200))
         for plot in (self.tasks_plot, self.rate_plot):
             plot.showGrid(x=True, y=True, alpha=0.2)
             plot.setClipToView(True)
             plot.setDownsampling(auto=True, mode="peak")
-        self.placeholder = pg.TextItem("select rules in the table to see their progress",
-                                       color=(120, 120, 120), anchor=(0.5, 0.5))
-        self.tasks_plot.addItem(self.placeholder, ignoreBounds=True)
+            for side in ("left", "bottom"):
+                plot.getAxis(side).setPen(_AXIS_COLOUR)
+                plot.getAxis(side).setTextPen(_AXIS_COLOUR)
+        self.tasks_plot.setTitle(_HINT, color=_AXIS_COLOUR)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.layout_widget)
@@ -132,7 +138,7 @@ class ProgressGraph(QWidget):
             if rule_id not in self._curves:
                 self._curves[rule_id] = self._make_curves(rule_id)
         self._sync_legend()
-        self.placeholder.setVisible(not self._shown)
+        self.tasks_plot.setTitle(None if self._shown else _HINT, color=_AXIS_COLOUR)
         self._redraw()
 
     def forget(self, rule_ids: Iterable[str]) -> None:
@@ -161,7 +167,7 @@ class ProgressGraph(QWidget):
 
     # -- internals ---------------------------------------------------------------------------
     def _make_curves(self, rule_id: str):
-        colour = pg.intColor(self._colour_index, hues=9, values=1, maxValue=200)
+        colour = _PALETTE[self._colour_index % len(_PALETTE)]
         self._colour_index += 1
         name = rule_id[:11]
         completed = self.tasks_plot.plot(pen=pg.mkPen(colour, width=2), name=f"{name} done")

@@ -261,6 +261,7 @@ class ResultsView(QWidget):
         splitter.addWidget(self.outputs)
         splitter.addWidget(preview)
         splitter.setStretchFactor(1, 3)
+        splitter.setSizes([320, 680])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
