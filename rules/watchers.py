@@ -127,11 +127,19 @@ def _server_of(rule, default: str | None) -> str:
 
 
 class _PollingThread:
-    """One owned polling thread over rule servers; subclasses say what to report."""
+    """One owned polling thread over rule servers; subclasses say what to report.
 
-    def __init__(self, interval: float = 1.0, ruleserver: str | None = None, timeout: float = 10.0):
+    ``interval`` seconds between polls; ``ruleserver`` for rules given by ID (default: the default
+    cluster's); ``session`` a ``requests.Session`` for the clients; ``autostart=False`` leaves
+    starting the thread to :meth:`start` (or call :meth:`poll_once` yourself).
+    """
+
+    def __init__(self, interval: float = 1.0, ruleserver: str | None = None, timeout: float = 10.0,
+                 session=None, autostart: bool = True):
         self.interval = float(interval)
+        self.autostart = autostart
         self.timeout = timeout
+        self._session = session
         self._default_server = ruleserver.rstrip("/") if ruleserver else None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -149,17 +157,20 @@ class _PollingThread:
         with self._lock:
             self._watched.setdefault(server, {})[rule_id] = entry
             self._added.setdefault(rule_id, time.monotonic())
-        self._ensure_running()
+        if self.autostart:
+            self.start()
         return rule_id
 
     def _client(self, server: str):
         client = self._clients.get(server)
         if client is None:
             from .ruleserver_client import RuleServerClient
-            client = self._clients[server] = RuleServerClient(server, timeout=self.timeout)
+            client = self._clients[server] = RuleServerClient(server, timeout=self.timeout,
+                                                                  session=self._session)
         return client
 
-    def _ensure_running(self) -> None:
+    def start(self) -> None:
+        """Start the polling thread (``watch`` does this unless ``autostart=False``)."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
@@ -260,8 +271,10 @@ class RuleGroupWatcher(_PollingThread):
     gets the ``list[RuleStatus]`` of every watched rule on that server. Rules stay watched until
     :meth:`unwatch` or :meth:`stop`."""
 
-    def __init__(self, interval: float = 1.0, ruleserver: str | None = None, timeout: float = 10.0):
-        super().__init__(interval=interval, ruleserver=ruleserver, timeout=timeout)
+    def __init__(self, interval: float = 1.0, ruleserver: str | None = None, timeout: float = 10.0,
+                 session=None, autostart: bool = True):
+        super().__init__(interval=interval, ruleserver=ruleserver, timeout=timeout, session=session,
+                         autostart=autostart)
         self._callbacks: list[Callable[[list[RuleStatus]], None]] = []
         self.latest: dict[str, RuleStatus] = {}
         self._display = None
