@@ -48,6 +48,9 @@ def load_inputs(inputs: dict[str, str], read_file: Callable[[str], bytes]) -> di
             raise RecipeError(f"input {key!r} must be a URI or path, got {uri!r}")
         base, table = split_uri(uri)
         ext = posixpath.splitext(_path_of(base))[1].lower()
+        if ext not in RESULTS_EXTENSIONS + IMAGE_EXTENSIONS + (".csv",):
+            raise RecipeError(f"input {key!r} ({uri}): unsupported file type {ext or '(none)'!r}; "
+                              "recipes read .h5r/.hdf/.h5 results, .tif/.tiff images and .csv tables")
         try:
             data = read_file(base)
         except FileNotFoundError as exc:
@@ -62,12 +65,8 @@ def load_inputs(inputs: dict[str, str], read_file: Callable[[str], bytes]) -> di
                         namespace[name if key == "input" else f"{key}_{name}"] = value
             elif ext in IMAGE_EXTENSIONS:
                 namespace[key] = read_tiff(data)
-            elif ext == ".csv":
-                namespace[key] = read_csv(data)
             else:
-                raise RecipeError(f"input {key!r} ({uri}): unsupported file type {ext or '(none)'!r}; "
-                                  "recipes read .h5r/.hdf/.h5 results, .tif/.tiff images and .csv "
-                                  "tables")
+                namespace[key] = read_csv(data)
         except FormatError as exc:
             raise RecipeError(f"input {key!r} ({uri}): {exc}") from exc
     return namespace

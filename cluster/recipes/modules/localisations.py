@@ -63,6 +63,7 @@ RENDERERS = ("3D Gaussian", "3D Histogram", "3D Triangularisation", "Density Fit
              "Log Likelihood", "QuadTree", "Voronoi")
 SUPPORTED_RENDERERS = ("Gaussian", "Histogram")
 MAX_PIXELS = 200_000_000
+MAX_MARGIN_NM = 1000.0
 _CHUNK = 4096
 
 
@@ -72,7 +73,8 @@ class DensityMapping(RecipeModule):
     Pixel values are localisations per pixel (each localisation adds a total of 1). Gaussian σ is
     ``jitterScale`` × the ``jitterVariable`` column (e.g. ``error_x``) or × the number it holds;
     a named column that is absent falls back to σ = one pixel, with a warning. Bounds: ``estimate``
-    (data min/max snapped out to the pixel grid), ``metadata`` (camera ROI × voxel size) or
+    (data min/max, widened for Gaussians by 3 × their 95th-percentile σ, snapped out to the pixel
+    grid), ``metadata`` (camera ROI × voxel size) or
     ``manual`` (``manualXYBounds`` = [x0, y0, x1, y1] nm).
     """
 
@@ -123,7 +125,11 @@ class DensityMapping(RecipeModule):
         ok = np.isfinite(x) & np.isfinite(y)
         x, y = x[ok], y[ok]
         ps = self.p["pixelSize"]
-        x0, y0, x1, y1 = self._bounds(table, x, y, ps)
+        sigma = self._sigma(table, ok, ps) if self.p["renderingModule"] == "Gaussian" else None
+        margin = 0.0
+        if sigma is not None and len(sigma):
+            margin = min(3.0 * float(np.percentile(sigma, 95)), MAX_MARGIN_NM)
+        x0, y0, x1, y1 = self._bounds(table, x, y, ps, margin)
         nx, ny = max(1, int(round((x1 - x0) / ps))), max(1, int(round((y1 - y0) / ps)))
         if nx * ny > MAX_PIXELS:
             raise self.error(f"image of {nx}×{ny} pixels is too large; increase pixelSize ({ps} nm) "
@@ -131,7 +137,6 @@ class DensityMapping(RecipeModule):
         if self.p["renderingModule"] == "Histogram":
             data = _histogram(x, y, x0, y0, ps, nx, ny)
         else:
-            sigma = self._sigma(table, ok, ps)
             data = _gaussian(x, y, sigma, x0, y0, ps, nx, ny)
         metadata = {k: v for k, v in table.metadata.items() if not k.startswith("voxelsize.")}
         metadata.update({
@@ -143,7 +148,7 @@ class DensityMapping(RecipeModule):
         self.put(namespace, "outputImage", Image(data.astype(np.float32), (ps, ps, ps),
                                                  (x0, y0, 0.0), metadata))
 
-    def _bounds(self, table: Table, x, y, ps):
+    def _bounds(self, table: Table, x, y, ps, margin):
         mode = self.p["xyBoundsMode"]
         if mode == "manual":
             return tuple(self.p["manualXYBounds"])
@@ -160,8 +165,9 @@ class DensityMapping(RecipeModule):
         if len(x) == 0:
             raise self.error(f"nothing to render: {self.p['inputLocalizations']!r} has no "
                              "localisations (use xyBoundsMode manual or metadata for empty images)")
-        return (ps * math.floor(x.min() / ps), ps * math.floor(y.min() / ps),
-                ps * (math.floor(x.max() / ps) + 1), ps * (math.floor(y.max() / ps) + 1))
+        return (ps * math.floor((x.min() - margin) / ps), ps * math.floor((y.min() - margin) / ps),
+                ps * (math.floor((x.max() + margin) / ps) + 1),
+                ps * (math.floor((y.max() + margin) / ps) + 1))
 
     def _sigma(self, table: Table, ok, ps):
         variable = self.p["jitterVariable"].strip()
