@@ -124,6 +124,7 @@ def test_full_lifecycle_with_worker_threads(rule_server):
 def test_auction_lowest_cost_wins(rule_server, http):
     url = rule_server.url
     rid = add_rule(http, url, max_tasks=10, release_start=0, release_end=10)
+    rule_server.table.auction_seconds = 2.0  # a wide window, so a loaded machine cannot miss it
     results = {}
 
     def bidder(name, cost):
@@ -133,11 +134,12 @@ def test_auction_lowest_cost_wins(rule_server, http):
     t0 = time.monotonic()
     threads = [threading.Thread(target=bidder, args=("dear", 0.9)),
                threading.Thread(target=bidder, args=("cheap", 0.3))]
-    for t in threads:
-        t.start()
+    threads[0].start()
+    time.sleep(0.3)  # the dearer bid is placed first; the cheaper one outbids it
+    threads[1].start()
     for t in threads:
         t.join()
-    assert time.monotonic() - t0 >= 0.2  # the auction waited for competing bids
+    assert time.monotonic() - t0 >= 2.0  # the auction waited for competing bids
     assert results == {"cheap": [0, 1, 2, 3, 4], "dear": []}
     # the fast path (every cost < 0.2) does not wait and gets what is left
     assert bid(http, url, rid, range(10), 0.1) == [5, 6, 7, 8, 9]
@@ -245,7 +247,8 @@ def test_retention_and_expiry(rule_server, http):
 
     def advance(seconds):
         now[0] += seconds
-        time.sleep(0.6)  # let the background pass (every 0.25 s) run
+        ticks = rule_server.table.ticks
+        wait_for(lambda: rule_server.table.ticks >= ticks + 2)  # a whole pass ran since
 
     assert present() == {ok, bad, idle, child[0]}
     advance(40)  # idle rule (timeout 30 s) expires although it never got tasks

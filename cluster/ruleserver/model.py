@@ -426,6 +426,8 @@ class RuleTable:
         self.retries = int(retries)
         self.clock = clock
         self.tick_interval = tick_interval
+        self.auction_seconds = AUCTION_SECONDS
+        self.ticks = 0  # background passes run so far
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.version = 0
@@ -589,7 +591,7 @@ class RuleTable:
                     auction.append((k, rule, b, bidder))
         if auction:
             try:
-                time.sleep(AUCTION_SECONDS)
+                time.sleep(self.auction_seconds)
             finally:
                 with self.lock:
                     now = self.clock()
@@ -692,6 +694,7 @@ class RuleTable:
                     self._forget(rule)
                     logger.info("rule %s expired", rule.id)
                     changed = True
+            self.ticks += 1
             if changed:
                 self._changed()
 
