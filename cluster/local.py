@@ -1,0 +1,149 @@
+"""The cluster of one: a rule server, a data server and a pool of worker processes.
+
+``start_local_cluster(root, workers=N)`` starts everything on loopback with free ports and returns a
+:class:`LocalCluster` handle; ``stop()`` (or leaving a ``with`` block) stops the workers, then the
+servers. A worker process that dies is replaced; its tasks go back to the queue when their task
+timeout passes, so the rule still finishes with exact counts.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from cluster.dataserver import DataServer
+from cluster.ruleserver import RuleServer
+
+logger = logging.getLogger(__name__)
+
+
+def default_worker_count() -> int:
+    """Cores − 1, at least 1."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+class WorkerPool:
+    """Keeps N worker processes alive until stopped."""
+
+    def __init__(self, n: int, ruleserver_url: str, dataserver_url: str, root: Path,
+                 serverfilter: str, log_dir: Path | None = None):
+        self.n = n
+        self._command = [sys.executable, "-m", "cluster.worker", "--ruleserver", ruleserver_url,
+                         "--dataserver", dataserver_url, "--root", str(root),
+                         "--serverfilter", serverfilter]
+        self._log_dir = log_dir
+        self.processes: list[subprocess.Popen] = []
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._monitor = threading.Thread(target=self._watch, name="worker-pool", daemon=True)
+
+    def start(self) -> "WorkerPool":
+        with self._lock:
+            self.processes = [self._spawn() for _ in range(self.n)]
+        self._monitor.start()
+        return self
+
+    @property
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [p.pid for p in self.processes]
+
+    def _spawn(self) -> subprocess.Popen:
+        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                               os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        log = subprocess.DEVNULL
+        if self._log_dir is not None:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+            log = open(self._log_dir / "workers.log", "ab")  # noqa: SIM115 - owned by the child
+        process = subprocess.Popen(self._command, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, env=env)
+        if log is not subprocess.DEVNULL:
+            log.close()
+        logger.info("started worker process %d", process.pid)
+        return process
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.5):
+            with self._lock:
+                for i, process in enumerate(self.processes):
+                    if process.poll() is not None and not self._stopping.is_set():
+                        logger.warning("worker %d exited with %s; starting a replacement",
+                                       process.pid, process.returncode)
+                        self.processes[i] = self._spawn()
+                        self.restarts += 1
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._monitor.is_alive():
+            self._monitor.join(timeout=2)
+        with self._lock:
+            for process in self.processes:
+                if process.poll() is None:
+                    process.terminate()
+            for process in self.processes:
+                try:
+                    process.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=timeout)
+
+
+class LocalCluster:
+    """Handle of a running cluster of one; usable as a context manager."""
+
+    def __init__(self, root: str | os.PathLike, workers: int = 0, rule_port: int = 0,
+                 data_port: int = 0, bind: str = "127.0.0.1", serverfilter: str | None = None,
+                 task_timeout: float = 600.0):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.serverfilter = serverfilter or socket.gethostname()
+        self.rule_server = RuleServer(bind=bind, port=rule_port, task_timeout=task_timeout)
+        self.data_server = DataServer(root=self.root, bind=bind, port=data_port,
+                                      serverfilter=self.serverfilter)
+        self.n_workers = workers
+        self.pool: WorkerPool | None = None
+
+    @property
+    def ruleserver_url(self) -> str:
+        return self.rule_server.url
+
+    @property
+    def dataserver_url(self) -> str:
+        return self.data_server.url
+
+    def start(self) -> "LocalCluster":
+        self.rule_server.start()
+        self.data_server.start()
+        if self.n_workers > 0:
+            self.pool = WorkerPool(self.n_workers, self.ruleserver_url, self.dataserver_url,
+                                   self.root, self.serverfilter,
+                                   log_dir=self.root / "LOGS" / socket.gethostname()).start()
+        logger.info("cluster %r: rule server %s, data server %s, %d workers", self.serverfilter,
+                    self.ruleserver_url, self.dataserver_url, self.n_workers)
+        return self
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
+            self.pool = None
+        self.data_server.stop()
+        self.rule_server.stop()
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_local_cluster(root: str | os.PathLike, workers: int = 0, rule_port: int = 0,
+                        data_port: int = 0, bind: str = "127.0.0.1", serverfilter: str | None = None,
+                        task_timeout: float = 600.0) -> LocalCluster:
+    """Start a rule server, a data server over ``root`` and ``workers`` worker processes."""
+    return LocalCluster(root, workers, rule_port, data_port, bind, serverfilter, task_timeout).start()

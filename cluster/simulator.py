@@ -1,0 +1,259 @@
+"""A simulated single-molecule acquisition that spools a PYME series into a data server.
+
+Fluorophores sit on a structure (filaments or rings) and blink; each frame is the sum of their
+pixel-integrated Gaussian PSFs (σ ≈ 130 nm at 100 nm pixels) over a uniform background, with
+photon shot noise, camera read noise, gain and offset matching the metadata written with the
+series. Frames go out in PYME's layout (``metadata.json`` first, ``frame%05d.pzf``, then
+``events.json`` last) at the requested frame rate, and the ground truth (``frame, x_nm, y_nm,
+photons`` per emitter and frame) is written beside them as ``ground_truth.npy``.
+
+:class:`SimulatedAcquisition` follows the engine's spooler protocol (``rules.spooler``), so a
+``SpoolLocalLocalizationRule`` can analyse the series live while it spools.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.special import erf
+
+from cluster.pzf import encode_frame
+from rules.dataserver_client import DataClient
+from rules.metadata import MetaDataHandler
+from rules.uris import check_name, make_cluster_uri
+
+logger = logging.getLogger(__name__)
+
+STRUCTURES = ("filaments", "rings")
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """An sCMOS-like camera; values land in the series metadata under ``Camera.*``."""
+
+    ad_offset: float = 100.0
+    electrons_per_count: float = 0.5
+    read_noise: float = 1.5
+    true_em_gain: float = 1.0
+    noise_factor: float = 1.0
+
+
+@dataclass(frozen=True)
+class SampleModel:
+    """Fluorophore brightness, blinking and background."""
+
+    pixel_size_nm: float = 100.0
+    psf_sigma_nm: float = 130.0
+    photons_mean: float = 1000.0
+    background_photons: float = 50.0
+    emitters_per_frame: float = 30.0
+    mean_on_frames: float = 2.0
+
+
+class EventLogger:
+    """PYME-style event log: ``[name, description, time]`` triples."""
+
+    def __init__(self):
+        self.events: list[list] = []
+        self._lock = threading.Lock()
+
+    def logEvent(self, name: str, description: str = "", timestamp: float | None = None) -> None:  # noqa: N802 - PYME's name
+        with self._lock:
+            self.events.append([name, description, time.time() if timestamp is None else timestamp])
+
+    def to_JSON(self) -> str:  # noqa: N802 - PYME's name
+        with self._lock:
+            return json.dumps(self.events)
+
+
+def _structure_points(kind: str, size_nm: float, rng: np.random.Generator) -> np.ndarray:
+    """Fluorophore positions (n, 2) in nm on filaments or rings inside the field."""
+    margin = 0.05 * size_nm
+    if kind == "filaments":
+        points = []
+        for _ in range(8):
+            pos = rng.uniform(margin, size_nm - margin, 2)
+            angle = rng.uniform(0, 2 * np.pi)
+            steps = int(size_nm / 5)
+            turn = rng.normal(0, 0.01, steps).cumsum()
+            angles = angle + turn
+            track = pos + np.cumsum(np.stack([np.cos(angles), np.sin(angles)], 1) * 5.0, 0)
+            inside = np.all((track > margin) & (track < size_nm - margin), axis=1)
+            points.append(track[inside])
+        return np.concatenate(points)
+    if kind == "rings":
+        centres = rng.uniform(margin + 300, size_nm - margin - 300, (60, 2))
+        radii = rng.uniform(120, 250, 60)
+        points = []
+        for centre, radius in zip(centres, radii):
+            n = int(2 * np.pi * radius / 5)
+            theta = rng.uniform(0, 2 * np.pi, n)
+            points.append(centre + radius * np.stack([np.cos(theta), np.sin(theta)], 1))
+        return np.concatenate(points)
+    raise ValueError(f"unknown structure {kind!r}; choose one of {', '.join(STRUCTURES)}")
+
+
+class FrameSimulator:
+    """Generates frames (uint16, axis 0 = x) and their ground truth, reproducibly from a seed."""
+
+    def __init__(self, size: int = 256, structure: str = "filaments", seed: int | None = None,
+                 camera: CameraModel = CameraModel(), sample: SampleModel = SampleModel()):
+        self.size, self.camera, self.sample = size, camera, sample
+        self.rng = np.random.default_rng(seed)
+        self.positions = _structure_points(structure, size * sample.pixel_size_nm, self.rng)
+        n = len(self.positions)
+        on_fraction = min(0.5, sample.emitters_per_frame / max(n, 1))
+        self._p_off = 1.0 / sample.mean_on_frames
+        self._p_on = on_fraction * self._p_off / (1.0 - on_fraction)
+        self._on = self.rng.random(n) < on_fraction
+        # PYME's convention: pixel i is centred on i × pixel size (fixtures' series_truth_nm.npy)
+        self._edges = (np.arange(size + 1) - 0.5) * sample.pixel_size_nm
+
+    def _integrated_psf(self, centres: np.ndarray) -> np.ndarray:
+        """(n, size) fraction of each emitter's photons falling in each pixel row/column."""
+        scale = np.sqrt(2) * self.sample.psf_sigma_nm
+        cdf = erf((self._edges[None, :] - centres[:, None]) / scale)
+        return 0.5 * np.diff(cdf, axis=1)
+
+    def next_frame(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ``index`` as uint16 ADU, and its truth rows ``(frame, x_nm, y_nm, photons)``."""
+        flip = self.rng.random(len(self._on))
+        self._on = np.where(self._on, flip >= self._p_off, flip < self._p_on)
+        xy = self.positions[self._on]
+        photons = self.rng.lognormal(np.log(self.sample.photons_mean), 0.3, len(xy))
+        ex, ey = self._integrated_psf(xy[:, 0]), self._integrated_psf(xy[:, 1])
+        expected = (ex * photons[:, None]).T @ ey + self.sample.background_photons
+        cam = self.camera
+        electrons = self.rng.poisson(expected * cam.true_em_gain).astype(np.float64)
+        electrons += self.rng.normal(0, cam.read_noise, electrons.shape)
+        adu = electrons / cam.electrons_per_count + cam.ad_offset
+        frame = np.clip(np.round(adu), 0, 65535).astype(np.uint16)
+        truth = np.column_stack([np.full(len(xy), index, float), xy, photons])
+        return frame, truth
+
+    def metadata(self) -> MetaDataHandler:
+        cam, sample = self.camera, self.sample
+        return MetaDataHandler({
+            "Camera.ADOffset": cam.ad_offset, "Camera.ElectronsPerCount": cam.electrons_per_count,
+            "Camera.ReadNoise": cam.read_noise, "Camera.TrueEMGain": cam.true_em_gain,
+            "Camera.NoiseFactor": cam.noise_factor, "Camera.Name": "Spoolside simulated sCMOS",
+            "Camera.ROIWidth": self.size, "Camera.ROIHeight": self.size,
+            "voxelsize.x": sample.pixel_size_nm / 1000.0, "voxelsize.y": sample.pixel_size_nm / 1000.0,
+            "voxelsize.z": 0.2, "voxelsize.units": "um",
+            "Simulation.PSFSigmaNM": sample.psf_sigma_nm, "Simulation.MeanPhotons": sample.photons_mean,
+            "Simulation.BackgroundPhotons": sample.background_photons,
+            "DimOrder": "XYCZT", "SizeC": 1, "SizeT": -1, "SizeZ": 1,
+        })
+
+
+def series_path_for(name: str) -> str:
+    """Cluster path of a series called ``name`` (``.pcs`` added), checked against PYME's rules."""
+    name = name.strip().strip("/")
+    if not name.endswith(".pcs"):
+        name += ".pcs"
+    check_name(name)
+    return name
+
+
+class SimulatedAcquisition:
+    """Spools a simulated series at ``fps`` from a background thread; a spooler for live rules."""
+
+    def __init__(self, data: DataClient, name: str, frames: int = 2000, fps: float = 100.0,
+                 structure: str = "filaments", size: int = 256, seed: int | None = None,
+                 serverfilter: str = "", sample: SampleModel = SampleModel()):
+        if frames < 1:
+            raise ValueError("frames must be at least 1")
+        if fps <= 0:
+            raise ValueError("fps must be positive")
+        self.data = data
+        self.series_path = series_path_for(name)
+        self.series_uri = make_cluster_uri(self.series_path, serverfilter)
+        self.n_target, self.fps = frames, fps
+        self.simulator = FrameSimulator(size, structure, seed, sample=sample)
+        self.metadata = self.simulator.metadata()
+        self.metadata["imageID"] = int(self.simulator.rng.integers(1, 2**31))
+        self.evtLogger = self.event_logger = EventLogger()
+        self._n_spooled = 0
+        self._finished = threading.Event()
+        self._stop = threading.Event()
+        self._listeners: list[Callable[[], None]] = []
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    # -- spooler protocol -------------------------------------------------------------------
+    def get_n_frames(self) -> int:
+        return self._n_spooled
+
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def add_frame_listener(self, callback: Callable[[], None]) -> None:
+        self._listeners.append(callback)
+
+    # -- running ----------------------------------------------------------------------------
+    def start(self) -> "SimulatedAcquisition":
+        """Write the metadata (so the series exists), then spool frames in a thread."""
+        if self.data.exists(f"{self.series_path}/metadata.json"):
+            raise FileExistsError(f"series {self.series_path} already exists on the cluster")
+        self.metadata["StartTime"] = time.time()
+        self.data.put_file(f"{self.series_path}/metadata.json", self.metadata.to_JSON().encode())
+        self.evtLogger.logEvent("StartAq", "0")
+        self._thread = threading.Thread(target=self._spool, name=f"simulate-{self.series_path}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def run(self) -> None:
+        """Spool the whole series in the calling thread."""
+        self.start()
+        self.wait()
+        if self.error is not None:
+            raise self.error
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.finished()
+
+    def stop(self) -> None:
+        """End the acquisition early; the series is completed with the frames spooled so far."""
+        self._stop.set()
+
+    def _spool(self) -> None:
+        truth = []
+        t0 = time.monotonic()
+        try:
+            for i in range(self.n_target):
+                if self._stop.is_set():
+                    break
+                delay = t0 + i / self.fps - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                frame, rows = self.simulator.next_frame(i)
+                truth.append(rows)
+                self.data.put_file(f"{self.series_path}/frame{i:05d}.pzf",
+                                   encode_frame(frame, frame_num=i, sequence_id=self.metadata["imageID"],
+                                                timestamp=int(time.time() * 1e6)))
+                self._n_spooled = i + 1
+                for callback in list(self._listeners):
+                    callback()
+            self.evtLogger.logEvent("StopAq", str(self._n_spooled))
+            buffer = io.BytesIO()
+            np.save(buffer, np.concatenate(truth) if truth else np.zeros((0, 4)))
+            self.data.put_file(f"{self.series_path}/ground_truth.npy", buffer.getvalue())
+            self.data.put_file(f"{self.series_path}/events.json", self.evtLogger.to_JSON().encode())
+        except BaseException as exc:  # noqa: BLE001 - reported through .error and the log
+            self.error = exc
+            logger.exception("simulated acquisition of %s failed", self.series_path)
+        finally:
+            self._finished.set()
+            for callback in list(self._listeners):
+                callback()
+        logger.info("spooled %d frames of %s in %.1f s", self._n_spooled, self.series_path,
+                    time.monotonic() - t0)

@@ -1,0 +1,195 @@
+"""The cluster of one doing real science: simulate → localise → render → measure, with real workers."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tifffile
+
+from cluster.local import start_local_cluster
+from cluster.simulator import SampleModel, SimulatedAcquisition
+from resources import resource_path
+from rules import Cluster, LocalisationRuleFactory, RecipeRuleFactory
+from rules.metadata import MetaDataHandler
+
+START_AT = 10
+ANALYSIS = {"Analysis.FitModule": "LatGaussFitFR", "Analysis.DetectionThreshold": 1.0,
+            "Analysis.BGRange": [-10, 0], "Analysis.StartAt": START_AT}
+SPARSE = SampleModel(emitters_per_frame=8)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def chain_statuses(client, first_id: str) -> dict[str, dict]:
+    """Info of a rule and every follow-on it spawned, by ID."""
+    info = client.queue_info()
+    ids, todo = [], [first_id]
+    while todo:
+        rule_id = todo.pop()
+        ids.append(rule_id)
+        todo += client.followon_ids(rule_id) or []
+    return {i: info[i] for i in ids if i in info}
+
+
+@pytest.fixture(scope="module")
+def local_cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cluster")
+    with start_local_cluster(root, workers=1, serverfilter="e2e", task_timeout=60) as lc:
+        yield lc
+
+
+@pytest.fixture
+def engine(local_cluster):
+    with Cluster(local_cluster.ruleserver_url, local_cluster.dataserver_url,
+                 serverfilter=local_cluster.serverfilter) as c:
+        yield c
+
+
+def simulate(engine, name, frames, fps=2000.0, seed=1, run=True):
+    acquisition = SimulatedAcquisition(engine.data, name, frames=frames, fps=fps, size=96,
+                                       seed=seed, serverfilter=engine.serverfilter, sample=SPARSE)
+    if run:
+        acquisition.run()
+    return acquisition
+
+
+def test_simulated_series_localises_to_ground_truth(engine, local_cluster):
+    acquisition = simulate(engine, "sim/truth", frames=200)
+    rule = LocalisationRuleFactory(analysisMetadata=MetaDataHandler(ANALYSIS)).get_rule(
+        context={"seriesName": acquisition.series_uri})
+    rule.push(cluster=engine)
+    rule.join(timeout=120)
+    status = rule.status()
+    assert status["tasksCompleted"] == 200 and status["tasksFailed"] == 0
+
+    fits = engine.data.read_table("sim/analysis/truth.h5r", "FitResults")
+    truth = np.load(io.BytesIO(engine.data.get_file("sim/truth.pcs/ground_truth.npy")))
+    assert fits["tIndex"].min() >= START_AT and fits["tIndex"].max() < 200
+    # score isolated emitters (no other emitter on within 500 nm) once the background window is full
+    found, errors, scored = 0, [], 0
+    for frame, x, y, _photons in truth[truth[:, 0] >= START_AT]:
+        others = truth[truth[:, 0] == frame]
+        if np.sort(np.hypot(others[:, 1] - x, others[:, 2] - y))[1:2].min(initial=1e9) < 500:
+            continue
+        scored += 1
+        in_frame = fits[fits["tIndex"] == int(frame)]
+        d = np.hypot(in_frame["fitResults"]["x0"] - x, in_frame["fitResults"]["y0"] - y)
+        if len(d) and d.min() < 100:
+            found += 1
+            errors.append(d.min())
+    assert scored > 300
+    assert found / scored > 0.9, f"recall {found / scored:.2f} over {scored} isolated emitters"
+    assert np.median(errors) < 25, f"median error {np.median(errors):.1f} nm"
+    assert len(fits) < 1.1 * (truth[:, 0] >= START_AT).sum(), "too many false positives"
+
+
+def test_chain_renders_image_and_measures_blobs(engine, local_cluster):
+    acquisition = simulate(engine, "sim/chain", frames=100, seed=2)
+    render = RecipeRuleFactory(recipe=resource_path("recipes", "render_image.yaml").read_text(),
+                               output_dir="{{spool_dir}}/analysis")
+    measure = RecipeRuleFactory(recipe=resource_path("recipes", "measure_blobs.yaml").read_text(),
+                                output_dir="{{spool_dir}}/analysis",
+                                input_patterns={"input": "{{spool_dir}}/analysis/{{series_stub}}.tif"})
+    first = LocalisationRuleFactory(analysisMetadata=MetaDataHandler(ANALYSIS))
+    first.chain(render)
+    render.chain(measure)
+    rule = first.get_rule(context={"seriesName": acquisition.series_uri})
+    rule.push(cluster=engine)
+
+    root = local_cluster.root / "sim" / "analysis"
+    wait_for(lambda: (root / "chain_blobs.csv").exists(), 120, "the blob table")
+    statuses = wait_for(lambda: (s := chain_statuses(engine.rules, rule.rule_id)) and len(s) == 3
+                        and all(v["finished"] for v in s.values()) and s, 30, "three finished rules")
+    assert all(v["tasksFailed"] == 0 for v in statuses.values()), statuses
+
+    image = tifffile.imread(root / "chain.tif")
+    assert image.ndim == 2 and image.max() > 0
+    rows = list(csv.DictReader(io.StringIO((root / "chain_blobs.csv").read_text())))
+    assert len(rows) >= 1
+
+
+def test_live_series_is_analysed_while_it_spools(engine, local_cluster):
+    from rules import SpoolLocalLocalizationRuleFactory
+
+    acquisition = simulate(engine, "sim/live", frames=150, fps=100, seed=3, run=False)
+    acquisition.start()
+    rule = SpoolLocalLocalizationRuleFactory(analysisMetadata=MetaDataHandler(ANALYSIS)).get_rule(
+        context={"seriesName": acquisition.series_uri, "spooler": acquisition})
+    rule.push(cluster=engine)
+    # tasks complete before spooling ends: analysis follows the acquisition
+    wait_for(lambda: rule.status().get("tasksCompleted", 0) > 0, 30, "first live results")
+    assert not acquisition.finished()
+    rule.join(timeout=90)
+    status = rule.status()
+    assert status["tasksCompleted"] == 150 and status["tasksFailed"] == 0
+    events = engine.data.read_table("sim/analysis/live.h5r", "Events")
+    assert b"StopAq" in set(events["EventName"])
+
+
+def test_bad_recipe_fails_with_a_log_naming_the_module(engine, local_cluster):
+    acquisition = simulate(engine, "sim/badrecipe", frames=20, seed=4)
+    bad = RecipeRuleFactory(recipe="- nosuch.Module: {inputName: FitResults}\n",
+                            output_dir="{{spool_dir}}/analysis")
+    first = LocalisationRuleFactory(analysisMetadata=MetaDataHandler(ANALYSIS))
+    first.chain(bad)
+    rule = first.get_rule(context={"seriesName": acquisition.series_uri})
+    rule.push(cluster=engine)
+    statuses = wait_for(lambda: (s := chain_statuses(engine.rules, rule.rule_id)) and len(s) == 2
+                        and all(v["finished"] for v in s.values()) and s, 60, "the failed recipe")
+    failed = [rid for rid, info in statuses.items() if info["tasksFailed"]]
+    assert len(failed) == 1
+    log = engine.data.get_file(f"LOGS/rules/{failed[0]}.log").decode()
+    assert "nosuch.Module" in log
+
+
+def test_killed_worker_is_replaced_and_counts_stay_exact(tmp_path):
+    with start_local_cluster(tmp_path, workers=1, serverfilter="kill", task_timeout=3) as lc, \
+            Cluster(lc.ruleserver_url, lc.dataserver_url, serverfilter="kill") as engine:
+        acquisition = simulate(engine, "sim/kill", frames=300, seed=5)
+        rule = LocalisationRuleFactory(analysisMetadata=MetaDataHandler(ANALYSIS)).get_rule(
+            context={"seriesName": acquisition.series_uri})
+        rule.push(cluster=engine)
+        wait_for(lambda: rule.status().get("tasksRunning", 0) > 0, 30, "a running task")
+        victim = lc.pool.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: lc.pool.restarts >= 1, 10, "a replacement worker")
+        rule.join(timeout=120)
+        status = rule.status()
+        assert status["tasksCompleted"] + status["tasksFailed"] == 300
+        assert status["tasksCompleted"] == 300
+        assert status["tasksRunning"] == 0
+        assert status["tasksTimedOut"] >= 1, "the kill should have hit a running batch"
+
+
+def test_cluster_command_prints_urls_and_stops_on_sigterm(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", "cluster", "--root", str(tmp_path),
+                                "--workers", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        lines = [process.stdout.readline() for _ in range(4)]
+        urls = {line.split(":", 1)[0]: line.split(": ", 1)[1].strip() for line in lines[1:3]}
+        assert urls["rule server"].startswith("http://127.0.0.1:")
+        with Cluster(urls["rule server"], urls["data server"]) as engine:
+            assert engine.rules.queue_info() == {}
+            engine.data.put_file("hello.txt", b"hi")
+            assert engine.data.get_file("hello.txt") == b"hi"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=15)
+    assert process.returncode == 0, err
+    assert "cluster stopped" in out
