@@ -1,0 +1,160 @@
+"""``spoolside`` with no sub-command: the window, on a chosen cluster or on the embedded one.
+
+The cluster is, in order: ``--server URL`` (with ``--dataserver``), the server saved in
+``QSettings``, the ``PYME_RULESERVER_URL`` / ``PYME_DATASERVER_URL`` environment variables; with
+none of these the embedded cluster of one is started in the background (data in the per-user data
+folder) and stopped on exit.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+from PyQt5.QtCore import QObject, QSettings, QStandardPaths, pyqtSignal
+from PyQt5.QtWidgets import QApplication
+
+from app.launcher import ClusterAddress
+
+logger = logging.getLogger(__name__)
+
+ORGANISATION = "Spoolside"
+APPLICATION = "Spoolside"
+RULESERVER_ENVS = ("PYME_RULESERVER_URL", "PYME_RULESERVER")
+DATASERVER_ENVS = ("PYME_DATASERVER_URL", "PYME_DATASERVER")
+
+
+class ClusterChoiceError(ValueError):
+    """A server was given without a data server, or the other way round."""
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(u.strip().rstrip("/") for u in (text or "").split(",") if u.strip())
+
+
+def choose_cluster(args, settings: QSettings, environ=os.environ) -> ClusterAddress | None:
+    """The cluster to use, or None for the embedded one."""
+    server = getattr(args, "server", None)
+    if server:
+        data = _split(",".join(getattr(args, "dataserver", None) or []))
+        if not data:
+            data = _split(str(settings.value("cluster/dataservers", "") or "")) \
+                if settings.value("cluster/ruleserver") == server else ()
+        if not data:
+            data = _split(next((environ[k] for k in DATASERVER_ENVS if environ.get(k)), ""))
+        if not data:
+            raise ClusterChoiceError("--server needs the cluster's data server too: "
+                                     "add --dataserver URL (or set PYME_DATASERVER_URL)")
+        return ClusterAddress(server.rstrip("/"), data)
+    saved = str(settings.value("cluster/ruleserver", "") or "")
+    saved_data = _split(str(settings.value("cluster/dataservers", "") or ""))
+    if saved and saved_data:
+        return ClusterAddress(saved.rstrip("/"), saved_data)
+    env_rule = next((environ[k] for k in RULESERVER_ENVS if environ.get(k)), "")
+    env_data = _split(next((environ[k] for k in DATASERVER_ENVS if environ.get(k)), ""))
+    if env_rule and env_data:
+        return ClusterAddress(env_rule.strip().rstrip("/"), env_data)
+    return None
+
+
+def user_folder(kind) -> Path:
+    """A writable per-user folder (``QStandardPaths.AppConfigLocation`` / ``AppDataLocation``)."""
+    return Path(QStandardPaths.writableLocation(kind))
+
+
+class EmbeddedCluster(QObject):
+    """Starts ``cluster.local.start_local_cluster`` on a plain thread; stops it on :meth:`stop`.
+
+    Signals
+    -------
+    started(object)
+        The cluster is up: its :class:`~app.launcher.ClusterAddress`.
+    failed(str)
+        It could not start, and why.
+    """
+
+    started = pyqtSignal(object)
+    failed = pyqtSignal(str)
+
+    def __init__(self, root: str | Path, workers: int | None = None, parent=None):
+        super().__init__(parent)
+        self.root = Path(root)
+        self.workers = workers
+        self.cluster = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="embedded-cluster", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from cluster.local import default_worker_count, start_local_cluster
+        workers = default_worker_count() if self.workers is None else self.workers
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            cluster = start_local_cluster(self.root, workers=workers)
+        except (OSError, RuntimeError, ValueError) as exc:
+            logger.error("embedded cluster did not start: %s", exc)
+            self.failed.emit(f"the embedded cluster did not start: {exc}")
+            return
+        with self._lock:
+            self.cluster = cluster
+            stop_now = self._stopping
+        if stop_now:
+            cluster.stop()
+            return
+        self.started.emit(ClusterAddress(cluster.ruleserver_url, (cluster.dataserver_url,),
+                                         cluster.serverfilter, embedded=True))
+
+    def stop(self) -> None:
+        """Stop the cluster (waits for a start in progress)."""
+        with self._lock:
+            self._stopping = True
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        with self._lock:
+            cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            cluster.stop()
+            logger.info("embedded cluster stopped")
+
+
+def run_gui(args) -> int:
+    """Open the window; returns the exit status."""
+    os.environ.setdefault("PYQTGRAPH_QT_LIB", "PyQt5")
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName(ORGANISATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationDisplayName(APPLICATION)
+    settings = QSettings()
+    try:
+        address = choose_cluster(args, settings)
+    except ClusterChoiceError as exc:
+        print(f"spoolside: {exc}", file=sys.stderr)
+        return 2
+
+    from app.main_window import MainWindow
+    config_dir = user_folder(QStandardPaths.AppConfigLocation)
+    window = MainWindow(settings, config_dir)
+    embedded = None
+    if address is None:
+        data_root = user_folder(QStandardPaths.AppDataLocation) / "data"
+        embedded = EmbeddedCluster(data_root, getattr(args, "workers", None))
+        embedded.started.connect(window.set_cluster)
+        embedded.failed.connect(window.show_cluster_error)
+        window.statusBar().showMessage(f"Starting the embedded cluster (data in {data_root})…")
+        embedded.start()
+    else:
+        window.set_cluster(address)
+    window.show()
+    try:
+        status = app.exec_()
+    finally:
+        window.shutdown()
+        if embedded is not None:
+            embedded.stop()
+    return status

@@ -1,0 +1,190 @@
+"""Pushing a chain to the cluster from a pool thread, never the GUI thread.
+
+:class:`Launcher` turns a chain's factories into rules for one series and pushes the first (the
+server creates the follow-ons when each step finishes). It remembers which launch, step and series
+each first rule belongs to, for the rule table. A failure is reported as one clear sentence; the
+chain itself is never touched.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import posixpath
+import threading
+import time
+from dataclasses import dataclass, field
+
+from PyQt5.QtCore import QObject, QRunnable, QThreadPool, pyqtSignal
+
+from rules.connection import Cluster
+from rules.errors import ClusterError, ClusterUnreachable, RequestRefused
+from rules.patterns import PatternError
+from rules.uris import parse_cluster_uri
+from widgets.rule_table import RuleLabel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClusterAddress:
+    """Where a cluster is: its rule server, data servers and name (plain data for threads)."""
+
+    ruleserver: str
+    dataservers: tuple[str, ...]
+    serverfilter: str | None = None
+    embedded: bool = False
+
+    def connect(self) -> Cluster:
+        return Cluster(self.ruleserver, list(self.dataservers), self.serverfilter)
+
+
+@dataclass
+class LaunchRequest:
+    """One launch: a chain's factories (first one chained to the rest) for one series."""
+
+    number: int
+    factories: list
+    series_uri: str
+    step_names: list[str]
+    address: ClusterAddress
+    extra_context: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"#{self.number} {time.strftime('%H:%M:%S')}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One sentence for a failed launch (no traceback)."""
+    if isinstance(exc, ClusterUnreachable):
+        return f"The cluster did not answer ({exc.url}). Is it running? Nothing was launched."
+    if isinstance(exc, RequestRefused):
+        detail = exc.server_message or str(exc)
+        return f"The cluster refused the chain: {detail}"
+    if isinstance(exc, PatternError):
+        return f"A pattern could not be filled in: {exc}"
+    if isinstance(exc, ClusterError):
+        return f"The cluster could not take the chain: {exc}"
+    return f"The chain is not valid: {exc}"
+
+
+class _Signals(QObject):
+    succeeded = pyqtSignal(object, object, object)   # request, rule, cluster
+    failed = pyqtSignal(object, str)                 # request, message
+
+
+class _PushTask(QRunnable):
+    def __init__(self, request: LaunchRequest, signals: _Signals):
+        super().__init__()
+        self._request, self._signals = request, signals
+
+    def run(self) -> None:
+        request = self._request
+        cluster = request.address.connect()
+        try:
+            context = launch_context(request.series_uri, request.extra_context)
+            rule = request.factories[0].get_rule(context)
+            rule.push(cluster)
+        except (ClusterError, PatternError, ValueError, TypeError, KeyError, OSError) as exc:
+            logger.info("launch %d failed: %r", request.number, exc)
+            cluster.close()
+            self._signals.failed.emit(request, describe_error(exc))
+            return
+        self._signals.succeeded.emit(request, rule, cluster)
+
+
+def launch_context(series_uri: str, extra: dict | None = None) -> dict:
+    """What a chain's first factory gets for ``series_uri`` (PYME's launch context plus variables)."""
+    from widgets.chain_model import launch_context as chain_context
+    context = chain_context(series_uri)
+    context.update(extra or {})
+    return context
+
+
+def series_label(series_uri: str) -> str:
+    return posixpath.basename(parse_cluster_uri(series_uri).path.rstrip("/")) or series_uri
+
+
+class Launcher(QObject):
+    """Pushes chains off the GUI thread and keeps their rules' labels.
+
+    Signals
+    -------
+    launched(str, str)
+        A chain was pushed: its launch label and its first rule's ID.
+    launchFailed(str)
+        A launch failed; the argument is the message to show.
+    labelsChanged(dict)
+        ``{rule_id: RuleLabel}`` of every rule launched from this window.
+    """
+
+    launched = pyqtSignal(str, str)
+    launchFailed = pyqtSignal(str)
+    labelsChanged = pyqtSignal(dict)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(2)
+        self._numbers = itertools.count(1)
+        self._labels: dict[str, RuleLabel] = {}
+        self._rules: list = []
+        self._clusters: list[Cluster] = []
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._signals = _Signals(self)
+        self._signals.succeeded.connect(self._on_succeeded)
+        self._signals.failed.connect(self._on_failed)
+
+    @property
+    def labels(self) -> dict[str, RuleLabel]:
+        return dict(self._labels)
+
+    @property
+    def busy(self) -> bool:
+        return self._pending > 0
+
+    @property
+    def rules(self) -> list:
+        """Rules pushed from this window (their release loops run until :meth:`shutdown`)."""
+        return list(self._rules)
+
+    def launch(self, factories: list, series_uri: str, step_names: list[str],
+               address: ClusterAddress, extra_context: dict | None = None) -> int:
+        """Start pushing ``factories`` (already chained) for ``series_uri``; returns the launch number.
+
+        The result arrives as :attr:`launched` or :attr:`launchFailed`.
+        """
+        if not factories:
+            raise ValueError("the chain is empty")
+        request = LaunchRequest(next(self._numbers), list(factories), series_uri,
+                                list(step_names), address, dict(extra_context or {}))
+        self._pending += 1
+        self._pool.start(_PushTask(request, self._signals))
+        return request.number
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Wait for pushes in flight, stop release loops and close connections."""
+        done = self._pool.waitForDone(timeout_ms)
+        for rule in self._rules:
+            rule.cleanup()
+        for cluster in self._clusters:
+            cluster.close()
+        self._rules, self._clusters = [], []
+        return done
+
+    def _on_succeeded(self, request: LaunchRequest, rule, cluster: Cluster) -> None:
+        self._pending -= 1
+        self._rules.append(rule)
+        self._clusters.append(cluster)
+        names = request.step_names or ["step 1"]
+        launch = request.label
+        self._labels[rule.rule_id] = RuleLabel(launch, names[0], series_label(request.series_uri),
+                                               tuple(names[1:]))
+        logger.info("launch %s: rule %s for %s", launch, rule.rule_id, request.series_uri)
+        self.labelsChanged.emit(self.labels)
+        self.launched.emit(launch, rule.rule_id)
+
+    def _on_failed(self, request: LaunchRequest, message: str) -> None:
+        self._pending -= 1
+        self.launchFailed.emit(message)

@@ -1,0 +1,682 @@
+"""The Spoolside main window: chain editor and metadata on the left, rules, progress and results
+on the right, the cluster's series in a dock.
+
+Everything that touches the network runs elsewhere: the status watcher on its ``QThread``, pushes
+in the :class:`~app.launcher.Launcher` pool, listings and metadata reads on pool threads.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import posixpath
+from pathlib import Path
+
+from PyQt5.QtCore import QT_VERSION_STR, PYQT_VERSION_STR, QRunnable, QThreadPool, Qt, QObject, \
+    pyqtSignal
+from PyQt5.QtGui import QKeySequence
+from PyQt5.QtWidgets import (QAction, QDockWidget, QInputDialog, QLabel, QMainWindow,
+                             QMessageBox, QSplitter, QTabWidget, QToolBar)
+
+from app.launcher import ClusterAddress, Launcher
+from app.watcher import StatusWatcher, start_watcher, stop_watcher
+from rules.dataserver_client import DataClient
+from rules.errors import ClusterError
+from rules.presets import PresetError, load_preset, save_preset
+from rules.uris import make_cluster_uri, results_filename_for
+from widgets.chain_editor import ChainEditor
+from widgets.chain_model import (LOCALISATION, ChainModel, ChainStep, from_factories, launch_context,
+                                 recipe_file_outputs, resolve, to_factories)
+from widgets.metadata_panel import MetadataPanel
+from widgets.presets_menu import PresetsMenu, PresetStore
+from widgets.progress_graph import ProgressGraph
+from widgets.results_view import ResultOutput, ResultsView
+from widgets.rule_table import RuleTableModel, RuleTableView
+from widgets.series_browser import SeriesBrowser
+
+logger = logging.getLogger(__name__)
+
+LAST_CHAIN = "last_chain.yaml"
+PRESETS_FOLDER = "chained_analysis"
+WATCH_INTERVAL_S = 1.0
+
+
+def default_steps() -> list[ChainStep]:
+    """The bundled default chain: localise → render image → measure blobs."""
+    from resources import resource_path
+    try:
+        return from_factories(load_preset(resource_path("presets", "default.yaml")))
+    except PresetError as exc:
+        logger.error("bundled default preset unusable: %s", exc)
+        return [ChainStep.localisation()]
+
+
+class _CurrentDataClient:
+    """A data client for whatever cluster the window is on when it is used (results loader)."""
+
+    def __init__(self, window: "MainWindow"):
+        self._window = window
+        self._client: DataClient | None = None
+        self._urls: tuple = ()
+
+    def _current(self) -> DataClient:
+        address = self._window.address
+        if address is None:
+            raise ClusterError("not connected to a cluster yet")
+        if self._client is None or self._urls != address.dataservers:
+            self.close()
+            self._client = DataClient(list(address.dataservers), address.serverfilter or "")
+            self._urls = address.dataservers
+        return self._client
+
+    def get_file(self, path: str) -> bytes:
+        return self._current().get_file(path)
+
+    def read_table(self, *args, **kwargs):
+        return self._current().read_table(*args, **kwargs)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class _Signals(QObject):
+    done = pyqtSignal(str, object)
+    failed = pyqtSignal(str, str)
+
+
+class _Call(QRunnable):
+    def __init__(self, what: str, function, signals: _Signals):
+        super().__init__()
+        self._what, self._function, self._signals = what, function, signals
+
+    def run(self) -> None:
+        try:
+            result = self._function()
+        except Exception as exc:  # noqa: BLE001 - shown to the user, never raised on a pool thread
+            logger.info("%s failed: %s", self._what, exc)
+            self._signals.failed.emit(self._what, str(exc))
+            return
+        self._signals.done.emit(self._what, result)
+
+
+class MainWindow(QMainWindow):
+    """The window. ``set_cluster(address)`` points it at a cluster (and may be called again).
+
+    Parameters
+    ----------
+    settings
+        the ``QSettings`` for geometry and the chosen server.
+    config_dir
+        per-user config folder: presets in ``chained_analysis/``, the last chain in ``last_chain.yaml``.
+    """
+
+    def __init__(self, settings, config_dir: str | Path, parent=None):
+        super().__init__(parent)
+        self.settings = settings
+        self.config_dir = Path(config_dir)
+        self.address: ClusterAddress | None = None
+        self.last_error = ""
+        self._watcher: StatusWatcher | None = None
+        self._watcher_thread = None
+        self._series = ""
+        self._reachable: bool | None = None
+        self._launch_outputs: dict[str, list[ResultOutput]] = {}
+        self._parents: dict[str, str] = {}
+        self._acquisitions: list = []
+        self._simulator_available = False
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(2)
+        self._signals = _Signals(self)
+        self._signals.done.connect(self._on_call_done)
+        self._signals.failed.connect(self._on_call_failed)
+        self.setWindowTitle("Spoolside")
+
+        self.chain_model = ChainModel(parent=self)
+        self.chain_editor = ChainEditor(self.chain_model)
+        self.metadata_panel = MetadataPanel()
+        self.rule_model = RuleTableModel(self)
+        self.rule_view = RuleTableView(self.rule_model)
+        self.progress_graph = ProgressGraph()
+        self._data_proxy = _CurrentDataClient(self)
+        self.results_view = ResultsView(lambda: self._data_proxy)
+        self.series_browser = SeriesBrowser()
+        self.launcher = Launcher(self)
+        self.presets = PresetsMenu(PresetStore(self.config_dir / PRESETS_FOLDER),
+                                   lambda: self.chain_model.to_factories(), self)
+        self._build_layout()
+        self._build_actions()
+        self._build_status_bar()
+        self._connect()
+        self._restore()
+
+    # -- construction ---------------------------------------------------------------------------
+    def _build_layout(self) -> None:
+        self.left_tabs = QTabWidget()
+        self.left_tabs.addTab(self.chain_editor, "Chain")
+        self.left_tabs.addTab(self.metadata_panel, "Metadata")
+        self.bottom_tabs = QTabWidget()
+        self.bottom_tabs.addTab(self.progress_graph, "Progress")
+        self.bottom_tabs.addTab(self.results_view, "Results")
+        right = QSplitter(Qt.Vertical)
+        right.addWidget(self.rule_view)
+        right.addWidget(self.bottom_tabs)
+        right.setStretchFactor(0, 2)
+        right.setStretchFactor(1, 3)
+        self.splitter = QSplitter(Qt.Horizontal)
+        self.splitter.addWidget(self.left_tabs)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(0, 2)
+        self.splitter.setStretchFactor(1, 3)
+        self.splitter.setSizes([480, 720])
+        self.setCentralWidget(self.splitter)
+        self.series_dock = QDockWidget("Series", self)
+        self.series_dock.setObjectName("series_dock")
+        self.series_dock.setWidget(self.series_browser)
+        self.series_dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+        self.addDockWidget(Qt.LeftDockWidgetArea, self.series_dock)
+        self.resizeDocks([self.series_dock], [210], Qt.Horizontal)
+
+    def _build_actions(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.open_metadata_action = file_menu.addAction("Open &Metadata…",
+                                                        self.metadata_panel._on_load_clicked)
+        self.save_metadata_action = file_menu.addAction("Save M&etadata…",
+                                                        self.metadata_panel._on_save_clicked)
+        file_menu.addSeparator()
+        self.connect_action = file_menu.addAction("&Connect to Cluster…", self._on_connect_triggered)
+        file_menu.addSeparator()
+        self.quit_action = file_menu.addAction("&Quit", self.close)
+        self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+        self.quit_action.setMenuRole(QAction.QuitRole)
+
+        self.menuBar().addMenu(self.presets)
+
+        analysis = self.menuBar().addMenu("&Analysis")
+        self.add_localisation_action = analysis.addAction(
+            "Add &Localisation Step", self.chain_editor.add_localisation_step)
+        self.add_recipe_action = analysis.addAction("Add &Recipe Step",
+                                                    lambda: self.chain_editor.add_recipe_step())
+        analysis.addSeparator()
+        self.launch_action = analysis.addAction("&Launch on Series", self.launch)
+        self.launch_action.setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
+        self.simulate_action = analysis.addAction("&Simulate Acquisition…",
+                                                  self.series_browser._on_simulate_clicked)
+        self.refresh_action = analysis.addAction("&Refresh Series", self.series_browser.refresh)
+        self.refresh_action.setShortcut(QKeySequence.Refresh)
+        analysis.addSeparator()
+        analysis.addAction(self.rule_view.abort_action)
+
+        help_menu = self.menuBar().addMenu("&Help")
+        self.about_action = help_menu.addAction("&About Spoolside", self.show_about)
+        self.about_action.setMenuRole(QAction.AboutRole)
+
+        toolbar = QToolBar("Main")
+        toolbar.setObjectName("main_toolbar")
+        toolbar.setToolButtonStyle(Qt.ToolButtonTextOnly)
+        toolbar.addAction(self.add_localisation_action)
+        toolbar.addAction(self.add_recipe_action)
+        toolbar.addAction(self.presets.save_action)
+        toolbar.addSeparator()
+        self.series_label = QLabel()
+        self.series_label.setContentsMargins(6, 0, 6, 0)
+        toolbar.addWidget(self.series_label)
+        toolbar.addAction(self.launch_action)
+        toolbar.addSeparator()
+        toolbar.addAction(self.simulate_action)
+        self.addToolBar(Qt.TopToolBarArea, toolbar)
+        self.toolbar = toolbar
+
+    def _build_status_bar(self) -> None:
+        self.cluster_label = QLabel()
+        self.cluster_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.statusBar().addPermanentWidget(self.cluster_label)
+        self._show_cluster_status("No cluster yet", None)
+
+    def _connect(self) -> None:
+        self.chain_editor.problemsChanged.connect(self._update_launch_enabled)
+        self.chain_editor.currentStepChanged.connect(self._on_current_step_changed)
+        self.chain_model.chainChanged.connect(self._sync_analysis_to_panel)
+        self.metadata_panel.model.problemsChanged.connect(self._update_launch_enabled)
+        self.metadata_panel.analysisEdited.connect(self._on_panel_analysis_edited)
+        self.launcher.launched.connect(self._on_launched)
+        self.launcher.launchFailed.connect(self._on_launch_failed)
+        self.launcher.labelsChanged.connect(self.rule_model.set_rule_labels)
+        self.rule_view.abortRequested.connect(self._on_abort_requested)
+        self.rule_view.selectionChangedTo.connect(self._on_rules_selected)
+        self.series_browser.seriesSelected.connect(self.set_series)
+        self.series_browser.simulateRequested.connect(self.simulate)
+        self.presets.presetLoaded.connect(self._on_preset_loaded)
+        self.presets.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+
+    def _restore(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 800)
+        state = self.settings.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+        self.chain_model.set_steps(self._load_last_chain())
+        self.set_series(str(self.settings.value("series/last", "") or ""))
+        self._set_simulate_available()
+
+    def _load_last_chain(self) -> list[ChainStep]:
+        path = self.config_dir / LAST_CHAIN
+        if path.is_file():
+            try:
+                return from_factories(load_preset(path))
+            except PresetError as exc:
+                logger.warning("last chain not restored: %s", exc)
+                self.statusBar().showMessage(f"Last chain not restored: {exc}", 10000)
+        return default_steps()
+
+    def save_last_chain(self) -> None:
+        try:
+            if self.chain_model.rowCount():
+                save_preset(self.config_dir / LAST_CHAIN, self.chain_model.to_factories())
+        except (PresetError, OSError, ValueError) as exc:
+            logger.warning("last chain not saved: %s", exc)
+
+    # -- cluster --------------------------------------------------------------------------------
+    def set_cluster(self, address: ClusterAddress) -> None:
+        """Use ``address`` from now on: restart the watcher and the series listing."""
+        self._stop_watcher()
+        self.address = address
+        self._reachable = None
+        self._show_cluster_status(("Embedded cluster" if address.embedded else "Cluster")
+                                  + f" {address.ruleserver}", None)
+        watcher = StatusWatcher(address.ruleserver, WATCH_INTERVAL_S)
+        watcher.statusesUpdated.connect(self._on_statuses_updated)
+        watcher.reachabilityChanged.connect(self._on_reachability_changed)
+        self._watcher, self._watcher_thread = watcher, start_watcher(watcher)
+        self.series_browser.set_source(
+            lambda: DataClient(list(address.dataservers), address.serverfilter or ""))
+        self.chain_editor.set_available_modules(self._available_modules(address))
+        self.chain_editor.set_recipe_source(lambda: self._list_cluster_recipes(address),
+                                            lambda uri: self._fetch_text(address, uri))
+        self._set_simulate_available()
+        self._update_launch_enabled()
+
+    def show_cluster_error(self, message: str) -> None:
+        """The cluster could not be started or reached at all."""
+        self._show_cluster_status(f"No cluster: {message}", False)
+        self._show_error("No cluster", message)
+
+    def _show_cluster_status(self, text: str, reachable: bool | None) -> None:
+        mark = {True: "● reachable", False: "● unreachable", None: "○ connecting…"}[reachable]
+        colour = {True: "#1b7f3b", False: "#b3261e", None: "#777777"}[reachable]
+        self.cluster_label.setText(f"{text}  <span style='color:{colour}'>{mark}</span>")
+        self.cluster_label.setToolTip(self._cluster_description())
+
+    def _cluster_description(self) -> str:
+        if self.address is None:
+            return "Not connected"
+        return (f"Rule server: {self.address.ruleserver}\n"
+                f"Data server(s): {', '.join(self.address.dataservers)}\n"
+                f"Cluster name: {self.address.serverfilter or '(any)'}")
+
+    @staticmethod
+    def _available_modules(address: ClusterAddress):
+        if not address.embedded:
+            return None  # another cluster's workers may have other modules: do not guess
+        from cluster.recipes.registry import MODULES
+        return set(MODULES)
+
+    @staticmethod
+    def _list_cluster_recipes(address: ClusterAddress) -> list[str]:
+        with DataClient(list(address.dataservers), address.serverfilter or "") as client:
+            names = client.listdir("RECIPES")
+        return [make_cluster_uri(f"RECIPES/{n}", address.serverfilter or "")
+                for n in names if n.endswith((".yaml", ".yml"))]
+
+    @staticmethod
+    def _fetch_text(address: ClusterAddress, uri: str) -> str:
+        with DataClient(list(address.dataservers), address.serverfilter or "") as client:
+            return client.get_file(uri).decode("utf-8", "replace")
+
+    def _stop_watcher(self) -> None:
+        if self._watcher is not None:
+            if not stop_watcher(self._watcher, self._watcher_thread):
+                logger.warning("status watcher did not stop in time")
+            self._watcher = self._watcher_thread = None
+
+    def _on_reachability_changed(self, reachable: bool, message: str) -> None:
+        self._reachable = reachable
+        self.rule_view.set_reachable(reachable, message)
+        name = "Embedded cluster" if self.address and self.address.embedded else "Cluster"
+        where = self.address.ruleserver if self.address else ""
+        self._show_cluster_status(f"{name} {where}", reachable)
+        if not reachable:
+            self.statusBar().showMessage(f"Cluster unreachable: {message}", 10000)
+        self._update_launch_enabled()
+
+    def _on_statuses_updated(self, statuses: list) -> None:
+        self.rule_model.set_statuses(statuses)
+        self.progress_graph.add_statuses(statuses)
+        for status in statuses:
+            if status.parent_id:
+                self._parents[status.rule_id] = status.parent_id
+
+    # -- series and metadata --------------------------------------------------------------------
+    def set_series(self, path: str) -> None:
+        """Make ``path`` (cluster path or URI) the series launches and previews use."""
+        self._series = path
+        self.settings.setValue("series/last", path)
+        self.chain_editor.set_series(self.series_uri() or None)
+        self.series_label.setText(f"Series: <b>{posixpath.basename(path) or '(none)'}</b>")
+        self.series_label.setToolTip(self.series_uri() or "Pick a series in the Series panel")
+        if path and self.address is not None:
+            address = self.address
+            self.metadata_panel.load_async(lambda: self._read_series_metadata(address, path),
+                                           posixpath.basename(path))
+        self._update_launch_enabled()
+
+    def series_uri(self) -> str:
+        if not self._series:
+            return ""
+        serverfilter = self.address.serverfilter if self.address else ""
+        return make_cluster_uri(self._series, serverfilter or "")
+
+    @staticmethod
+    def _read_series_metadata(address: ClusterAddress, path: str) -> dict:
+        with DataClient(list(address.dataservers), address.serverfilter or "") as client:
+            data = json.loads(client.get_file(f"{path.rstrip('/')}/metadata.json"))
+        if not isinstance(data, dict):
+            raise ValueError("metadata.json does not hold a JSON object")
+        return data
+
+    def _on_current_step_changed(self, row: int) -> None:
+        if row >= 0 and self.chain_model.step(row).kind == LOCALISATION:
+            self.metadata_panel.set_analysis(self.chain_model.step(row).analysis)
+
+    def _localisation_row(self) -> int:
+        row = self.chain_editor.current_row()
+        if row >= 0 and self.chain_model.step(row).kind == LOCALISATION:
+            return row
+        return next((i for i, s in enumerate(self.chain_model.steps) if s.kind == LOCALISATION), -1)
+
+    def _sync_analysis_to_panel(self) -> None:
+        row = self._localisation_row()
+        if row >= 0:
+            analysis = self.chain_model.step(row).analysis
+            shown = self.metadata_panel.model.metadata()
+            if any(shown.get(k) != v for k, v in analysis.items()):
+                self.metadata_panel.set_analysis(analysis)
+
+    def _on_panel_analysis_edited(self, analysis: dict) -> None:
+        row = self._localisation_row()
+        if row >= 0:
+            merged = {**self.chain_model.step(row).analysis, **analysis}
+            self.chain_model.update_step(row, analysis=merged)
+            if row == self.chain_editor.current_row():
+                self.chain_editor.localisation_editor.set_analysis(merged)
+
+    # -- launching ------------------------------------------------------------------------------
+    def launch_blockers(self) -> list[str]:
+        """Why Launch is not possible now (empty when it is)."""
+        blockers = []
+        if self.address is None:
+            blockers.append("no cluster yet")
+        if not self._series:
+            blockers.append("pick a series")
+        if not self.chain_model.rowCount():
+            blockers.append("the chain is empty")
+        problems = self.chain_editor.problems()
+        if problems:
+            blockers.append(f"{len(problems)} problem(s) in the chain")
+        bad = self.metadata_panel.model.problems()
+        if bad:
+            blockers.append("invalid metadata: " + ", ".join(k for k, _ in bad))
+        if self.launcher.busy:
+            blockers.append("a launch is in progress")
+        return blockers
+
+    def _update_launch_enabled(self, *_args) -> None:
+        blockers = self.launch_blockers()
+        self.launch_action.setEnabled(not blockers)
+        self.launch_action.setToolTip("Launch the chain on the series (Ctrl+Return)" if not blockers
+                                      else "Cannot launch: " + "; ".join(blockers))
+
+    def launch_steps(self) -> list[ChainStep]:
+        """The chain as it will be sent: edited series metadata goes into localisation steps."""
+        overrides = {k: v for k, v in self.metadata_panel.model.edited().items()
+                     if not k.startswith("Analysis.")}
+        steps = self.chain_model.steps
+        for step in steps:
+            if step.kind == LOCALISATION:
+                step.analysis = {**overrides, **step.analysis}
+        return steps
+
+    def launch(self, *, series: str | None = None, steps: list[ChainStep] | None = None,
+               extra_context: dict | None = None) -> int | None:
+        """Push the chain for the current series in the background; None if it cannot start."""
+        if series is None:
+            self.chain_editor.validate_now()
+            blockers = self.launch_blockers()
+            if blockers:
+                self._show_error("Cannot launch", "Cannot launch: " + "; ".join(blockers) + ".")
+                return None
+        series_uri = make_cluster_uri(series, self.address.serverfilter or "") if series \
+            else self.series_uri()
+        steps = steps if steps is not None else self.launch_steps()
+        try:
+            factories = to_factories(steps)
+        except (ValueError, TypeError) as exc:
+            self._show_error("Cannot launch", f"The chain is not valid: {exc}")
+            return None
+        number = self.launcher.launch(factories, series_uri, [s.title() for s in steps],
+                                      self.address, extra_context)
+        self._launch_outputs[str(number)] = self._expected_outputs(steps, series_uri)
+        self.statusBar().showMessage(f"Launching #{number} on {posixpath.basename(series_uri)}…")
+        self._update_launch_enabled()
+        self.save_last_chain()
+        return number
+
+    def _expected_outputs(self, steps: list[ChainStep], series_uri: str) -> list[ResultOutput]:
+        """What each step writes, for the results list (no network needed)."""
+        from rules.patterns import PatternError
+        serverfilter = (self.address.serverfilter or "") if self.address else ""
+        context = launch_context(series_uri)
+        outputs: list[ResultOutput] = []
+        for step in steps:
+            if step.kind == LOCALISATION:
+                outputs.append(ResultOutput("Localisations",
+                                            make_cluster_uri(results_filename_for(series_uri),
+                                                             serverfilter) + "?table=FitResults"))
+                continue
+            try:
+                output_dir = resolve(step.output_dir, context)
+                first = resolve(next(iter(step.input_patterns.values()), ""), context)
+            except PatternError:
+                continue
+            stub = posixpath.basename(first.split("?", 1)[0]).rsplit(".", 1)[0]
+            for pattern in recipe_file_outputs(step.recipe):
+                try:
+                    uri = pattern.format(output_dir=output_dir, file_stub=stub)
+                except (KeyError, IndexError, ValueError):
+                    continue
+                outputs.append(ResultOutput(posixpath.basename(uri),
+                                            make_cluster_uri(uri, serverfilter)))
+        return outputs
+
+    def _on_launched(self, launch: str, rule_id: str) -> None:
+        number = launch.split()[0].lstrip("#")
+        outputs = self._launch_outputs.pop(number, [])
+        self._launch_outputs[rule_id] = outputs
+        self.results_view.set_outputs(outputs)
+        self.statusBar().showMessage(f"Launched {launch}: rule {rule_id[:6]}…", 10000)
+        self._update_launch_enabled()
+        if self._watcher is not None:
+            self._watcher.poll_now()
+
+    def _on_launch_failed(self, message: str) -> None:
+        self._update_launch_enabled()
+        self._show_error("Launch failed", message)
+
+    def _show_error(self, title: str, message: str) -> None:
+        """A non-modal message (the window keeps working) plus the status bar."""
+        self.last_error = message
+        self.statusBar().showMessage(message, 15000)
+        box = QMessageBox(QMessageBox.Warning, title, message, QMessageBox.Ok, self)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.setWindowModality(Qt.NonModal)
+        box.open()
+        self.error_box = box
+
+    # -- rules and results ----------------------------------------------------------------------
+    def _root_rule(self, rule_id: str) -> str:
+        seen = set()
+        while rule_id in self._parents and rule_id not in seen:
+            seen.add(rule_id)
+            rule_id = self._parents[rule_id]
+        return rule_id
+
+    def _on_rules_selected(self, rule_ids: list) -> None:
+        self.progress_graph.set_rules(list(rule_ids))
+        if len(rule_ids) != 1:
+            return
+        rule_id = rule_ids[0]
+        status = self.rule_model.status(rule_id)
+        if status is not None and getattr(status, "failed", 0):
+            self.results_view.show_error_log(rule_id)
+        outputs = self._launch_outputs.get(self._root_rule(rule_id))
+        if outputs is not None:
+            self.results_view.set_outputs(outputs)
+
+    def _on_abort_requested(self, rule_id: str) -> None:
+        address = self.address
+        if address is None:
+            return
+
+        def abort() -> str:
+            from rules.ruleserver_client import RuleServerClient
+            with RuleServerClient(address.ruleserver) as client:
+                client.inactivate_rule(rule_id)
+            return rule_id
+        self._pool.start(_Call("abort", abort, self._signals))
+
+    # -- simulation -----------------------------------------------------------------------------
+    def _set_simulate_available(self) -> None:
+        try:
+            import cluster.simulator  # noqa: F401 - only checking it is installed
+        except ImportError:
+            available, tip = False, "The simulator is not installed"
+        else:
+            if self.address is None or not self.address.embedded:
+                available, tip = False, "Available on the embedded cluster only"
+            else:
+                available, tip = True, "Spool a simulated series and launch the chain on it live"
+        self._simulator_available = available
+        self.series_browser.set_simulate_available(available, tip)
+        self.simulate_action.setEnabled(available)
+        self.simulate_action.setToolTip(tip)
+
+    def simulate(self, name: str, frames: int, fps: float) -> None:
+        """Start a simulated acquisition on the embedded cluster, then launch the chain on it live."""
+        if not self._simulator_available:
+            return
+        address = self.address
+
+        def start():
+            from cluster.simulator import SimulatedAcquisition
+            data = DataClient(list(address.dataservers), address.serverfilter or "")
+            try:
+                return SimulatedAcquisition(data, name, frames=frames, fps=fps,
+                                            serverfilter=address.serverfilter or "").start()
+            except BaseException:
+                data.close()
+                raise
+        self.statusBar().showMessage(f"Starting simulated acquisition {name}…")
+        self._pool.start(_Call("simulate", start, self._signals))
+
+    def _on_call_done(self, what: str, result) -> None:
+        if what == "simulate":
+            acquisition = result
+            self._acquisitions.append(acquisition)
+            steps = self.launch_steps()
+            for step in steps:
+                if step.kind == LOCALISATION:
+                    step.factory_class = "SpoolLocalLocalizationRuleFactory"
+            self._series = acquisition.series_path
+            self.set_series(acquisition.series_path)
+            self.launch(series=acquisition.series_path, steps=steps,
+                        extra_context={"spooler": acquisition})
+            self.series_browser.refresh()
+        elif what == "abort":
+            self.statusBar().showMessage(f"Rule {str(result)[:6]}… aborted", 8000)
+
+    def _on_call_failed(self, what: str, message: str) -> None:
+        title = {"simulate": "Simulation failed", "abort": "Abort failed"}.get(what, what)
+        self._show_error(title, f"{title}: {message}")
+
+    def _on_preset_loaded(self, name: str, factories: list) -> None:
+        self.chain_model.set_factories(factories)
+        self.setWindowTitle(f"Spoolside — {name}")
+
+    def _on_connect_triggered(self) -> None:
+        rule, ok = QInputDialog.getText(self, "Connect to cluster", "Rule server URL:",
+                                        text=self.address.ruleserver if self.address else "http://")
+        if not ok or not rule.strip():
+            return
+        data, ok = QInputDialog.getText(self, "Connect to cluster",
+                                        "Data server URL(s), comma-separated:",
+                                        text=",".join(self.address.dataservers) if self.address else "")
+        if not ok or not data.strip():
+            return
+        address = ClusterAddress(rule.strip(), tuple(u.strip() for u in data.split(",") if u.strip()))
+        self.settings.setValue("cluster/ruleserver", address.ruleserver)
+        self.settings.setValue("cluster/dataservers", ",".join(address.dataservers))
+        self.set_cluster(address)
+
+    # -- about and shutdown ---------------------------------------------------------------------
+    def about_text(self) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        import numpy
+        import pyqtgraph
+
+        try:
+            ours = version("spoolside")
+        except PackageNotFoundError:
+            ours = "(not installed)"
+        lines = [f"<b>Spoolside</b> {ours}",
+                 "Set up, launch and watch PYME-compatible analysis chains.", "",
+                 f"Python {platform.python_version()} · Qt {QT_VERSION_STR} · PyQt {PYQT_VERSION_STR}"
+                 f" · pyqtgraph {pyqtgraph.__version__} · numpy {numpy.__version__}", ""]
+        lines += self._cluster_description().split("\n")
+        if self.address is not None:
+            lines.append("Embedded cluster of one" if self.address.embedded else "External cluster")
+        return "<br>".join(lines)
+
+    def show_about(self) -> None:
+        box = QMessageBox(QMessageBox.Information, "About Spoolside", self.about_text(),
+                          QMessageBox.Ok, self)
+        box.setTextFormat(Qt.RichText)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.open()
+
+    def shutdown(self) -> None:
+        """Stop every thread the window started (idempotent)."""
+        self._stop_watcher()
+        self.series_browser.stop()
+        self.results_view.stop()
+        self.launcher.shutdown()
+        for acquisition in self._acquisitions:
+            acquisition.stop()
+            acquisition.wait(5)
+            acquisition.data.close()
+        self._acquisitions = []
+        self._pool.waitForDone(10000)
+        QThreadPool.globalInstance().waitForDone(10000)
+        self._data_proxy.close()
+
+    def closeEvent(self, event) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.save_last_chain()
+        self.shutdown()
+        super().closeEvent(event)
+

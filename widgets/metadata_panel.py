@@ -1,0 +1,417 @@
+"""Series and analysis metadata as an editable tree with types and units.
+
+:class:`MetadataModel` (a ``QStandardItemModel``) holds flat dotted keys (``Camera.ADOffset``)
+grouped by their first component, with one row per key: name, value, type, unit. Edited values
+are parsed and checked against :data:`SCHEMA`; invalid ones are flagged in place (red, with the
+reason as tooltip) and left out of :meth:`MetadataModel.metadata`, so they are never sent.
+:class:`MetadataPanel` wraps a tree view, load/save buttons and loading off the GUI thread.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+
+from PyQt5.QtCore import QObject, QRunnable, Qt, QThreadPool, pyqtSignal
+from PyQt5.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
+from PyQt5.QtWidgets import (QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
+                             QTreeView, QVBoxLayout, QWidget)
+
+logger = logging.getLogger(__name__)
+
+INVALID_BRUSH = QBrush(QColor(255, 205, 205))
+EDITED_BRUSH = QBrush(QColor(255, 244, 200))
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """Type, unit and range of one metadata key."""
+
+    type: str              # "float", "int", "bool", "str", "range" (two ints), "list"
+    unit: str = ""
+    minimum: float | None = None
+    exclusive_minimum: bool = False
+    choices: tuple = ()
+
+
+SCHEMA: dict[str, KeySpec] = {
+    "Analysis.FitModule": KeySpec("str", choices=("LatGaussFitFR",)),
+    "Analysis.DetectionThreshold": KeySpec("float", "× noise σ", 0.0, True),
+    "Analysis.StartAt": KeySpec("int", "frame", 0),
+    "Analysis.BGRange": KeySpec("range", "frames"),
+    "Analysis.NumBGFrames": KeySpec("int", "frames", 0),
+    "Analysis.SNRThreshold": KeySpec("bool"),
+    "Analysis.subtractBackground": KeySpec("bool"),
+    "Analysis.FitBackground": KeySpec("bool"),
+    "Analysis.TrackFiducials": KeySpec("bool"),
+    "Analysis.PCTBackground": KeySpec("float", "fraction", 0.0),
+    "Analysis.ROISize": KeySpec("int", "px", 1),
+    "Analysis.PSFSigmaGuess": KeySpec("float", "nm", 0.0, True),
+    "Analysis.DebounceRadius": KeySpec("float", "px", 0.0),
+    "Camera.ADOffset": KeySpec("float", "ADU"),
+    "Camera.ElectronsPerCount": KeySpec("float", "e⁻/ADU", 0.0, True),
+    "Camera.TrueEMGain": KeySpec("float", "", 0.0, True),
+    "Camera.EMGain": KeySpec("float", "register", 0.0),
+    "Camera.ReadNoise": KeySpec("float", "e⁻", 0.0),
+    "Camera.NoiseFactor": KeySpec("float", "", 0.0, True),
+    "Camera.ROIWidth": KeySpec("int", "px", 1),
+    "Camera.ROIHeight": KeySpec("int", "px", 1),
+    "Camera.ROIOriginX": KeySpec("int", "px", 0),
+    "Camera.ROIOriginY": KeySpec("int", "px", 0),
+    "Camera.IntegrationTime": KeySpec("float", "s", 0.0, True),
+    "Camera.Name": KeySpec("str"),
+    "voxelsize.x": KeySpec("float", "µm", 0.0, True),
+    "voxelsize.y": KeySpec("float", "µm", 0.0, True),
+    "voxelsize.z": KeySpec("float", "µm", 0.0, True),
+    "voxelsize.units": KeySpec("str"),
+    "EstimatedLaserOnFrameNo": KeySpec("int", "frame", 0),
+    "StartTime": KeySpec("float", "s (epoch)"),
+    "SizeC": KeySpec("int"),
+    "SizeT": KeySpec("int"),
+    "SizeZ": KeySpec("int"),
+}
+
+
+class MetadataValueError(ValueError):
+    """A typed-in value does not fit its key's type or range."""
+
+
+def spec_for(key: str, value=None) -> KeySpec:
+    """The spec of ``key``; unknown keys get a type inferred from their current value."""
+    if key in SCHEMA:
+        return SCHEMA[key]
+    if isinstance(value, bool):
+        return KeySpec("bool")
+    if isinstance(value, int):
+        return KeySpec("int")
+    if isinstance(value, float):
+        return KeySpec("float")
+    if isinstance(value, (list, dict)):
+        return KeySpec("list")
+    return KeySpec("str")
+
+
+def format_value(value) -> str:
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_value(text: str, spec: KeySpec):
+    """Parse the text typed for a key of ``spec``; raise :class:`MetadataValueError` if it is bad."""
+    text = text.strip()
+    if spec.type == "str":
+        if spec.choices and text not in spec.choices:
+            raise MetadataValueError(f"must be one of {', '.join(spec.choices)}")
+        return text
+    if spec.type == "bool":
+        lowered = text.lower()
+        if lowered in ("true", "yes", "1", "on"):
+            return True
+        if lowered in ("false", "no", "0", "off"):
+            return False
+        raise MetadataValueError(f"{text!r} is not true or false")
+    if spec.type in ("range", "list"):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise MetadataValueError(f"{text!r} is not a list such as [-30, 0]") from exc
+        if spec.type == "range":
+            if (not isinstance(value, list) or len(value) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+                raise MetadataValueError("must be two whole numbers, e.g. [-30, 0]")
+            if value[0] >= value[1]:
+                raise MetadataValueError("the first frame offset must be below the second")
+        return value
+    try:
+        value = int(text) if spec.type == "int" else float(text)
+    except ValueError as exc:
+        kind = "a whole number" if spec.type == "int" else "a number"
+        raise MetadataValueError(f"{text!r} is not {kind}") from exc
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MetadataValueError("must be finite")
+    if spec.minimum is not None:
+        if value < spec.minimum or (spec.exclusive_minimum and value == spec.minimum):
+            relation = "above" if spec.exclusive_minimum else "at least"
+            raise MetadataValueError(f"must be {relation} {spec.minimum:g}")
+    return value
+
+
+def check_value(key: str, value) -> str:
+    """Problem with a loaded (already typed) value, or ``""``."""
+    try:
+        parse_value(format_value(value), spec_for(key, value) if key not in SCHEMA else SCHEMA[key])
+    except MetadataValueError as exc:
+        return str(exc)
+    return ""
+
+
+class MetadataModel(QStandardItemModel):
+    """Flat dotted metadata as a two-level tree: group → key, with value, type and unit columns.
+
+    Signals
+    -------
+    metadataEdited(str, object)
+        A key was given a new valid value (key, parsed value).
+    problemsChanged(list)
+        The list of ``(key, message)`` problems changed.
+    """
+
+    metadataEdited = pyqtSignal(str, object)
+    problemsChanged = pyqtSignal(list)
+    COLUMNS = ("Key", "Value", "Type", "Unit")
+    KeyRole = Qt.UserRole + 1
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setHorizontalHeaderLabels(self.COLUMNS)
+        self._values: dict = {}
+        self._original: dict = {}
+        self._problems: dict[str, str] = {}
+        self._items: dict[str, QStandardItem] = {}
+        self._loading = False
+        self.itemChanged.connect(self._on_item_changed)
+
+    # -- plain API ------------------------------------------------------------------------------
+    def set_metadata(self, metadata: dict) -> None:
+        """Replace everything with ``metadata`` (flat dotted keys); marks nothing as edited."""
+        self._loading = True
+        try:
+            self.removeRows(0, self.rowCount())
+            self._values, self._problems, self._items = {}, {}, {}
+            self._original = dict(metadata)
+            for key in sorted(metadata):
+                self._add_row(key, metadata[key])
+        finally:
+            self._loading = False
+        self.problemsChanged.emit(self.problems())
+
+    def update_values(self, values: dict) -> None:
+        """Set some keys (adding rows for new ones) without touching the others."""
+        self._loading = True
+        try:
+            for key, value in values.items():
+                if key in self._items:
+                    self._items[key].setText(format_value(value))
+                    self._store(key, value, self._items[key], check_value(key, value))
+                else:
+                    self._add_row(key, value)
+        finally:
+            self._loading = False
+        self.problemsChanged.emit(self.problems())
+
+    def set_text(self, key: str, text: str) -> None:
+        """Type ``text`` into ``key``'s value cell, as a user would."""
+        self._items[key].setText(text)
+
+    def metadata(self) -> dict:
+        """Every key with a valid value (flagged keys are left out)."""
+        return {k: v for k, v in self._values.items() if k not in self._problems}
+
+    def edited(self) -> dict:
+        """Valid keys whose value differs from the one loaded."""
+        return {k: v for k, v in self.metadata().items()
+                if k not in self._original or self._original[k] != v}
+
+    def problems(self) -> list[tuple[str, str]]:
+        return sorted(self._problems.items())
+
+    def value_index(self, key: str):
+        return self._items[key].index()
+
+    # -- internals ------------------------------------------------------------------------------
+    def _group_item(self, group: str) -> QStandardItem:
+        for row in range(self.rowCount()):
+            item = self.item(row, 0)
+            if item.text() == group and item.data(self.KeyRole) is None:
+                return item
+        item = QStandardItem(group)
+        item.setEditable(False)
+        cells = [item] + [self._readonly("") for _ in self.COLUMNS[1:]]
+        self.appendRow(cells)
+        return item
+
+    @staticmethod
+    def _readonly(text: str) -> QStandardItem:
+        item = QStandardItem(text)
+        item.setEditable(False)
+        return item
+
+    def _add_row(self, key: str, value) -> None:
+        group, _, name = key.partition(".")
+        parent = self._group_item(group) if name else self.invisibleRootItem()
+        spec = SCHEMA.get(key) or spec_for(key, value)
+        name_item = self._readonly(name or key)
+        name_item.setData(key, self.KeyRole)
+        value_item = QStandardItem(format_value(value))
+        value_item.setData(key, self.KeyRole)
+        parent.appendRow([name_item, value_item, self._readonly(spec.type), self._readonly(spec.unit)])
+        self._items[key] = value_item
+        self._store(key, value, value_item, check_value(key, value))
+
+    def _store(self, key: str, value, item: QStandardItem, problem: str) -> None:
+        self._values[key] = value
+        if problem:
+            self._problems[key] = problem
+            item.setBackground(INVALID_BRUSH)
+            item.setToolTip(f"{key}: {problem} — this value will not be sent")
+        else:
+            self._problems.pop(key, None)
+            edited = key in self._original and self._original[key] != value
+            item.setBackground(EDITED_BRUSH if edited else QBrush())
+            item.setToolTip(f"{key} (edited)" if edited else key)
+
+    def _on_item_changed(self, item: QStandardItem) -> None:
+        if self._loading or item.column() != 1:
+            return
+        key = item.data(self.KeyRole)
+        if key is None:
+            return
+        spec = SCHEMA.get(key) or spec_for(key, self._original.get(key, self._values.get(key)))
+        self._loading = True  # setBackground re-emits itemChanged
+        try:
+            try:
+                value = parse_value(item.text(), spec)
+            except MetadataValueError as exc:
+                self._store(key, item.text(), item, str(exc))
+            else:
+                self._store(key, value, item, "")
+        finally:
+            self._loading = False
+        if key not in self._problems:
+            self.metadataEdited.emit(key, self._values[key])
+        self.problemsChanged.emit(self.problems())
+
+
+class _Signals(QObject):
+    loaded = pyqtSignal(int, object)   # request number, dict
+    failed = pyqtSignal(int, str)
+
+
+class _LoadTask(QRunnable):
+    def __init__(self, number: int, read, signals: _Signals):
+        super().__init__()
+        self._number, self._read, self._signals = number, read, signals
+
+    def run(self) -> None:
+        try:
+            metadata = self._read()
+        except Exception as exc:  # noqa: BLE001 - reported to the user, never raised on a pool thread
+            logger.info("metadata load failed: %s", exc)
+            self._signals.failed.emit(self._number, str(exc))
+            return
+        self._signals.loaded.emit(self._number, metadata)
+
+
+def read_metadata_file(path: str) -> dict:
+    """Flat metadata from a PYME ``metadata.json`` file."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return data
+
+
+class MetadataPanel(QWidget):
+    """The metadata tree with Load / Save buttons; loads off the GUI thread.
+
+    Signals
+    -------
+    analysisEdited(dict)
+        ``Analysis.*`` keys were edited (all valid ``Analysis.*`` values).
+    """
+
+    analysisEdited = pyqtSignal(dict)
+
+    def __init__(self, model: MetadataModel | None = None, parent=None):
+        super().__init__(parent)
+        self.model = model or MetadataModel(self)
+        self._request = 0
+        self._signals = _Signals(self)
+        self._signals.loaded.connect(self._on_loaded)
+        self._signals.failed.connect(self._on_failed)
+        self.tree = QTreeView()
+        self.tree.setModel(self.model)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.setUniformRowHeights(True)
+        self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        self.tree.header().setSectionResizeMode(1, QHeaderView.Stretch)
+        self.status_label = QLabel("No series loaded")
+        self.status_label.setWordWrap(True)
+        self.load_button = QPushButton("Load…")
+        self.load_button.setToolTip("Load metadata from a metadata.json file")
+        self.save_button = QPushButton("Save…")
+        self.save_button.setToolTip("Save the valid metadata to a JSON file")
+        self.load_button.clicked.connect(self._on_load_clicked)
+        self.save_button.clicked.connect(self._on_save_clicked)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.load_button)
+        buttons.addWidget(self.save_button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.tree, 1)
+        layout.addWidget(self.status_label)
+        layout.addLayout(buttons)
+        self.model.problemsChanged.connect(self._on_problems_changed)
+        self.model.metadataEdited.connect(self._on_metadata_edited)
+
+    def load_async(self, read, description: str) -> None:
+        """Call ``read()`` on a pool thread and show its dict (latest request wins)."""
+        self._request += 1
+        self.status_label.setText(f"Loading metadata of {description}…")
+        self._description = description
+        QThreadPool.globalInstance().start(_LoadTask(self._request, read, self._signals))
+
+    def load_file(self, path: str) -> None:
+        self.load_async(lambda: read_metadata_file(path), path)
+
+    def set_analysis(self, analysis: dict) -> None:
+        """Show a localisation step's ``Analysis.*`` settings (without marking them edited)."""
+        self.model.update_values(analysis)
+
+    def save_file(self, path: str) -> None:
+        """Write the valid metadata as PYME-style sorted, indented JSON."""
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(self.model.metadata(), handle, indent=1, sort_keys=True)
+
+    def _on_loaded(self, number: int, metadata) -> None:
+        if number != self._request:
+            return
+        analysis = {k: v for k, v in self.model.metadata().items() if k.startswith("Analysis.")}
+        self.model.set_metadata({**metadata, **analysis})
+        self.tree.expandAll()
+        self.status_label.setText(f"Metadata of {self._description}")
+
+    def _on_failed(self, number: int, message: str) -> None:
+        if number == self._request:
+            self.status_label.setText(f"Could not load metadata: {message}")
+
+    def _on_problems_changed(self, problems: list) -> None:
+        if problems:
+            text = "; ".join(f"{k}: {m}" for k, m in problems[:3])
+            self.status_label.setText(f"⚠ Not sent until fixed — {text}")
+        elif self.status_label.text().startswith("⚠"):
+            self.status_label.setText("Metadata OK")
+
+    def _on_metadata_edited(self, key: str, _value) -> None:
+        if key.startswith("Analysis."):
+            self.analysisEdited.emit({k: v for k, v in self.model.metadata().items()
+                                      if k.startswith("Analysis.")})
+
+    def _on_load_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load metadata", "", "Metadata (*.json)")
+        if path:
+            self.load_file(path)
+
+    def _on_save_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save metadata", "metadata.json",
+                                              "Metadata (*.json)")
+        if path:
+            try:
+                self.save_file(path)
+            except OSError as exc:
+                self.status_label.setText(f"Could not save: {exc}")

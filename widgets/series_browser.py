@@ -1,0 +1,274 @@
+"""A browser of the cluster's series (complete / still spooling), listed off the GUI thread.
+
+The listing walks the data server's tree a few levels deep on a pool thread (``list_directory``
+is ``DataClient.listdirectory``-like: ``path -> {name: FileInfo}``) and hands plain
+:class:`SeriesEntry` rows back. "Simulate acquisition…" asks for a name, frame count and rate;
+the window decides whether it is available (embedded cluster, simulator installed).
+"""
+from __future__ import annotations
+
+import logging
+import posixpath
+from dataclasses import dataclass
+
+from PyQt5.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, pyqtSignal
+from PyQt5.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
+from PyQt5.QtWidgets import (QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
+                             QHeaderView, QLabel, QLineEdit, QPushButton, QSpinBox, QTreeView,
+                             QVBoxLayout, QWidget)
+
+logger = logging.getLogger(__name__)
+
+MAX_DEPTH = 4
+SKIPPED = {"LOGS/", "RECIPES/", "analysis/", "__pycache__/"}
+REFRESH_MS = 3000
+
+
+@dataclass(frozen=True)
+class SeriesEntry:
+    """A folder or a series on the cluster (``path`` is relative to the data root)."""
+
+    path: str
+    is_series: bool
+    complete: bool = False
+    frames: int | None = None
+
+    @property
+    def status(self) -> str:
+        if not self.is_series:
+            return ""
+        return "complete" if self.complete else "spooling…"
+
+
+def walk_series(list_directory, root: str = "", depth: int = MAX_DEPTH) -> list[SeriesEntry]:
+    """Folders and series under ``root``; a series' frames are not listed (it is not descended)."""
+    entries: list[SeriesEntry] = []
+    listing = list_directory(root)
+    for name in sorted(listing, key=str.lower):
+        info = listing[name]
+        if not name.endswith("/") or name in SKIPPED or name.startswith("."):
+            continue
+        path = posixpath.join(root, name.rstrip("/"))
+        if info.is_series or name.endswith(".pcs/"):
+            entries.append(SeriesEntry(path, True, bool(info.is_complete)))
+        else:
+            entries.append(SeriesEntry(path, False))
+            if depth > 1:
+                entries.extend(walk_series(list_directory, path, depth - 1))
+    return entries
+
+
+class _Signals(QObject):
+    listed = pyqtSignal(object)   # list[SeriesEntry]
+    failed = pyqtSignal(str)
+
+
+class _ListTask(QRunnable):
+    def __init__(self, make_lister, signals: _Signals):
+        super().__init__()
+        self._make_lister, self._signals = make_lister, signals
+
+    def run(self) -> None:
+        try:
+            with self._make_lister() as client:
+                entries = walk_series(lambda p: client.listdirectory(p, fresh=True))
+        except Exception as exc:  # noqa: BLE001 - shown in the browser, never raised on a pool thread
+            logger.info("series listing failed: %s", exc)
+            self._signals.failed.emit(str(exc))
+            return
+        self._signals.listed.emit(entries)
+
+
+class SimulateDialog(QDialog):
+    """Asks for a simulated acquisition's name, frame count and frame rate."""
+
+    def __init__(self, parent=None, name: str = "sim/series_01"):
+        super().__init__(parent)
+        self.setWindowTitle("Simulate acquisition")
+        self.name_edit = QLineEdit(name)
+        self.name_edit.setToolTip("Cluster path of the new series (.pcs is added)")
+        self.frames = QSpinBox()
+        self.frames.setRange(1, 1_000_000)
+        self.frames.setValue(500)
+        self.fps = QDoubleSpinBox()
+        self.fps.setRange(0.1, 10_000)
+        self.fps.setValue(100)
+        self.fps.setSuffix(" frames/s")
+        form = QFormLayout(self)
+        form.addRow("Series name", self.name_edit)
+        form.addRow("Frames", self.frames)
+        form.addRow("Frame rate", self.fps)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.button(QDialogButtonBox.Ok).setText("Spool and launch")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def values(self) -> tuple[str, int, float]:
+        return self.name_edit.text().strip(), self.frames.value(), self.fps.value()
+
+
+class SeriesBrowser(QWidget):
+    """The cluster's folders and series, refreshed in the background.
+
+    Signals
+    -------
+    seriesSelected(str)
+        The cluster path of the series picked (``""`` when a folder or nothing is picked).
+    simulateRequested(str, int, float)
+        Name, frames and frame rate of a simulated acquisition to start.
+    """
+
+    seriesSelected = pyqtSignal(str)
+    simulateRequested = pyqtSignal(str, int, float)
+    PathRole = Qt.UserRole + 1
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._make_lister = None
+        self._busy = False
+        self._entries: list[SeriesEntry] = []
+        self._selected = ""
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._signals = _Signals(self)
+        self._signals.listed.connect(self._on_listed)
+        self._signals.failed.connect(self._on_failed)
+        self.model = QStandardItemModel(self)
+        self.model.setHorizontalHeaderLabels(["Series", "Status"])
+        self.tree = QTreeView()
+        self.tree.setModel(self.model)
+        self.tree.setUniformRowHeights(True)
+        self.tree.setEditTriggers(QTreeView.NoEditTriggers)
+        self.tree.header().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        self.refresh_button = QPushButton("Refresh")
+        self.simulate_button = QPushButton("Simulate acquisition…")
+        self.simulate_button.setEnabled(False)
+        self.simulate_button.setToolTip("Available on the embedded cluster")
+        self.status_label = QLabel("Not connected")
+        self.status_label.setStyleSheet("color: gray;")
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.refresh_button)
+        buttons.addWidget(self.simulate_button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.tree, 1)
+        layout.addWidget(self.status_label)
+        layout.addLayout(buttons)
+        self._timer = QTimer(self)
+        self._timer.setInterval(REFRESH_MS)
+        self._timer.timeout.connect(self.refresh)
+        self.refresh_button.clicked.connect(self.refresh)
+        self.simulate_button.clicked.connect(self._on_simulate_clicked)
+        self.tree.selectionModel().currentRowChanged.connect(self._on_current_changed)
+
+    # -- public API -----------------------------------------------------------------------------
+    def set_source(self, make_lister) -> None:
+        """``make_lister()`` → a context-managed client with ``listdirectory(path, fresh=...)``."""
+        self._make_lister = make_lister
+        self._timer.start()
+        self.refresh()
+
+    def set_simulate_available(self, available: bool, tooltip: str) -> None:
+        self.simulate_button.setEnabled(available)
+        self.simulate_button.setToolTip(tooltip)
+
+    def refresh(self) -> None:
+        if self._make_lister is None or self._busy:
+            return
+        self._busy = True
+        self._pool.start(_ListTask(self._make_lister, self._signals))
+
+    def entries(self) -> list[SeriesEntry]:
+        return list(self._entries)
+
+    def selected_series(self) -> str:
+        return self._selected
+
+    def select_series(self, path: str) -> bool:
+        """Select the row of ``path`` if it is listed."""
+        item = self._find(path)
+        if item is None:
+            return False
+        self.tree.setCurrentIndex(item.index())
+        return True
+
+    def stop(self, timeout_ms: int = 10000) -> bool:
+        self._timer.stop()
+        self._make_lister = None
+        return self._pool.waitForDone(timeout_ms)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _find(self, path: str):
+        pending = [self.model.invisibleRootItem()]
+        while pending:
+            parent = pending.pop()
+            for row in range(parent.rowCount()):
+                item = parent.child(row, 0)
+                if item.data(self.PathRole) == path:
+                    return item
+                pending.append(item)
+        return None
+
+    def _on_listed(self, entries: list) -> None:
+        self._busy = False
+        self.status_label.setText(f"{sum(e.is_series for e in entries)} series")
+        if entries == self._entries:
+            return
+        self._entries = list(entries)
+        expanded = {self.model.itemFromIndex(i).data(self.PathRole)
+                    for i in self._expanded_indexes()}
+        selected = self._selected
+        self.tree.selectionModel().blockSignals(True)
+        self.model.removeRows(0, self.model.rowCount())
+        items: dict[str, QStandardItem] = {}
+        for entry in entries:
+            parent_path = posixpath.dirname(entry.path)
+            parent = items.get(parent_path, self.model.invisibleRootItem())
+            name = QStandardItem(posixpath.basename(entry.path))
+            name.setData(entry.path, self.PathRole)
+            name.setToolTip(entry.path)
+            status = QStandardItem(entry.status)
+            if entry.is_series and not entry.complete:
+                status.setForeground(QBrush(QColor(20, 90, 170)))
+            parent.appendRow([name, status])
+            items[entry.path] = name
+        for path, item in items.items():
+            if path in expanded or not expanded:
+                self.tree.setExpanded(item.index(), True)
+        self.tree.selectionModel().blockSignals(False)
+        if selected and not self.select_series(selected):
+            self._selected = ""
+            self.seriesSelected.emit("")
+
+    def _expanded_indexes(self):
+        result = []
+        pending = [self.model.invisibleRootItem()]
+        while pending:
+            parent = pending.pop()
+            for row in range(parent.rowCount()):
+                item = parent.child(row, 0)
+                if self.tree.isExpanded(item.index()):
+                    result.append(item.index())
+                pending.append(item)
+        return result
+
+    def _on_failed(self, message: str) -> None:
+        self._busy = False
+        self.status_label.setText(f"Cannot list series: {message}")
+
+    def _on_current_changed(self, current, _previous) -> None:
+        item = self.model.itemFromIndex(current.siblingAtColumn(0)) if current.isValid() else None
+        path = item.data(self.PathRole) if item is not None else ""
+        entry = next((e for e in self._entries if e.path == path), None)
+        chosen = path if entry is not None and entry.is_series else ""
+        if chosen != self._selected:
+            self._selected = chosen
+            self.seriesSelected.emit(chosen)
+
+    def _on_simulate_clicked(self) -> None:
+        dialog = SimulateDialog(self)
+        if dialog.exec_() == QDialog.Accepted:
+            self.simulateRequested.emit(*dialog.values())
