@@ -286,3 +286,41 @@ def test_h5r_from_server_matches_pyme_layout(data_root, data_server, pyme_fixtur
     assert h5r.read_metadata(ours) == h5r.read_metadata(fixture)
     np.testing.assert_array_equal(h5r.read_table(ours, "FitResults"), fits)
     np.testing.assert_array_equal(h5r.read_table(ours, "Events"), events)
+
+
+def test_concurrent_h5r_appends_all_land(data_root, data_server, pyme_fixtures):
+    import threading
+    fits = _fits(pyme_fixtures)
+    body = _npy(fits)
+    errors = []
+
+    def hand_in(n):
+        with requests.Session() as session:
+            for _ in range(n):
+                reply = session.put(data_server.url + "/__aggregate_h5r/c/r.h5r/FitResults",
+                                    data=body)
+                if reply.status_code != 200:
+                    errors.append(reply.text)
+            session.put(data_server.url + "/__aggregate_h5r/c/r.h5r/MetaData",
+                        json={f"Worker.{threading.current_thread().name}": n})
+
+    threads = [threading.Thread(target=hand_in, args=(8,), name=f"w{i}") for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    rows = h5r.read_table(data_root / "c" / "r.h5r", "FitResults")
+    assert len(rows) == 4 * 8 * len(fits)
+    assert h5r.read_metadata(data_root / "c" / "r.h5r") == {f"Worker.w{i}": 8 for i in range(4)}
+
+
+def test_aggregate_txt_onto_write_once_file_refused(data_root, data_server):
+    assert requests.put(data_server.url + "/done.txt", data=b"final").status_code == 200
+    reply = requests.put(data_server.url + "/__aggregate_txt/done.txt", data=b"more")
+    assert reply.status_code == 409 and reply.json()["ok"] == "False"
+    assert (data_root / "done.txt").read_bytes() == b"final"
+    assert requests.put(data_server.url + "/done.h5r", data=b"final").status_code == 200
+    reply = requests.put(data_server.url + "/__aggregate_h5r/done.h5r/MetaData", json={"a": 1})
+    assert reply.status_code == 409
+    assert (data_root / "done.h5r").read_bytes() == b"final"

@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import math
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -108,8 +108,12 @@ def records_from_json(items: Any, dtype: np.dtype | None) -> np.ndarray:
     return array
 
 
-def decode_batch(body: bytes, dtype: np.dtype | None) -> np.ndarray:
-    """A PUT body (``.npy`` bytes or a JSON list of records) as a structured array."""
+def decode_batch(body: bytes, table_dtype: Callable[[], np.dtype | None]) -> np.ndarray:
+    """A PUT body (``.npy`` bytes or a JSON list of records) as a structured array.
+
+    ``table_dtype()`` gives the existing table's dtype (None for a new table); it is only
+    called for JSON bodies, which need it to build their records.
+    """
     if not body:
         raise HTTPError(400, "empty body: send .npy bytes or a JSON list of records")
     if body.startswith(NPY_MAGIC):
@@ -128,7 +132,7 @@ def decode_batch(body: bytes, dtype: np.dtype | None) -> np.ndarray:
     except (ValueError, UnicodeDecodeError) as exc:
         raise HTTPError(400, "body is neither .npy bytes nor a JSON list of records: "
                              f"{exc}") from exc
-    return records_from_json(items, dtype)
+    return records_from_json(items, table_dtype())
 
 
 def _jsonable(value: Any) -> Any:

@@ -296,7 +296,11 @@ class DataRequestHandler(RequestHandler):
             raise HTTPError(409, f"{target.name!r} is a directory")
         self._make_parent(target)
         with self.app.file_lock(target.path):
-            fd = os.open(target.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            _check_appendable(target)
+            try:
+                fd = os.open(target.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except PermissionError as exc:
+                raise HTTPError(409, f"{target.name!r} is not writable") from exc
             try:
                 view = memoryview(body)
                 while view:
@@ -324,16 +328,28 @@ class DataRequestHandler(RequestHandler):
                 raise HTTPError(400, f"metadata body is not JSON: {exc}") from exc
             if not isinstance(metadata, dict):
                 raise HTTPError(400, "metadata body must be a JSON object of dotted keys")
-            _h5r_call(h5r.write_metadata, target.path, metadata)
+            with self.app.file_lock(target.path):
+                _check_appendable(target)
+                _h5r_call(h5r.write_metadata, target.path, metadata)
         else:
             if not h5r.TABLE_NAME_RE.match(table):
                 raise HTTPError(400, f"invalid table name {table!r}")
             with self.app.file_lock(target.path):
-                existing = (_h5r_call(h5r.table_dtype, target.path, table)
-                            if os.path.exists(target.path) else None)
-                records = decode_batch(body, existing)
+                _check_appendable(target)
+                records = decode_batch(body, lambda: _h5r_call(h5r.table_dtype,
+                                                               target.path, table))
                 _h5r_call(h5r.append_table, target.path, table, records)
         self._send_empty()
+
+
+def _check_appendable(target: paths.Target) -> None:
+    """Write-once files (made read-only by PUT) are never appended to, even when running as root."""
+    try:
+        mode = os.stat(target.path).st_mode
+    except FileNotFoundError:
+        return
+    if not mode & 0o222:
+        raise HTTPError(409, f"{target.name!r} is a read-only (write-once) file")
 
 
 def _int_param(params: dict, name: str, default):
