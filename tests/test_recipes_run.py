@@ -235,3 +235,20 @@ def test_corrupt_input_names_the_input(store):
     for name in ("bad.h5r", "bad.tif"):
         with pytest.raises(RecipeError, match=f"input 'input' .*{name}"):
             run(store, "- processing.Label: {}\n", {"input": f"PYME-CLUSTER://c/pyme/{name}"})
+
+
+def test_csv_and_tiff_inputs_load_by_extension(store):
+    store.files["pyme/t.csv"] = b"# comment\nx,y,name\n1.5,2,a\n3.5,4,b\n"
+    image = Image(np.eye(4, dtype=np.float32), (20.0, 20.0, 20.0), (0.0, 0.0, 0.0))
+    store.files["pyme/im.tiff"] = write_tiff(image)
+    recipe = ("- tablefilters.FilterTable: {inputName: t, filters: {x: [2, 5]}, outputName: f}\n"
+              "- processing.SimpleThreshold: {inputName: im, threshold: 0.5, outputName: m}\n"
+              "- output.CSVOutput: {inputName: f, scheme: 'pyme-cluster://', filePattern: '{output_dir}/f.csv'}\n"
+              "- output.ImageOutput: {inputName: m, scheme: 'pyme-cluster://', filePattern: '{output_dir}/m.tif'}\n")
+    written = run(store, recipe, {"t": "PYME-CLUSTER://c/pyme/t.csv", "im": "pyme/im.tiff"})
+    assert written == ["pyme/day1/analysis/f.csv", "pyme/day1/analysis/m.tif"]
+    table = read_csv(store.files[written[0]])
+    assert table["name"].tolist() == ["b"] and table["x"].tolist() == [3.5]
+    mask = read_tiff(store.files[written[1]])
+    np.testing.assert_array_equal(mask.data, np.eye(4))
+    assert mask.voxelsize[:2] == pytest.approx((20.0, 20.0))
