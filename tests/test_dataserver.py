@@ -324,3 +324,19 @@ def test_aggregate_txt_onto_write_once_file_refused(data_root, data_server):
     reply = requests.put(data_server.url + "/__aggregate_h5r/done.h5r/MetaData", json={"a": 1})
     assert reply.status_code == 409
     assert (data_root / "done.h5r").read_bytes() == b"final"
+
+
+def test_server_defaults_and_lifecycle(data_root):
+    from cluster.dataserver import DataServer
+    idle = DataServer(data_root)
+    assert idle.serverfilter == socket.gethostname()
+    assert idle.root == data_root.resolve()
+    idle.stop()  # never started: returns at once
+    with DataServer(data_root, serverfilter="") as server:
+        assert server.url == f"http://127.0.0.1:{server.port}"
+        assert requests.get(server.url + "/__status").json()["ServerFilter"] == ""
+    server.stop()  # second stop is harmless
+    with pytest.raises(requests.ConnectionError):
+        requests.get(server.url + "/__status", timeout=2)
+    with pytest.raises(NotADirectoryError):
+        DataServer(data_root / "missing")

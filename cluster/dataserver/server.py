@@ -397,6 +397,7 @@ class DataServer:
         self._http = ServerThread(DataRequestHandler, bind=bind, port=port, name="dataserver")
         self._http.server.dataserver = self
         self._started = time.time()
+        self._running = False
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -411,11 +412,17 @@ class DataServer:
     def start(self) -> "DataServer":
         self._started = time.time()
         self._http.start()
+        self._running = True
         logger.info("data server on %s serving %s", self.url, self.root_path)
         return self
 
     def stop(self) -> None:
-        self._http.stop()
+        """Stop serving and close the listening socket (safe to call twice or before start)."""
+        if self._running:
+            self._running = False
+            self._http.stop()
+        else:
+            self._http.server.server_close()
 
     def __enter__(self) -> "DataServer":
         return self.start()
