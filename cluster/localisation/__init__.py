@@ -23,7 +23,6 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from . import background as _background
 from .camera import CameraError, CameraModel
@@ -40,6 +39,8 @@ __all__ = ["localise_frames", "FIT_RESULTS_DTYPE", "LocalisationError", "FitSett
 SUPPORTED_FIT_MODULES = ("LatGaussFitFR",)
 #: Frames detected and fitted together (bounded memory; larger batches amortise numpy overhead).
 BATCH_FRAMES = 64
+#: Tile size (px) over which the background level sets the detection noise σ.
+NOISE_BLOCK = 16
 
 
 class LocalisationError(ValueError):
@@ -121,15 +122,55 @@ class _FrameCache:
             del self._frames[key]
 
 
-def _background_map(cache: _FrameCache, index: int,
-                    settings: FitSettings) -> tuple[np.ndarray, float]:
-    """Background of frame ``index`` and the variance of its pixel noise relative to a frame's."""
-    indices = _background.bg_frame_indices(index, settings.bg_range, settings.laser_on)
-    if len(indices) == 0:
-        return _background.from_frame(cache[index]), 0.0
-    relative_var = (1.0 if settings.pct_background <= 0 else math.pi / 2) / len(indices)
-    return (_background.from_frames([cache[i] for i in indices], settings.pct_background),
-            relative_var)
+def _block_means(maps: np.ndarray, block: int) -> np.ndarray:
+    """Means of the ``block``×``block`` tiles of each map (the last tile of an axis also
+    covers any remainder)."""
+    n, w, h = maps.shape
+    bx, by = max(1, w // block), max(1, h // block)
+    if w % block or h % block or w < block or h < block:
+        xs = np.minimum(np.arange(w) // block, bx - 1)
+        ys = np.minimum(np.arange(h) // block, by - 1)
+        sums = np.zeros((n, bx, by))
+        np.add.at(sums, (slice(None), xs[:, None], ys[None, :]), maps)
+        counts = np.bincount(xs, minlength=bx)[:, None] * np.bincount(ys, minlength=by)[None, :]
+        return (sums / counts).astype(np.float32)
+    return maps.reshape(n, bx, block, by, block).mean(axis=(2, 4), dtype=np.float32)
+
+
+def _background_stack(cache: _FrameCache, batch: Sequence[int],
+                      settings: FitSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Background maps of the frames of ``batch`` ``(n, W, H)`` and the variance of each map's
+    pixel noise relative to a frame's (0 for maps estimated from the frame itself)."""
+    maps, rel_var = [], []
+    window: range = range(0)
+    total = None
+    for index in batch:
+        indices = _background.bg_frame_indices(index, settings.bg_range, settings.laser_on)
+        if len(indices) == 0:
+            maps.append(_background.from_frame(cache[index]))
+            rel_var.append(0.0)
+            continue
+        if settings.pct_background > 0:
+            maps.append(_background.from_frames([cache[i] for i in indices],
+                                                settings.pct_background))
+            rel_var.append(math.pi / 2 / len(indices))
+            continue
+        # running sum over the sliding window of background frames
+        if total is None or indices.start < window.start or indices.start >= window.stop:
+            total = np.zeros(cache[index].shape, np.float64)
+            for i in indices:
+                total += cache[i]
+        else:
+            for i in range(window.start, indices.start):
+                total -= cache[i]
+            for i in range(max(window.stop, indices.start), indices.stop):
+                total += cache[i]
+            for i in range(indices.stop, window.stop):
+                total -= cache[i]
+        window = indices
+        maps.append((total / len(indices)).astype(np.float32))
+        rel_var.append(1.0 / len(indices))
+    return np.stack(maps), np.asarray(rel_var, np.float32)
 
 
 def localise_frames(get_frame: Callable[[int], np.ndarray], frame_indices: Sequence[int],
@@ -162,16 +203,22 @@ def _localise_batch(cache: _FrameCache, batch: Sequence[int], settings: FitSetti
                     camera: CameraModel) -> np.ndarray:
     t0 = time.perf_counter()
     frames = np.stack([cache[i] for i in batch])
-    maps = [_background_map(cache, i, settings) for i in batch]
-    bg = np.stack([m for m, _ in maps])
+    bg, rel_var = _background_stack(cache, batch, settings)
     vx, vy = settings.voxel_nm
     psf_px = settings.psf_sigma_nm / vx
-    # noise of (frame − background): camera noise at the (smoothed) background level, inflated
-    # by the noise of the background estimate itself
-    level = ndimage.uniform_filter(bg, size=(1, 7, 7), mode="nearest")
-    inflate = np.sqrt(1.0 + np.array([v for _, v in maps], np.float32))[:, None, None]
-    noise = camera.noise_sigma_units(level) * inflate
-    f, ix, iy = detect(frames, bg, noise, threshold=settings.threshold, psf_sigma_px=psf_px)
+    # noise of (frame − background): camera noise at the local background level (mean over
+    # BLOCK×BLOCK tiles), inflated by the noise of the background estimate itself
+    levels = _block_means(bg, NOISE_BLOCK)
+    inflate = np.sqrt(1.0 + rel_var)
+    floor = camera.noise_sigma_units(np.maximum(levels.min(axis=(1, 2)), 0.0)) * inflate
+
+    def noise_at(fi, xi, yi):
+        level = levels[fi, np.minimum(xi // NOISE_BLOCK, levels.shape[1] - 1),
+                       np.minimum(yi // NOISE_BLOCK, levels.shape[2] - 1)]
+        return camera.noise_sigma_units(level) * inflate[fi]
+
+    f, ix, iy = detect(frames, bg, floor, noise_at, threshold=settings.threshold,
+                       psf_sigma_px=psf_px)
     t1 = time.perf_counter()
     n = f.size
     if n == 0:
@@ -181,13 +228,12 @@ def _localise_batch(cache: _FrameCache, batch: Sequence[int], settings: FitSetti
 
     r = settings.roi_half_size
     _, w, h = frames.shape
-    padded = np.pad(frames, ((0, 0), (r, r), (r, r)))
-    inside = np.pad(np.ones((w, h), bool), r)
-    off = np.arange(2 * r + 1)
+    off = np.arange(-r, r + 1)
     gx = ix[:, None, None] + off[None, :, None]
     gy = iy[:, None, None] + off[None, None, :]
-    rois = padded[f[:, None, None], gx, gy]
-    mask = inside[gx, gy]
+    mask = (gx >= 0) & (gx < w) & (gy >= 0) & (gy < h)
+    gx, gy = np.clip(gx, 0, w - 1), np.clip(gy, 0, h - 1)
+    rois = frames[f[:, None, None], gx, gy]
     theta, cov, converged, nchi2 = fit_rois(rois, mask, camera.gamma, psf_px)
     t2 = time.perf_counter()
 
@@ -202,7 +248,7 @@ def _localise_batch(cache: _FrameCache, batch: Sequence[int], settings: FitSetti
     grad = np.stack([1.0 / two_pi_s2, -2.0 * amp / s], axis=1)
     sub = cov[:, [0, 3]][:, :, [0, 3]]
     amp_err = np.sqrt(np.abs(np.einsum("ni,nij,nj->n", grad, sub, grad)))
-    bg_roi = np.pad(bg, ((0, 0), (r, r), (r, r)))[f[:, None, None], gx, gy]
+    bg_roi = bg[f[:, None, None], gx, gy]
     sub_bg = (bg_roi * mask).sum(axis=(1, 2)) / mask.sum(axis=(1, 2)) * unit
     if not settings.subtract_background:
         sub_bg = np.zeros(n)

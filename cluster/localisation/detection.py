@@ -12,6 +12,7 @@ while a 300-photon spot over 50 photons/pixel (matched-filter SNR ≈ 9) is foun
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -39,12 +40,15 @@ def _filtered_noise_factor(shape: tuple[int, int], sigma: float) -> np.ndarray:
     return np.sqrt(s).astype(np.float32)
 
 
-def detect(frames: np.ndarray, background: np.ndarray, noise_sigma: np.ndarray, *,
+def detect(frames: np.ndarray, background: np.ndarray, noise_floor: np.ndarray,
+           noise_at: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray], *,
            threshold: float, psf_sigma_px: float, min_separation: int = 2):
     """Find spot candidates in a stack of frames.
 
-    ``frames`` and ``background`` are ``(n, W, H)`` in the same units; ``noise_sigma`` is the
-    per-pixel noise σ of ``frames − background`` (same units, broadcastable).  Returns
+    ``frames`` and ``background`` are ``(n, W, H)`` in the same units.  ``noise_at(f, ix, iy)``
+    gives the per-pixel noise σ of ``frames − background`` at the given pixels and
+    ``noise_floor`` ``(n,)`` a lower bound of it per frame (pixels below the threshold at the
+    floor are never candidates, so ``noise_at`` only sees a few pixels).  Returns
     ``(frame, ix, iy)`` index arrays of local maxima (within ``min_separation`` pixels) whose
     matched-filter value exceeds ``threshold × SNR_PER_UNIT`` σ of the filtered noise.
     """
@@ -53,10 +57,13 @@ def detect(frames: np.ndarray, background: np.ndarray, noise_sigma: np.ndarray, 
                                    mode="constant")
     filtered = ndimage.correlate1d(filtered, k, axis=2, mode="constant")
     factor = _filtered_noise_factor(tuple(frames.shape[1:]), float(psf_sigma_px))
-    above = filtered > (threshold * SNR_PER_UNIT) * noise_sigma * factor
-    f, ix, iy = np.nonzero(above)
+    scale = threshold * SNR_PER_UNIT * factor
+    floor = np.asarray(noise_floor, np.float32).reshape(-1, 1, 1)
+    f, ix, iy = np.nonzero(filtered > floor * scale)
     if f.size == 0:
         return f, ix, iy
+    sure = filtered[f, ix, iy] > noise_at(f, ix, iy) * scale[ix, iy]
+    f, ix, iy = f[sure], ix[sure], iy[sure]
     r = int(min_separation)
     padded = np.pad(filtered, ((0, 0), (r, r), (r, r)), mode="constant",
                     constant_values=-np.inf)
