@@ -262,7 +262,9 @@ def main() -> None:
         url, bare_url = proc.stdout.readline().split()
         floor1, floor4 = bench_floor(bare_url)
         push50, push95 = bench_push(url)
-        tput, t_elapsed = bench_throughput(url)
+        runs = sorted(bench_throughput(url) for _ in range(5))  # short runs: take the median
+        tput, t_elapsed = runs[2]
+        tput_lo, tput_hi = runs[0][0], runs[-1][0]
         live50, live95, n_live, n_total = bench_live(url)
         follow = bench_followon(url)
     finally:
@@ -272,8 +274,9 @@ def main() -> None:
         ("bare HTTP floor, 1 connection", f"{floor1:,.0f} req/s", ""),
         ("bare HTTP floor, 4 connections", f"{floor4:,.0f} req/s", ""),
         ("push latency p50 / p95 (200 rules)", f"{push50:.2f} / {push95:.2f} ms", "p50 <= 2 ms"),
-        ("throughput, 4 workers, 20,000 tasks", f"{tput:,.0f} tasks/s ({t_elapsed:.2f} s)",
-         ">= 40,000 tasks/s"),
+        ("throughput, 4 workers, 20,000 tasks (median of 5)",
+         f"{tput:,.0f} tasks/s ({t_elapsed:.2f} s)", ">= 40,000 tasks/s"),
+        ("  ... slowest / fastest of the 5 runs", f"{tput_lo:,.0f} / {tput_hi:,.0f} tasks/s", ""),
         ("live 1,000 frames/s: release->hand-out p50 / p95",
          f"{live50:.1f} / {live95:.1f} ms ({n_live}/{n_total} tasks)", "p95 <= 100 ms"),
         ("follow-on delay (3-rule chain, worst)", f"{follow:.1f} ms", "<= 500 ms"),

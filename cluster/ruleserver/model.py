@@ -170,7 +170,7 @@ class Rule:
         self._bid_cost: np.ndarray | None = None  # pending auction: best cost per task
         self._bid_owner: np.ndarray | None = None  # ... and the bidder holding it (-1: none)
         self.counts = [max_tasks, 0, 0, 0, 0]
-        self.cost_sum = 0.0  # bid costs of tasks with status > ASSIGNED-1 (assigned or done)
+        self.cost_sum = 0.0  # sum of the bid costs of tasks ASSIGNED, COMPLETE or FAILED
         self.timed_out = 0
         self.complete_after_timeout = 0
         self.target = max_tasks
@@ -340,6 +340,7 @@ class Rule:
             self._clear_bids(idx)
             self._widen(int(idx[0]), int(idx[-1]) + 1)
             self._set(idx, STATUS_AVAILABLE)
+            # finishing again sets the retention again, but never creates a second follow-on
             self.fired = self.fired and self.on_completion is not None
         self.touch(now)
         return int(idx.size)
