@@ -135,7 +135,8 @@ class ServerThread:
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
+        if self._thread.is_alive():  # shutdown() would wait forever on a loop never started
+            self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=5)
 

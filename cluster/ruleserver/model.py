@@ -340,7 +340,7 @@ class Rule:
             self._clear_bids(idx)
             self._widen(int(idx[0]), int(idx[-1]) + 1)
             self._set(idx, STATUS_AVAILABLE)
-            # finishing again sets the retention again, but never creates a second follow-on
+            # finishing again restarts the retention; a follow-on is never created twice
             self.fired = self.fired and self.on_completion is not None
         self.touch(now)
         return int(idx.size)
