@@ -135,10 +135,12 @@ class ServerThread:
         return self
 
     def stop(self) -> None:
-        if self._thread.is_alive():  # shutdown() would wait forever on a loop never started
+        started = self._thread.ident is not None  # shutdown() would wait forever otherwise
+        if started:
             self.server.shutdown()
         self.server.server_close()
-        self._thread.join(timeout=5)
+        if started:
+            self._thread.join(timeout=5)
 
     def __enter__(self) -> "ServerThread":
         return self.start()
