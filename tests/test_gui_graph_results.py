@@ -80,9 +80,21 @@ def test_graph_gets_points_for_a_rule_selected_in_the_table(qtbot, rule_server):
     try:
         qtbot.waitUntil(lambda: model.row_of(rule_id) is not None, timeout=10000)
         table.select_rules([rule_id])
+        qtbot.waitUntil(lambda: _curve_points(graph, rule_id) >= 1, timeout=10000)
+        with requests.Session() as session:
+            _complete(session, rule_server.url, rule_id, [0, 1])
         qtbot.waitUntil(lambda: _curve_points(graph, rule_id) >= 2, timeout=10000)
+        assert graph.curves(rule_id)[0].getData()[1][-1] == 2
     finally:
         assert stop_watcher(watcher, thread, 10000)
+
+
+def _complete(session: requests.Session, url: str, rule_id: str, task_ids: list[int]) -> None:
+    """Bid for ``task_ids`` (buy-now cost) and hand them in as complete, as a worker does."""
+    session.post(f"{url}/bid_on_tasks", timeout=5, json=[
+        {"ruleID": rule_id, "taskIDs": task_ids, "costs": [0.01] * len(task_ids)}]).raise_for_status()
+    session.post(f"{url}/handin", timeout=5, json=[
+        {"ruleID": rule_id, "taskIDs": task_ids, "status": [3] * len(task_ids)}]).raise_for_status()
 
 
 def _curve_points(graph: ProgressGraph, rule_id: str) -> int:

@@ -372,6 +372,27 @@ def _progress(status) -> float:
     return min(1.0, (status.completed + status.failed) / status.posted)
 
 
+class _RowUpdatingTable(QTableView):
+    """A table view that repaints only the rows a ``dataChanged`` range covers.
+
+    Qt 5's ``QAbstractItemView.dataChanged`` repaints the whole viewport for any range larger
+    than one cell; with a row-wide range per changed rule that would repaint every visible row on
+    every poll. The view has no editors, so there is no editor data to refresh here.
+    """
+
+    def dataChanged(self, top_left, bottom_right, roles=()):  # noqa: N802 - Qt override
+        if not (top_left.isValid() and bottom_right.isValid()):
+            super().dataChanged(top_left, bottom_right, roles)
+            return
+        viewport = self.viewport()
+        top = self.rowViewportPosition(top_left.row())
+        bottom = (self.rowViewportPosition(bottom_right.row())
+                  + self.rowHeight(bottom_right.row()))
+        top, bottom = max(0, top), min(viewport.height(), bottom)
+        if bottom > top:
+            viewport.update(0, top, viewport.width(), bottom - top)
+
+
 class RuleTableView(QWidget):
     """The rule table with an "unreachable" banner and an Abort action (context menu, Delete key).
 
@@ -394,7 +415,7 @@ class RuleTableView(QWidget):
         self.banner.setWordWrap(True)
         self.banner.setStyleSheet("QLabel { background: #b3261e; color: white; padding: 4px; }")
         self.banner.hide()
-        self.table = QTableView(self)
+        self.table = _RowUpdatingTable(self)
         self.table.setModel(model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.ExtendedSelection)
