@@ -13,10 +13,7 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spoolside", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("--server", metavar="URL",
-                        help="rule server of an existing cluster (default: start the embedded one)")
-    parser.add_argument("--dataserver", metavar="URL", action="append",
-                        help="data server of that cluster (repeat for several)")
+    _add_cluster_arguments(parser, dest_prefix="global_")
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("cluster", help="run the embedded cluster in the foreground")
@@ -34,16 +31,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=100.0)
     p.add_argument("--structure", choices=("filaments", "rings"), default="filaments")
     p.add_argument("--seed", type=int, default=None)
+    _add_cluster_arguments(p)
 
-    p = sub.add_parser("launch", help="push a chain preset for a series and show progress")
-    p.add_argument("preset", help="preset YAML file")
-    p.add_argument("--series", required=True, help="series URI, e.g. PYME-CLUSTER:///sim/a.pcs")
-    p.add_argument("--watch", action="store_true", help="follow progress until the chain ends")
+    from rules.cli import add_launch_arguments
+    add_launch_arguments(sub.add_parser("launch", help="push a chain preset for a series and show progress"))
     return parser
+
+
+def _add_cluster_arguments(parser: argparse.ArgumentParser, dest_prefix: str = "") -> None:
+    parser.add_argument("--server", metavar="URL", dest=dest_prefix + "server",
+                        help="rule server of an existing cluster (default: $PYME_RULESERVER_URL, "
+                             "else the embedded cluster)")
+    parser.add_argument("--dataserver", metavar="URL", dest=dest_prefix + "dataserver",
+                        help="data server of that cluster (comma-separated for several)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `spoolside --server URL launch ...` and `spoolside launch ... --server URL` mean the same
+    for name in ("server", "dataserver"):
+        if getattr(args, name, None) is None:
+            setattr(args, name, getattr(args, "global_" + name))
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "cluster":
