@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from PyQt5.QtCore import QModelIndex, Qt
+from PyQt5.QtCore import QEvent, QModelIndex, QObject, Qt
 
 from rules.watchers import RuleStatus
 from widgets.progress_delegate import PROGRESS_ROLE
@@ -180,3 +180,38 @@ def test_empty_model_has_no_children_under_items():
     model.set_statuses([_status("r1")])
     assert model.rowCount(model.index(0, 0)) == 0
     assert model.rowCount(QModelIndex()) == 1
+
+
+class _PaintRegions(QObject):
+    def __init__(self):
+        super().__init__()
+        self.regions = []
+
+    def eventFilter(self, obj, event):  # noqa: N802 - Qt override
+        if event.type() == QEvent.Paint:
+            self.regions.append(event.region().boundingRect())
+        return False
+
+
+def test_view_repaints_only_the_changed_row(qtbot):
+    model = RuleTableModel()
+    view = RuleTableView(model, confirm_abort=False)
+    qtbot.addWidget(view)
+    view.resize(900, 400)
+    view.show()
+    qtbot.waitExposed(view)
+    ids = _ids(200)
+    statuses = [_status(i) for i in ids]
+    model.set_statuses(statuses)
+    qtbot.wait(50)
+    paints = _PaintRegions()
+    view.table.viewport().installEventFilter(paints)
+    statuses[4] = dataclasses.replace(statuses[4], completed=9)
+    statuses[150] = dataclasses.replace(statuses[150], completed=9)  # scrolled out of view
+    model.set_statuses(statuses)
+    qtbot.waitUntil(lambda: bool(paints.regions), timeout=5000)
+    row_height = view.table.rowHeight(4)
+    painted = paints.regions[0]
+    assert painted.top() == view.table.rowViewportPosition(4)
+    assert painted.height() == row_height
+    assert painted.width() == view.table.viewport().width()
