@@ -74,7 +74,13 @@ class StatusWatcher(QObject):
         """Poll until stopped (runs on the watcher's thread)."""
         client = None
         try:
-            client = self._make_client()
+            try:
+                client = self._make_client()
+            except (ValueError, ClusterError) as exc:  # e.g. a URL that is not http(s)://host:port
+                logger.error("cannot watch %s: %s", self.url, exc)
+                self.errorOccurred.emit(str(exc))
+                self._set_reachable(False, str(exc))
+                return
             while not self._stop.is_set():
                 self.poll_once(client)
                 self._wake.wait(self.interval_s)

@@ -148,3 +148,10 @@ def test_unreachable_cluster_shows_and_recovers(qtbot, watchers):
         assert model.status(second_rule).posted == 3
     finally:
         server.kill()
+
+
+def test_a_bad_server_url_is_reported_not_fatal(qtbot, watchers):
+    watcher = StatusWatcher("localhost:5000", interval_s=0.05)
+    with qtbot.waitSignals([watcher.errorOccurred, watcher.finished], timeout=10000):
+        watchers(watcher)
+    assert watcher.reachable is False
