@@ -124,10 +124,11 @@ class LocalisationRule(Rule):
     # -- names ------------------------------------------------------------------------------
     @property
     def serverfilter(self) -> str:
+        """The cluster name in URIs: as given, else the series URI's, else the cluster's (by
+        default this machine's name, PYME's default)."""
         if self._serverfilter is None:
-            parsed = parse_cluster_uri(self.seriesName)
-            self._serverfilter = parsed.serverfilter if is_cluster_uri(self.seriesName) \
-                else self.cluster.serverfilter
+            self._serverfilter = parse_cluster_uri(self.seriesName).serverfilter \
+                or self.cluster.serverfilter
         return self._serverfilter
 
     @property

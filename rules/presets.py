@@ -23,7 +23,7 @@ _NOT_SAVED = frozenset({"spooler", "cluster", "on_completion", "rule_outputs"})
 
 _STRING_KEYS = ("recipe", "recipeURI", "output_dir", "resultsFilename", "serverfilter",
                 "dataSourceModule", "seriesName")
-_NUMBER_KEYS = ("poll_interval", "data_timeout")
+_NUMBER_KEYS = ("poll_interval", "data_timeout", "min_release_interval")
 _INPUT_KEYS = ("inputs", "input_templates", "input_patterns")
 
 

@@ -22,17 +22,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_TASKS = 1000000
 RULE_TIMEOUT = 3600
 
-#: Keyword arguments consumed by the rule classes; everything else is context.
-RULE_ARGUMENTS = frozenset({
-    "on_completion", "cluster", "poll_interval", "data_timeout",
-    "seriesName", "analysisMetadata", "resultsFilename", "startAt", "dataSourceModule", "serverfilter",
-    "spooler", "recipe", "recipeURI", "output_dir", "inputs", "input_templates", "input_patterns",
-    "rule_outputs",
-})
-
 #: Keys of a parent's context that are the parent's own settings and never reach a follow-on step.
 _PARENT_ONLY = frozenset({
-    "on_completion", "cluster", "analysisMetadata", "resultsFilename", "startAt", "dataSourceModule",
+    "on_completion", "cluster", "poll_interval", "data_timeout", "min_release_interval",
+    "analysisMetadata", "resultsFilename", "startAt", "dataSourceModule",
     "spooler", "recipe", "recipeURI", "inputs", "input_templates", "input_patterns", "rule_outputs",
 })
 
@@ -54,6 +47,9 @@ class Rule:
         Seconds between passes of the release loop when nobody calls :meth:`notify` (PYME: 1 s).
     data_timeout : float or None
         Watchdog: seconds without new data after which a live rule is marked complete (None = never).
+    min_release_interval : float
+        Least time between two release requests, so a fast spooler's notifications are coalesced
+        into batches (a PYME server recounts its task table on every release).
     kwargs
         Any additional arguments, available in the context used when creating the rule template.
     """
@@ -61,11 +57,14 @@ class Rule:
     rule_type: str | None = None
 
     def __init__(self, on_completion=None, *, cluster: Cluster | None = None, poll_interval: float = 1.0,
-                 data_timeout: float | None = 600.0, **kwargs: Any):
+                 data_timeout: float | None = 600.0, min_release_interval: float = 0.02,
+                 **kwargs: Any):
         self._on_completion = on_completion
         self._cluster = cluster
         self.poll_interval = float(poll_interval)
         self.data_timeout = None if data_timeout is None else float(data_timeout)
+        self.min_release_interval = float(min_release_interval)
+        self._last_release = 0.0
         self._context: dict[str, Any] = dict(kwargs)
         self._rule: dict | None = None
         self._child: Rule | None = None
@@ -243,16 +242,18 @@ class Rule:
             return False
         self.cluster.rules.release_tasks(self._rule_id, start, end)
         self._released_end = max(self._released_end, end)
-        self.last_data_time = time.monotonic()
+        self.last_data_time = self._last_release = time.monotonic()
         logger.debug("rule %s: released tasks [%d, %d)", self._rule_id, start, end)
         return True
 
     def _poll_loop(self) -> None:
         try:
             while not self._stop.is_set():
+                pause = self._last_release + self.min_release_interval - time.monotonic()
+                if pause > 0 and self._stop.wait(pause):
+                    break
                 self._wake.clear()
-                while self._release_new():
-                    pass
+                released = self._release_new()
                 if self.data_complete:
                     self._call_on_data_complete()
                 if self.complete:
@@ -268,10 +269,14 @@ class Rule:
                     self._gave_up = True
                     self._finish_release()
                     return
-                self._wake.wait(self.poll_interval)
+                if not released:
+                    self._wake.wait(self.poll_interval)
         except ClusterError as exc:
             self._loop_error = exc
             logger.error("rule %s: release loop stopped: %s", self._rule_id, exc)
+        except Exception as exc:  # the loop's thread must not die silently: keep and log the cause
+            self._loop_error = exc
+            logger.exception("rule %s: release loop failed", self._rule_id)
 
     @property
     def loop_error(self) -> BaseException | None:
