@@ -1,4 +1,4 @@
-"""Benchmark: the rule table fed like the watcher feeds it, 1,000 rules, a few % changing per update.
+"""Benchmark: the rule table fed as the watcher feeds it: 1,000 rules, 5 % changing per update.
 
 For each update the GUI thread runs ``RuleTableModel.set_statuses`` and then the event loop until
 the view has repainted; that is the time measured (the status lists themselves are built by the

@@ -121,6 +121,10 @@ def test_follow_on_rules_appear_under_their_launch():
                         _status(a3, parent_id=a2)])
     assert model.rule_ids() == [a1, a2, a3, b1]
     assert _cell(model, 2, "step") == "follow-on"
+    # A poll without parent links (extra info failed once) keeps the rows where they are.
+    model.set_statuses([_status(a1, finished=True), _status(b1), _status(a2), _status(a3)])
+    assert model.rule_ids() == [a1, a2, a3, b1]
+    assert model.status(a3).parent_id == a2
 
 
 def test_labels_arriving_late_regroup_rows_and_keep_selection(qtbot):

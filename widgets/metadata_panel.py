@@ -222,6 +222,10 @@ class MetadataModel(QStandardItemModel):
     def value_index(self, key: str):
         return self._items[key].index()
 
+    def value_item(self, key: str) -> QStandardItem:
+        """The value cell of ``key`` (its background and tooltip carry the problem)."""
+        return self._items[key]
+
     # -- internals ------------------------------------------------------------------------------
     def _group_item(self, group: str) -> QStandardItem:
         for row in range(self.rowCount()):

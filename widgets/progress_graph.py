@@ -165,7 +165,8 @@ class ProgressGraph(QWidget):
         h = self._history.get(rule_id)
         if h is None:
             return tuple(np.empty(0) for _ in range(4))
-        return h.t[:h.n].copy(), h.completed[:h.n].copy(), h.failed[:h.n].copy(), h.rate[:h.n].copy()
+        n = h.n
+        return h.t[:n].copy(), h.completed[:n].copy(), h.failed[:n].copy(), h.rate[:n].copy()
 
     def curves(self, rule_id: str):
         """The (completed, failed, rate) curve items of a shown rule, or None."""

@@ -16,7 +16,8 @@ from typing import Callable
 
 import numpy as np
 import tifffile
-from PyQt5.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, QThread, pyqtSignal, pyqtSlot
+from PyQt5.QtCore import (QAbstractTableModel, QModelIndex, QObject, Qt, QThread, pyqtSignal,
+                          pyqtSlot)
 from PyQt5.QtGui import QFontDatabase, QGuiApplication
 from PyQt5.QtWidgets import (QAction, QLabel, QPlainTextEdit, QSplitter, QStackedWidget,
                              QTableView, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)

@@ -8,6 +8,7 @@ after retention, or a restarted server) stays in the table with its last state.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
@@ -155,6 +156,9 @@ class RuleTableModel(QAbstractTableModel):
                 new.append(status)
                 continue
             row = rows[i]
+            if status.parent_id is None and row.status.parent_id is not None:
+                # Parent links never change; one poll without the extra info must not regroup.
+                status = dataclasses.replace(status, parent_id=row.status.parent_id)
             if row.gone or row.status != status:
                 regroup |= row.status.parent_id != status.parent_id
                 row.status = status
@@ -173,9 +177,10 @@ class RuleTableModel(QAbstractTableModel):
         self.updated.emit()
 
     def set_rule_labels(self, labels: dict) -> None:
-        """Set what the window knows of its rules: ``{rule_id: RuleLabel or (launch, step, series)}``.
+        """Set what the window knows of its rules: ``{rule_id: RuleLabel}``.
 
-        Replaces the previous mapping; rows move into their launch's group (selection is kept).
+        A value may also be a plain ``(launch, step, series)`` tuple. Replaces the previous
+        mapping; rows move into their launch's group (selection is kept).
         """
         self._labels = {rule_id: value if isinstance(value, RuleLabel) else RuleLabel(*value)
                         for rule_id, value in labels.items()}
