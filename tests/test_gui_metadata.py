@@ -1,0 +1,92 @@
+"""The metadata panel: typed values with units, invalid values flagged in place and never exported."""
+from __future__ import annotations
+
+import json
+
+from widgets.metadata_panel import INVALID_BRUSH, MetadataModel, MetadataPanel, parse_value, SCHEMA
+
+
+def _panel(qtbot) -> MetadataPanel:
+    panel = MetadataPanel()
+    qtbot.addWidget(panel)
+    return panel
+
+
+def _load(qtbot, panel: MetadataPanel, path) -> None:
+    panel.load_file(str(path))
+    qtbot.waitUntil(lambda: panel.status_label.text().startswith("Metadata of"), timeout=5000)
+
+
+def test_loads_series_metadata_json_with_types_and_units(qtbot, pyme_fixtures):
+    panel = _panel(qtbot)
+    _load(qtbot, panel, pyme_fixtures / "series.pcs" / "metadata.json")
+    expected = json.loads((pyme_fixtures / "series.pcs" / "metadata.json").read_text())
+    model = panel.model
+    assert model.metadata() == expected
+    assert model.problems() == [] and model.edited() == {}
+    index = model.value_index("voxelsize.x")
+    assert index.siblingAtColumn(2).data() == "float"
+    assert index.siblingAtColumn(3).data() == "µm"
+    assert model.value_index("Camera.ADOffset").siblingAtColumn(3).data() == "ADU"
+    assert index.parent().data() == "voxelsize"
+
+
+def test_invalid_values_are_flagged_and_not_exported(qtbot, pyme_fixtures, tmp_path):
+    panel = _panel(qtbot)
+    _load(qtbot, panel, pyme_fixtures / "series.pcs" / "metadata.json")
+    model = panel.model
+    original = model.metadata()["voxelsize.x"]
+    with qtbot.waitSignal(model.problemsChanged, timeout=2000) as blocker:
+        model.set_text("voxelsize.x", "abc")
+    assert blocker.args[0] == [("voxelsize.x", "'abc' is not a number")]
+    assert "voxelsize.x" not in model.metadata()
+    assert model.value_item("voxelsize.x").background() == INVALID_BRUSH
+    assert "will not be sent" in model.value_item("voxelsize.x").toolTip()
+    assert panel.status_label.text().startswith("⚠")
+
+    model.set_text("voxelsize.x", "-0.1")
+    assert model.problems() == [("voxelsize.x", "must be above 0")]
+    model.set_text("Analysis.BGRange", "[0, -3]")
+    assert dict(model.problems())["Analysis.BGRange"].startswith("the first frame offset")
+
+    saved = tmp_path / "out.json"
+    panel.save_file(str(saved))
+    written = json.loads(saved.read_text())
+    assert "voxelsize.x" not in written and "Analysis.BGRange" not in written
+    assert written["Camera.ADOffset"] == 100.0
+
+    with qtbot.waitSignal(panel.analysisEdited, timeout=2000) as edited:
+        model.set_text("Analysis.BGRange", "[-20, 0]")
+    assert edited.args[0]["Analysis.BGRange"] == [-20, 0]
+    model.set_text("voxelsize.x", str(original * 2))
+    assert model.problems() == []
+    assert model.edited() == {"voxelsize.x": original * 2, "Analysis.BGRange": [-20, 0]}
+
+
+def test_bad_value_in_a_loaded_file_is_flagged(qtbot, tmp_path):
+    path = tmp_path / "metadata.json"
+    path.write_text(json.dumps({"Camera.ElectronsPerCount": "lots", "voxelsize.x": 0.1,
+                                "Custom.Note": "kept"}))
+    panel = _panel(qtbot)
+    _load(qtbot, panel, path)
+    assert [k for k, _ in panel.model.problems()] == ["Camera.ElectronsPerCount"]
+    assert panel.model.metadata() == {"voxelsize.x": 0.1, "Custom.Note": "kept"}
+
+
+def test_unreadable_file_gives_a_message(qtbot, tmp_path):
+    panel = _panel(qtbot)
+    (tmp_path / "broken.json").write_text("{not json")
+    panel.load_file(str(tmp_path / "broken.json"))
+    qtbot.waitUntil(lambda: panel.status_label.text().startswith("Could not load"), timeout=5000)
+
+
+def test_parse_value_types():
+    assert parse_value("12", SCHEMA["Analysis.StartAt"]) == 12
+    assert parse_value("yes", SCHEMA["Analysis.SNRThreshold"]) is True
+    assert parse_value("[-30, 0]", SCHEMA["Analysis.BGRange"]) == [-30, 0]
+
+
+def test_metadata_model_passes_qt_checks(qtmodeltester):
+    model = MetadataModel()
+    model.set_metadata({"Camera.ADOffset": 100.0, "voxelsize.x": 0.1, "Top": 1})
+    qtmodeltester.check(model)

@@ -1,0 +1,97 @@
+"""Presets: save → load round trip, rename, delete, import from a PYME config folder."""
+from __future__ import annotations
+
+import pytest
+
+from resources import resource_path
+from rules.presets import PresetError, load_preset
+from widgets.chain_editor import ChainEditor
+from widgets.chain_model import LOCALISATION, RECIPE, ChainModel, from_factories
+from widgets.presets_menu import PresetsMenu, PresetStore
+
+PYME_PRESET = """\
+- - SpoolLocalLocalizationRuleFactory
+  - analysisMetadata:
+      Analysis.BGRange: [-30, 0]
+      Analysis.DetectionThreshold: 1.0
+      Analysis.FitModule: LatGaussFitFR
+- - RecipeRuleFactory
+  - recipe: "- localisations.AddPipelineDerivedVars:\\n    inputFitResults: FitResults\\n"
+"""
+
+
+@pytest.fixture
+def chain(qtbot):
+    model = ChainModel(from_factories(load_preset(resource_path("presets", "default.yaml"))))
+    editor = ChainEditor(model)
+    qtbot.addWidget(editor)
+    return editor
+
+
+@pytest.fixture
+def menu(qtbot, tmp_path, chain):
+    menu = PresetsMenu(PresetStore(tmp_path / "config" / "chained_analysis"),
+                       lambda: chain.model.to_factories())
+    qtbot.addWidget(menu)
+    return menu
+
+
+def test_save_then_load_round_trip(qtbot, chain, menu, tmp_path):
+    chain.select_row(0)
+    chain.localisation_editor.threshold.setValue(2.5)
+    chain.select_row(2)
+    chain.recipe_editor.set_input_pattern("extra", "{{spool_dir}}/other.tif")
+    saved = chain.model.steps
+    assert menu.save("my chain")
+    assert (tmp_path / "config" / "chained_analysis" / "my chain.yaml").is_file()
+    assert menu.store.names() == ["my chain"]
+    assert [a.text() for a in menu.load_menu.actions()] == ["my chain"]
+
+    chain.model.set_steps([])
+    with qtbot.waitSignal(menu.presetLoaded, timeout=2000) as blocker:
+        assert menu.load("my chain")
+    name, factories = blocker.args
+    assert name == "my chain"
+    chain.model.set_factories(factories)
+    loaded = chain.model.steps
+    assert [s.kind for s in loaded] == [LOCALISATION, RECIPE, RECIPE]
+    assert [(s.recipe, s.input_patterns, s.output_dir, s.analysis) for s in loaded] == \
+        [(s.recipe, s.input_patterns, s.output_dir, s.analysis) for s in saved]
+    assert loaded[0].analysis["Analysis.DetectionThreshold"] == 2.5
+
+
+def test_rename_and_delete(menu):
+    assert menu.save("first")
+    menu.store.rename("first", "second")
+    assert menu.store.names() == ["second"]
+    assert menu.save("third")
+    with pytest.raises(PresetError):
+        menu.store.rename("second", "third")
+    menu.store.delete("second")
+    assert menu.store.names() == ["third"]
+    with pytest.raises(PresetError):
+        menu.store.path("../escape")
+
+
+def test_unusable_preset_gives_a_message(qtbot, menu):
+    menu.store.folder.mkdir(parents=True)
+    (menu.store.folder / "broken.yaml").write_text("- - os.system\n  - {}\n")
+    with qtbot.waitSignal(menu.message, timeout=2000) as blocker:
+        assert not menu.load("broken")
+    assert "broken" in blocker.args[0]
+
+
+def test_import_from_a_pyme_config_folder(menu, tmp_path):
+    pyme = tmp_path / "dotPYME"
+    (pyme / "chained_analysis").mkdir(parents=True)
+    (pyme / "chained_analysis" / "default.yaml").write_text(PYME_PRESET)
+    assert menu.save("default")
+    names, problems = menu.store.import_folder(pyme)
+    assert names == ["default_1"] and problems == []
+    steps = from_factories(menu.store.load("default_1"))
+    assert [s.kind for s in steps] == [LOCALISATION, RECIPE]
+    assert steps[0].factory_class == "SpoolLocalLocalizationRuleFactory"
+    assert steps[0].analysis["Analysis.BGRange"] == [-30, 0]
+    # Saved back in the same PYME form, class names and all.
+    text = menu.store.path("default_1").read_text()
+    assert text.startswith("- - SpoolLocalLocalizationRuleFactory")
