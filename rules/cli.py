@@ -12,13 +12,16 @@ import sys
 import time
 
 from .connection import Cluster, default_cluster
-from .errors import ClusterError
+from .errors import ClusterError, ClusterUnreachable
 from .patterns import PatternError
 from .presets import PresetError, load_preset
 from .uris import check_name, is_cluster_uri, make_cluster_uri, series_dir
 from .watchers import RuleStatus
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a rule may be missing from the queue listing before it counts as gone.
+LISTING_GRACE = 12.0
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -70,36 +73,64 @@ def watch_chain(cluster: Cluster, root_id: str, n_steps: int, *, interval: float
     client = cluster.rules
     chain = [root_id]
     last: dict[str, str] = {}
+    final: dict[str, RuleStatus] = {}
+    first: dict[str, float] = {}
+    seen: set[str] = set()
+    unreachable = False
     start = time.monotonic()
     ok = True
     while True:
-        info = client.queue_info()
-        # discover follow-ons of the last known step
-        while len(chain) < n_steps:
-            ids = client.followon_ids(chain[-1])
-            if ids is None:
-                print("note: this rule server does not report follow-on rules; watching the first "
-                      "step only", file=out)
-                n_steps = len(chain)
-                break
-            if not ids:
-                break
-            chain.append(ids[0])
+        try:
+            # follow-ons first, so every rule found is in the listing fetched next
+            while len(chain) < n_steps:
+                ids = client.followon_ids(chain[-1])
+                if ids is None:
+                    print("note: this rule server does not report follow-on rules; watching the "
+                          "first step only", file=out)
+                    n_steps = len(chain)
+                    break
+                if not ids:
+                    break
+                chain.append(ids[0])
+            info = client.queue_info()
+        except ClusterUnreachable as exc:
+            if not unreachable:
+                print(f"rule server unreachable ({exc.reason or exc}); still trying", file=out,
+                      flush=True)
+            unreachable = True
+            if timeout is not None and time.monotonic() - start > timeout:
+                print(f"error: chain not finished after {timeout:g} s", file=out)
+                return False
+            time.sleep(interval)
+            continue
+        if unreachable:
+            print("rule server reachable again", file=out, flush=True)
+            unreachable = False
+        now = time.monotonic()
         statuses = []
         for step, rule_id in enumerate(chain, start=1):
             entry = info.get(rule_id)
-            status = (RuleStatus.from_info(rule_id, entry) if entry is not None
-                      else RuleStatus.gone(rule_id))
+            if entry is not None:
+                status = RuleStatus.from_info(rule_id, entry)
+            elif rule_id in final:  # finished, then dropped after the server's retention time
+                status = final[rule_id]
+            elif rule_id not in seen and now - first.setdefault(rule_id, now) < LISTING_GRACE:
+                status = RuleStatus.from_info(rule_id, {})  # not listed yet (PYME caches 5 s)
+            else:
+                status = RuleStatus.gone(rule_id)
+            if entry is not None:
+                seen.add(rule_id)
+            if status.terminal:
+                final[rule_id] = status
             statuses.append(status)
             line = _line(status, step)
             if last.get(rule_id) != line:
                 print(line, file=out, flush=True)
                 last[rule_id] = line
-        failed = [s for s in statuses if s.state in ("failed", "aborted", "expired")]
-        if failed:
-            ok = False
-            if any(s.state != "failed" for s in failed) or all(s.terminal for s in statuses):
-                return ok
+        if any(s.state == "failed" for s in statuses):
+            ok = False  # follow-ons still run after failed tasks: keep watching them
+        if any(s.state in ("aborted", "expired") for s in statuses):
+            return False
         if len(chain) >= n_steps and all(s.terminal for s in statuses):
             return ok
         if timeout is not None and time.monotonic() - start > timeout:

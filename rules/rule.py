@@ -78,6 +78,8 @@ class Rule:
         self._loop_error: BaseException | None = None
         self._gave_up = False
         self._seen_finished = False
+        #: the error of :meth:`on_data_complete`, if it failed
+        self.data_complete_error: BaseException | None = None
         self.last_data_time = time.monotonic()
 
     # ------------------------------------------------------------------ identity and context
@@ -228,9 +230,15 @@ class Rule:
         self._wake.set()
 
     def _call_on_data_complete(self) -> None:
+        """Call :meth:`on_data_complete` once; a failure there (e.g. filing events) is logged and
+        kept in :attr:`data_complete_error`, and never stops the release being marked complete."""
         if not self._data_complete_called:
             self._data_complete_called = True
-            self.on_data_complete()
+            try:
+                self.on_data_complete()
+            except (ClusterError, OSError, ValueError) as exc:
+                self.data_complete_error = exc
+                logger.error("rule %s: end-of-data step failed: %s", self._rule_id, exc)
 
     def _release_new(self) -> bool:
         """Release one batch of new tasks if there is one; True when something was released."""
