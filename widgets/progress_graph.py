@@ -119,6 +119,7 @@ class ProgressGraph(QWidget):
         if self._t0 is None:
             self._t0 = now
         rel = now - self._t0
+        appended: set[str] = set()
         for status in statuses:
             history = self._history.get(status.rule_id)
             if history is None:
@@ -131,7 +132,9 @@ class ProgressGraph(QWidget):
                 continue
             history.last = key
             history.append(rel, status.completed, status.failed, self.max_points)
-        self._redraw()
+            appended.add(status.rule_id)
+        # Only curves that got a point are redrawn: an idle graph costs no repaint.
+        self._redraw(appended)
 
     def set_rules(self, rule_ids: list[str]) -> None:
         """Show the curves of ``rule_ids`` (the table's selection); hide the others."""
@@ -191,8 +194,10 @@ class ProgressGraph(QWidget):
                 self.legend.addItem(curves[0], curves[0].name())
                 self.legend.addItem(curves[1], curves[1].name())
 
-    def _redraw(self) -> None:
+    def _redraw(self, only: set[str] | None = None) -> None:
         for rule_id in self._shown:
+            if only is not None and rule_id not in only:
+                continue
             h = self._history.get(rule_id)
             curves = self._curves.get(rule_id)
             if h is None or curves is None:
