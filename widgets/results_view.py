@@ -16,8 +16,8 @@ from typing import Callable
 
 import numpy as np
 import tifffile
-from PyQt5.QtCore import (QAbstractTableModel, QModelIndex, QObject, Qt, QThread, pyqtSignal,
-                          pyqtSlot)
+from PyQt5.QtCore import (QAbstractTableModel, QCoreApplication, QModelIndex, QObject, Qt, QThread,
+                          pyqtSignal, pyqtSlot)
 from PyQt5.QtGui import QFontDatabase, QGuiApplication
 from PyQt5.QtWidgets import (QAction, QLabel, QPlainTextEdit, QSplitter, QStackedWidget,
                              QTableView, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: Rows of a table read for a preview.
 PREVIEW_ROWS = 1000
+#: Bytes of a text file (the end of it) shown in a preview.
+MAX_TEXT_BYTES = 2_000_000
 _IMAGE_EXTS = (".tif", ".tiff", ".npy")
 _TABLE_EXTS = (".h5r", ".hdf", ".csv")
 _TEXT_EXTS = (".log", ".txt", ".yaml", ".yml", ".json", ".md")
@@ -194,6 +196,8 @@ def _read(client, uri: str, kind: str):
         table = np.genfromtxt(io.BytesIO(data), delimiter=",", names=True, dtype=None,
                               encoding="utf-8", max_rows=PREVIEW_ROWS)
         return np.atleast_1d(table)
+    if len(data) > MAX_TEXT_BYTES:  # a runaway log: its end says what went wrong
+        data = b"[...]\n" + data[-MAX_TEXT_BYTES:]
     return data.decode("utf-8", "replace")
 
 
@@ -276,6 +280,8 @@ class ResultsView(QWidget):
         self._thread.started.connect(self._loader.run)
         self._loader.finished.connect(self._thread.quit)
         self._thread.start()
+        # A safety net for windows that forget stop(): never leave a running QThread at exit.
+        QCoreApplication.instance().aboutToQuit.connect(self.stop)
 
     # -- public API --------------------------------------------------------------------------
     def set_outputs(self, outputs: list[ResultOutput]) -> None:
