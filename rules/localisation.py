@@ -175,7 +175,11 @@ class LocalisationRule(Rule):
         return self._series
 
     def _source_metadata(self):
-        return self.series.metadata()
+        try:
+            return self.series.metadata()
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"series {self.series_uri} not found on the cluster "
+                                    "(it has no metadata.json)") from exc
 
     def _events(self) -> list:
         return list(self.series.events() or [])

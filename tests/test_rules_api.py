@@ -142,9 +142,21 @@ def test_three_step_chain_is_the_nested_rule_pyme_sends(cluster, rule_server, da
     step2.chain(step3)
     assert step1.steps() == [step1, step2, step3]
 
+    # record the requests sent to the rule server (a response hook on the client's own session)
+    from rules.ruleserver_client import RuleServerClient, make_session
+    session = make_session()
+    sent = []
+    session.hooks["response"].append(lambda r, *a, **k: sent.append(
+        (r.request.method, r.request.path_url, r.request.headers.get("Content-Type"))))
+    cluster._rules = RuleServerClient(rule_server.url, session=session)
+
     rule = step1.get_rule({"seriesName": SERIES})
     assert rule.push(cluster) is rule
     url = rule_server.url
+    assert sent == [
+        ("POST", "/add_integer_id_rule?timeout=3600&max_tasks=8&release_start=0&release_end=8",
+         "application/json"),
+        ("GET", f"/mark_release_complete?ruleID={rule.rule_id}", None)]
     results = "PYME-CLUSTER://testcluster/pyme/analysis/series.h5r"
     assert rule.output_files == {"results": results}
     agg = f"{cluster.dataserver_urls[0]}/__aggregate_h5r/pyme/analysis/series.h5r"
@@ -263,6 +275,13 @@ def test_input_patterns_and_unknown_variables(cluster, rule_server):
     assert "spool_folder" in str(info.value) and "spool_dir" in str(info.value)
 
 
+def test_missing_series_is_a_clear_error(cluster):
+    rule = rules.LocalisationRule("PYME-CLUSTER://testcluster/pyme/nothing.pcs", ANALYSIS, cluster=cluster)
+    with pytest.raises(FileNotFoundError, match="nothing.pcs not found"):
+        rule.push()
+    assert rule.rule_id is None
+
+
 def test_recipe_rule_argument_errors():
     with pytest.raises(ValueError, match="recipe"):
         rules.RecipeRule(inputs={"input": [SERIES]})
@@ -291,6 +310,13 @@ def test_join_timeout_and_forgotten_rule(cluster, rule_server, data_server):
         rule._cluster = rules.Cluster(fresh.url, data_server.url, serverfilter="testcluster")
         with pytest.raises(errors.ClusterError, match="no longer on the rule server"):
             rule.join(timeout=10, interval=0.05, grace=0.3)
+    # seen finished, then dropped by the server (retention over): join() returns
+    done = rules.RecipeRule(recipe="- a: b\n", inputs={"input": [SERIES]}, cluster=cluster).push()
+    work(rule_server.url, done.rule_id)
+    assert done.join(timeout=10, interval=0.05)["finished"] is True
+    with RuleServer() as fresh:
+        done._cluster = rules.Cluster(fresh.url, data_server.url, serverfilter="testcluster")
+        assert done.join(timeout=10, interval=0.05, grace=0.3) == {"finished": True, "ID": done.rule_id}
 
 
 def test_abort_inactivates(cluster, rule_server):
