@@ -19,17 +19,33 @@ _SQRT2 = math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def _axis_terms(centre: np.ndarray, s: np.ndarray, size: int):
-    """Per-axis integrated PSF and its derivatives: three ``(n, size)`` arrays."""
+def _axis_terms(centre: np.ndarray, s: np.ndarray, size: int, second: bool = False):
+    """Per-axis integrated PSF ``E`` and its derivatives along one axis, each ``(n, size)``.
+
+    Returns ``(E, dE/dc, dE/ds)``, plus ``(d²E/dc², d²E/dc ds, d²E/ds²)`` when ``second``.
+    With ``u = (edge − c)/s`` at the pixel edges and φ the normal density:
+    ``dE/dc = −Δφ/s``, ``dE/ds = −Δ(uφ)/s``, ``d²E/dc² = −Δ(uφ)/s²``,
+    ``d²E/dc ds = −Δ((u²−1)φ)/s²``, ``d²E/ds² = −Δ((u³−2u)φ)/s²`` (Δ: upper minus lower edge).
+    """
     edges = np.arange(size + 1, dtype=np.float64) - 0.5            # pixel edges
-    u = (edges[None, :] - centre[:, None]) / s[:, None]             # (n, size+1)
+    inv_s = 1.0 / s[:, None]
+    u = (edges[None, :] - centre[:, None]) * inv_s                  # (n, size+1)
     cdf = 0.5 * erf(u / _SQRT2)
     pdf = _INV_SQRT2PI * np.exp(-0.5 * u * u)
-    e = cdf[:, 1:] - cdf[:, :-1]
-    de_dc = (pdf[:, :-1] - pdf[:, 1:]) / s[:, None]
     upd = u * pdf
-    de_ds = (upd[:, :-1] - upd[:, 1:]) / s[:, None]
-    return e, de_dc, de_ds
+    e = cdf[:, 1:] - cdf[:, :-1]
+    de_dc = (pdf[:, :-1] - pdf[:, 1:]) * inv_s
+    de_ds = (upd[:, :-1] - upd[:, 1:]) * inv_s
+    if not second:
+        return e, de_dc, de_ds
+    inv_s2 = inv_s * inv_s
+    u2 = u * u
+    t_cs = (u2 - 1.0) * pdf
+    t_ss = (u2 - 2.0) * upd
+    d2_cc = de_ds * inv_s
+    d2_cs = (t_cs[:, :-1] - t_cs[:, 1:]) * inv_s2
+    d2_ss = (t_ss[:, :-1] - t_ss[:, 1:]) * inv_s2
+    return e, de_dc, de_ds, d2_cc, d2_cs, d2_ss
 
 
 def model_and_jacobian(theta: np.ndarray, shape: tuple[int, int]):
@@ -80,82 +96,165 @@ def initial_guess(rois: np.ndarray, mask: np.ndarray, sigma_px: float) -> np.nda
     return np.stack([n0, x0, y0, np.full(n, sigma_px), b0], axis=1)
 
 
+def _model_terms(theta: np.ndarray, shape: tuple[int, int]):
+    """Model, Jacobian ``(n, 5, W·H)`` and the per-axis second-derivative vectors."""
+    n_ph, x, y, s, b = theta.T
+    ax = _axis_terms(x, s, shape[0], second=True)
+    ay = _axis_terms(y, s, shape[1], second=True)
+    ex, dex, dsx = ax[:3]
+    ey, dey, dsy = ay[:3]
+    psf = ex[:, :, None] * ey[:, None, :]
+    nn = n_ph[:, None, None]
+    mu = nn * psf + b[:, None, None]
+    jac = np.empty((theta.shape[0], N_PARAMS, shape[0], shape[1]))
+    jac[:, 0] = psf
+    jac[:, 1] = nn * dex[:, :, None] * ey[:, None, :]
+    jac[:, 2] = nn * ex[:, :, None] * dey[:, None, :]
+    jac[:, 3] = nn * (dsx[:, :, None] * ey[:, None, :] + ex[:, :, None] * dsy[:, None, :])
+    jac[:, 4] = 1.0
+    return mu.reshape(theta.shape[0], -1), jac.reshape(theta.shape[0], N_PARAMS, -1), ax, ay
+
+
+def _curvature_correction(resid_ratio: np.ndarray, theta: np.ndarray, ax, ay,
+                          shape: tuple[int, int]) -> np.ndarray:
+    """``Σ_pixels r · ∂²μ/∂θ∂θ`` ``(n, 5, 5)`` for ``r`` ``(n, W·H)``, using that every second
+    derivative of the separable model is a sum of outer products of per-axis vectors."""
+    n = theta.shape[0]
+    rr = resid_ratio.reshape(n, shape[0], shape[1])
+    x0, x1, xs, x11, x1s, xss = ax
+    # M[:, i, k] = Σ_j r_ij · Y_k[j]  for Y = (E, dE/dc, dE/ds, d²E/dc², d²E/dcds, d²E/ds²)
+    m = np.matmul(rr, np.stack(ay, axis=2))
+
+    def q(xv, k):
+        return np.einsum("ni,ni->n", xv, m[:, :, k])
+
+    n_ph = theta[:, 0]
+    c = np.zeros((n, N_PARAMS, N_PARAMS))
+    c[:, 0, 1] = q(x1, 0)
+    c[:, 0, 2] = q(x0, 1)
+    c[:, 0, 3] = q(xs, 0) + q(x0, 2)
+    c[:, 1, 1] = n_ph * q(x11, 0)
+    c[:, 1, 2] = n_ph * q(x1, 1)
+    c[:, 1, 3] = n_ph * (q(x1s, 0) + q(x1, 2))
+    c[:, 2, 2] = n_ph * q(x0, 3)
+    c[:, 2, 3] = n_ph * (q(xs, 1) + q(x0, 4))
+    c[:, 3, 3] = n_ph * (q(xss, 0) + 2.0 * q(xs, 2) + q(x0, 5))
+    upper = np.triu_indices(N_PARAMS, 1)
+    c[:, upper[1], upper[0]] = c[:, upper[0], upper[1]]
+    return c
+
+
+def _model_only(theta: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    n_ph, x, y, s, b = theta.T
+    ex = _axis_terms(x, s, shape[0])[0]
+    ey = _axis_terms(y, s, shape[1])[0]
+    return (n_ph[:, None, None] * ex[:, :, None] * ey[:, None, :]
+            + b[:, None, None]).reshape(theta.shape[0], -1)
+
+
 def fit_rois(rois: np.ndarray, mask: np.ndarray, gamma: float, sigma_px: float, *,
-             max_iter: int = 30, tol: float = 1e-4):
+             max_iter: int = 25, tol: float = 1e-3, scoring_iter: int = 2):
     """Fit every ROI of ``rois`` ``(n, W, H)`` (pixels with ``mask`` False are ignored).
 
+    Newton's method on the exact log-likelihood (the observed information, computed separably),
+    after ``scoring_iter`` Fisher-scoring steps from the initial guess; a step that does not
+    raise the likelihood is retried as a damped Fisher-scoring (Levenberg–Marquardt) step.
     Returns ``(theta, cov, converged, nchi2)``: parameters ``(n, 5)``, their covariance from the
-    inverse Fisher information ``(n, 5, 5)`` (NaN where singular), a converged flag and the
-    reduced χ² (Pearson, on the Poisson variance).
+    inverse Fisher information ``(n, 5, 5)`` (NaN where singular), a converged flag (position
+    step below ``tol`` px) and the reduced χ² (Pearson, on the Poisson variance).
     """
     rois = np.asarray(rois, np.float64)
     n, w, h = rois.shape
-    maskf = np.broadcast_to(mask, rois.shape).reshape(n, -1).astype(np.float64)
-    data = rois.reshape(n, -1)
-    theta = initial_guess(rois, np.broadcast_to(mask, rois.shape), sigma_px)
+    shape = (w, h)
+    maskb = np.broadcast_to(mask, rois.shape)
+    maskf = maskb.reshape(n, -1).astype(np.float64)
+    data = rois.reshape(n, -1) + gamma                    # shifted to Poisson-like counts
+    data = np.maximum(data, 0.0) * maskf
+    theta = initial_guess(rois, maskb, sigma_px)
     lam = np.full(n, 1e-3)
+    newton_ok = np.zeros(n, bool)
     converged = np.zeros(n, bool)
-    active = np.arange(n)
     lo_s, hi_s = 0.3, max(w, h) / 2.0
+    eye = np.eye(N_PARAMS)
 
-    def loglik(th, idx):
-        mu, jac = model_and_jacobian(th, (w, h))
-        mu = np.maximum(mu.reshape(len(idx), -1) + gamma, 1e-6)
-        d = np.maximum(data[idx] + gamma, 0)
-        ll = ((d * np.log(mu) - mu) * maskf[idx]).sum(axis=1)
-        return ll, mu, jac
+    def loglik(mu_shifted, idx):
+        return ((data[idx] * np.log(mu_shifted) - mu_shifted) * maskf[idx]).sum(axis=1)
 
-    ll, mu, jac = loglik(theta, active)
-    for _ in range(max_iter):
+    active = np.arange(n)
+    mu, jac, ax, ay = _model_terms(theta, shape)
+    mu = np.maximum(mu + gamma, 1e-6)
+    ll = loglik(mu, active)
+    for it in range(max_iter):
         if active.size == 0:
             break
-        wts = maskf[active] / mu
-        resid = (data[active] + gamma) - mu
-        grad = np.einsum("npk,nk->np", jac, resid * wts)
+        mf = maskf[active]
+        ratio = data[active] / mu
+        wts = mf / mu
+        grad = np.matmul(jac, ((ratio - 1.0) * mf)[:, :, None])[:, :, 0]
         fisher = np.matmul(jac * wts[:, None, :], jac.transpose(0, 2, 1))
+        use_newton = newton_ok[active] & (it >= scoring_iter)
+        if use_newton.any():
+            observed = np.matmul(jac * (ratio * wts)[:, None, :], jac.transpose(0, 2, 1))
+            hess = observed - _curvature_correction((ratio - 1.0) * mf, theta[active],
+                                                    ax, ay, shape)
+            matrix = np.where(use_newton[:, None, None], hess, fisher)
+        else:
+            matrix = fisher
         diag = np.einsum("npp->np", fisher)
-        damped = fisher + (lam[active][:, None] * diag)[:, :, None] * np.eye(N_PARAMS)
+        damp = np.where(use_newton, 0.0, lam[active])
+        matrix = matrix + (damp[:, None] * diag)[:, :, None] * eye
         try:
-            step = np.linalg.solve(damped, grad[:, :, None])[:, :, 0]
+            step = np.linalg.solve(matrix, grad[:, :, None])[:, :, 0]
         except np.linalg.LinAlgError:
-            step = np.stack([np.linalg.lstsq(m, g, rcond=None)[0]
-                             for m, g in zip(damped, grad)])
-        step[:, 1:3] = np.clip(step[:, 1:3], -1.0, 1.0)
+            step = np.stack([np.linalg.lstsq(m, g, rcond=None)[0] for m, g in zip(matrix, grad)])
+        # a Newton step must go uphill; otherwise take the damped scoring step
+        bad = ~np.isfinite(step).all(axis=1) | (use_newton & ((step * grad).sum(axis=1) <= 0))
+        if bad.any():
+            fm = fisher[bad] + (lam[active[bad]][:, None] * diag[bad])[:, :, None] * eye
+            try:
+                step[bad] = np.linalg.solve(fm, grad[bad][:, :, None])[:, :, 0]
+            except np.linalg.LinAlgError:
+                step[bad] = np.stack([np.linalg.lstsq(m, g, rcond=None)[0]
+                                      for m, g in zip(fm, grad[bad])])
+        step = np.nan_to_num(step)
         th_old = theta[active]
+        step[:, 1:3] = np.clip(step[:, 1:3], -1.0, 1.0)
         trial = th_old + step
         trial[:, 0] = np.maximum(trial[:, 0], 0.1 * th_old[:, 0])
-        trial[:, 3] = np.clip(trial[:, 3], np.maximum(0.5 * th_old[:, 3], lo_s),
-                              np.minimum(1.5 * th_old[:, 3], hi_s))
+        trial[:, 3] = np.clip(trial[:, 3], np.maximum(0.7 * th_old[:, 3], lo_s),
+                              np.minimum(1.4 * th_old[:, 3], hi_s))
         trial[:, 4] = np.maximum(trial[:, 4], 0.1 * th_old[:, 4] - 0.5 * gamma - 1e-3)
         trial[:, 1] = np.clip(trial[:, 1], -1.0, w)
         trial[:, 2] = np.clip(trial[:, 2], -1.0, h)
-        ll_new, mu_new, jac_new = loglik(trial, active)
-        better = ll_new >= ll[active] - 1e-9
-        # accept improving steps, raise damping on the others
-        theta[active[better]] = trial[better]
-        ll[active[better]] = ll_new[better]
-        lam[active] = np.where(better, np.maximum(lam[active] * 0.3, 1e-6),
-                               np.minimum(lam[active] * 10.0, 1e6))
-        mu = np.where(better[:, None], mu_new, mu)
-        jac = np.where(better[:, None, None], jac_new, jac)
-        done = better & (np.abs(step[:, 1:3]).max(axis=1) < tol) \
-            & (np.abs(step[:, 3]) < 10 * tol) \
-            & (np.abs(step[:, 0]) < 1e-3 * np.abs(th_old[:, 0]) + 1e-3)
-        stuck = ~better & (lam[active] >= 1e6)
+        mu_trial = np.maximum(_model_only(trial, shape) + gamma, 1e-6)
+        ll_trial = loglik(mu_trial, active)
+        better = ll_trial >= ll[active] - 1e-9 * np.abs(ll[active])
+        idx_b = active[better]
+        theta[idx_b] = trial[better]
+        ll[idx_b] = ll_trial[better]
+        lam[active] = np.where(better, np.maximum(lam[active] * 0.3, 1e-7),
+                               np.minimum(lam[active] * 10.0, 1e7))
+        newton_ok[active] = better
+        done = better & (np.abs(trial - th_old)[:, 1:3].max(axis=1) < tol) \
+            & (np.abs(trial - th_old)[:, 3] < tol)
+        stuck = ~better & (lam[active] >= 1e7)
         converged[active[done]] = True
         keep = ~(done | stuck)
-        active, mu, jac = active[keep], mu[keep], jac[keep]
+        active = active[keep]
+        if active.size:
+            mu, jac, ax, ay = _model_terms(theta[active], shape)
+            mu = np.maximum(mu + gamma, 1e-6)
 
     # covariance from the Fisher information at the estimate
-    mu_all, jac_all = model_and_jacobian(theta, (w, h))
-    mu_all = np.maximum(mu_all.reshape(n, -1) + gamma, 1e-6)
+    mu_all, jac_all, _, _ = _model_terms(theta, shape)
+    mu_all = np.maximum(mu_all + gamma, 1e-6)
     wts = maskf / mu_all
     fisher = np.matmul(jac_all * wts[:, None, :], jac_all.transpose(0, 2, 1))
     cov = np.full((n, N_PARAMS, N_PARAMS), np.nan)
     ok = np.linalg.cond(fisher) < 1e12
     if ok.any():
         cov[ok] = np.linalg.inv(fisher[ok])
-    resid = (data + gamma) - mu_all
+    resid = (data - mu_all) * maskf
     dof = np.maximum(maskf.sum(axis=1) - N_PARAMS, 1)
     nchi2 = (resid * resid * wts).sum(axis=1) / dof
     return theta, cov, converged, nchi2
