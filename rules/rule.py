@@ -191,7 +191,9 @@ class Rule:
     def push(self, cluster: Cluster | None = None) -> Rule:
         """Prepare, post the rule, and follow it until all its tasks are released. Returns self.
 
-        Raises a :class:`~rules.errors.ClusterError` on any failure; nothing is left running then.
+        Raises on any failure and never carries on without a rule ID: a
+        :class:`~rules.errors.ClusterError` for the servers, ``ValueError`` (``PatternError``) for bad
+        arguments or patterns, ``FileNotFoundError`` for a missing series.
         """
         if self._rule_id is not None:
             raise ClusterError(f"rule already pushed as {self._rule_id}")
