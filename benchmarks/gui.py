@@ -117,6 +117,9 @@ def run(n_rules: int, n_updates: int, fraction: float, with_graph: bool, seed: i
         "rows_repainted_per_update": counter.rows_painted / n_updates,
         "visible_rows": visible_rows,
         "rss_mib": rss,
+        "history_mib": (sum(h.t.nbytes + h.completed.nbytes + h.failed.nbytes + h.rate.nbytes
+                            for h in graph._history.values()) / 2**20 if graph is not None else 0.0),
+        "history_bound_mib": n_rules * graph.max_points * 20 / 2**20 if graph is not None else 0.0,
     }
     view.close()
     if graph is not None:
@@ -144,6 +147,9 @@ def main(argv=None) -> int:
         rss = r["rss_mib"]
         print(f"  RSS MiB every 1,000 updates: {', '.join(f'{v:.1f}' for v in rss)} "
               f"(growth after the first 1,000: {rss[-1] - rss[0]:+.1f} MiB)")
+        if with_graph:
+            print(f"  graph history buffers: {r['history_mib']:.1f} MiB (bounded by "
+                  f"{r['history_bound_mib']:.0f} MiB: rules x max_points x 20 B)")
     return 0
 
 
