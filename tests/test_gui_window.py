@@ -1,0 +1,181 @@
+"""The main window against real servers: launch in the background, unreachable clusters, settings."""
+from __future__ import annotations
+
+import socket
+import time
+from types import SimpleNamespace
+
+import pytest
+from PyQt5.QtCore import QCoreApplication, QEvent, QSettings, QThread, QTimer
+
+from app.gui import ClusterChoiceError, EmbeddedCluster, choose_cluster
+from app.launcher import ClusterAddress
+from app.main_window import LAST_CHAIN, MainWindow
+from widgets.chain_model import LOCALISATION
+
+SERIES = "pyme/series.pcs"
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path, settings):
+    windows = []
+
+    def make() -> MainWindow:
+        window = MainWindow(settings, tmp_path / "config")
+        qtbot.addWidget(window)
+        windows.append(window)
+        return window
+    yield make
+    for window in windows:
+        window.close()      # closeEvent stops the watcher, pools and loader threads
+        window.shutdown()
+        assert window._watcher is None
+        # Delete now, not whenever the garbage collector gets to it during a later test.
+        window.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_launch_pushes_in_the_background_and_the_rule_appears(qtbot, make_window, rule_server,
+                                                              data_server, fixture_series_root):
+    window = make_window()
+    window.show()
+    window.set_cluster(ClusterAddress(rule_server.url, (data_server.url,), "testcluster"))
+    qtbot.waitUntil(lambda: window._reachable is True, timeout=10000)
+    assert "reachable" in window.cluster_label.text() and rule_server.url in window.cluster_label.text()
+
+    # The series browser lists the series (off the GUI thread); picking it loads its metadata.
+    qtbot.waitUntil(lambda: any(e.path == SERIES for e in window.series_browser.entries()),
+                    timeout=10000)
+    entry = next(e for e in window.series_browser.entries() if e.path == SERIES)
+    assert entry.is_series and entry.complete
+    assert window.series_browser.select_series(SERIES)
+    assert window.series_uri() == "PYME-CLUSTER://testcluster/pyme/series.pcs"
+    qtbot.waitUntil(lambda: "Camera.ADOffset" in window.metadata_panel.model.metadata(),
+                    timeout=10000)
+
+    window.chain_editor.validate_now()
+    qtbot.waitUntil(lambda: window.launch_action.isEnabled(), timeout=5000)
+    steps_before = window.chain_model.steps
+    with qtbot.waitSignal(window.launcher.launched, timeout=20000) as blocker:
+        window.launch_action.trigger()
+    _, rule_id = blocker.args
+    qtbot.waitUntil(lambda: rule_id in window.rule_model.rule_ids(), timeout=10000)
+    label = window.launcher.labels[rule_id]
+    assert label.series == "series.pcs" and label.step.startswith("Localise")
+    assert len(label.followon_steps) == 2
+    assert window.chain_model.steps == steps_before
+    outputs = [o.uri for o in window.results_view._outputs]
+    assert outputs[0] == "PYME-CLUSTER://testcluster/pyme/analysis/series.h5r?table=FitResults"
+    assert outputs[1:] == ["PYME-CLUSTER://testcluster/pyme/analysis/series.tif",
+                           "PYME-CLUSTER://testcluster/pyme/analysis/series_blobs.csv"]
+    assert rule_server.url in window.about_text() and data_server.url in window.about_text()
+
+
+def test_problems_disable_launch(qtbot, make_window, rule_server, data_server):
+    window = make_window()
+    window.set_cluster(ClusterAddress(rule_server.url, (data_server.url,), "testcluster"))
+    window.set_series(SERIES)
+    window.chain_editor.validate_now()
+    assert window.launch_action.isEnabled()
+    window.chain_editor.select_row(1)
+    render = window.chain_model.step(1).recipe
+    window.chain_editor.recipe_editor.yaml_edit.setPlainText("- a: [\n")
+    qtbot.waitUntil(lambda: not window.launch_action.isEnabled(), timeout=3000)
+    assert "problem(s) in the chain" in window.launch_action.toolTip()
+    assert window.launch() is None
+    assert "problem(s) in the chain" in window.last_error
+
+    window.chain_editor.recipe_editor.yaml_edit.setPlainText(render)
+    qtbot.waitUntil(lambda: window.launch_action.isEnabled(), timeout=3000)
+    window.metadata_panel.model.update_values({"voxelsize.x": 0.1})
+    window.metadata_panel.model.set_text("voxelsize.x", "-1")
+    assert not window.launch_action.isEnabled()
+    assert "voxelsize.x" in window.launch_action.toolTip()
+
+
+def test_unreachable_cluster_gives_a_message_not_a_freeze(qtbot, make_window):
+    window = make_window()
+    window.show()
+    dead = f"http://127.0.0.1:{_free_port()}"
+    window.set_cluster(ClusterAddress(dead, (dead,), "nowhere"))
+    window.set_series(SERIES)
+    steps_before = window.chain_model.steps
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start(20)
+    try:
+        with qtbot.waitSignal(window.launcher.launchFailed, timeout=30000) as blocker:
+            assert window.launch(series=SERIES) is not None
+        qtbot.waitUntil(lambda: window._reachable is False, timeout=15000)
+    finally:
+        timer.stop()
+    assert "did not answer" in blocker.args[0] and "Traceback" not in blocker.args[0]
+    assert window.last_error == blocker.args[0]
+    assert window.error_box.isVisible()
+    assert "unreachable" in window.cluster_label.text()
+    assert not window.rule_view.banner.isHidden()
+    assert window.chain_model.steps == steps_before
+    # The GUI thread kept running while the push failed: no gap anywhere near a request timeout.
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    assert len(ticks) > 5 and max(gaps) < 2.0
+
+
+def test_settings_and_last_chain_survive_a_restart(qtbot, make_window, tmp_path, settings):
+    window = make_window()
+    window.resize(1000, 700)
+    window.chain_editor.select_row(0)
+    window.chain_editor.localisation_editor.threshold.setValue(3.0)
+    window.chain_model.remove_step(2)
+    window.close()
+    assert (tmp_path / "config" / LAST_CHAIN).is_file()
+    assert settings.value("window/geometry") is not None
+
+    again = make_window()
+    steps = again.chain_model.steps
+    assert len(steps) == 2 and steps[0].kind == LOCALISATION
+    assert steps[0].analysis["Analysis.DetectionThreshold"] == 3.0
+    assert again.size().width() == 1000
+
+
+def test_choose_cluster_order(settings):
+    args = SimpleNamespace(server=None, dataserver=None)
+    assert choose_cluster(args, settings, {}) is None
+    env = {"PYME_RULESERVER_URL": "http://h:1/", "PYME_DATASERVER_URL": "http://h:2,http://h:3"}
+    assert choose_cluster(args, settings, env) == ClusterAddress("http://h:1", ("http://h:2", "http://h:3"))
+    settings.setValue("cluster/ruleserver", "http://saved:1")
+    settings.setValue("cluster/dataservers", "http://saved:2")
+    assert choose_cluster(args, settings, env).ruleserver == "http://saved:1"
+    given = SimpleNamespace(server="http://given:1", dataserver=["http://given:2"])
+    assert choose_cluster(given, settings, env) == ClusterAddress("http://given:1", ("http://given:2",))
+    with pytest.raises(ClusterChoiceError):
+        choose_cluster(SimpleNamespace(server="http://given:1", dataserver=None), settings, {})
+
+
+def test_embedded_cluster_starts_off_the_gui_thread_and_stops(qtbot, make_window, tmp_path):
+    embedded = EmbeddedCluster(tmp_path / "data", workers=0)
+    window = make_window()
+    embedded.started.connect(window.set_cluster)
+    try:
+        with qtbot.waitSignal(embedded.started, timeout=20000) as blocker:
+            embedded.start()
+        address = blocker.args[0]
+        assert address.embedded and window.address == address
+        qtbot.waitUntil(lambda: window._reachable is True, timeout=10000)
+        assert window.simulate_action.isEnabled() == window._simulator_available
+    finally:
+        window.close()
+        embedded.stop()
+    assert embedded.cluster is None
+    assert QThread.currentThread() is window.thread()
