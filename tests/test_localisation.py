@@ -173,3 +173,41 @@ def test_emccd_camera_units_and_border_spots():
     # ROIs at the border are clipped to the frame
     sl = res["slicesUsed"]
     assert sl["x"]["start"].min() >= 0 and sl["x"]["stop"].max() <= 64
+
+
+@pytest.mark.parametrize("indices", [[0, 1, 2, 3, 4, 5], [3, 9, 10, 25], [20, 21, 35, 36]])
+@pytest.mark.parametrize("pct", [0.0, 0.5])
+def test_background_stack_matches_direct_estimate(indices, pct):
+    from cluster.localisation import FitSettings, _background_stack, _FrameCache
+
+    rng = np.random.default_rng(5)
+    raw = rng.poisson(80, size=(40, 16, 16)).astype(np.uint16)
+    md = {"Analysis.FitModule": "LatGaussFitFR", "voxelsize.x": 0.1, "voxelsize.y": 0.1,
+          "Analysis.BGRange": [-6, 0], "EstimatedLaserOnFrameNo": 2,
+          "Analysis.PCTBackground": pct}
+    settings = FitSettings.from_metadata(md)
+    camera = CameraModel.from_metadata(md)
+    cache = _FrameCache(lambda i: raw[i], camera)
+    maps, rel_var = _background_stack(cache, indices, settings)
+    for k, i in enumerate(indices):
+        bg_idx = list(bg_frame_indices(i, (-6, 0), laser_on=2))
+        if not bg_idx:
+            assert rel_var[k] == 0 and maps[k].shape == (16, 16)
+            continue
+        stack = raw[bg_idx].astype(float)
+        expected = np.percentile(stack, 50, axis=0) if pct else stack.mean(axis=0)
+        np.testing.assert_allclose(maps[k], expected, rtol=1e-5)
+        assert rel_var[k] > 0
+
+
+def test_detection_keeps_one_pixel_of_a_plateau_and_border_spots():
+    from cluster.localisation.detection import detect
+
+    frames = np.zeros((1, 32, 32), np.float32)
+    frames[0, 10, 10] = frames[0, 10, 11] = 500.0      # two equal pixels: one candidate
+    frames[0, 0, 20] = 500.0                           # a spot on the border is found
+    f, ix, iy = detect(frames, np.zeros_like(frames), np.ones(1, np.float32),
+                       lambda f, x, y: np.ones(f.size, np.float32), threshold=1.0,
+                       psf_sigma_px=1.3)
+    found = sorted(zip(ix.tolist(), iy.tolist()))
+    assert len(found) == 2 and found[0] == (0, 20) and found[1][0] == 10

@@ -82,18 +82,14 @@ def detect(frames: np.ndarray, background: np.ndarray, noise_floor: np.ndarray,
     f, ix, iy = f[sure], ix[sure], iy[sure]
     r = int(min_separation)
     values = filtered[f, ix, iy]
-    keep = np.ones(f.size, bool)
-    for dx in range(-r, r + 1):
-        for dy in range(-r, r + 1):
-            if dx == 0 and dy == 0:
-                continue
-            jx, jy = ix + dx, iy + dy
-            valid = (jx >= 0) & (jx < w) & (jy >= 0) & (jy < h)
-            neighbour = np.where(valid, filtered[f, np.clip(jx, 0, w - 1),
-                                                 np.clip(jy, 0, h - 1)], -np.inf)
-            # strict on one side so a plateau of equal values keeps exactly one pixel
-            if (dx, dy) < (0, 0):
-                keep &= values >= neighbour
-            else:
-                keep &= values > neighbour
-    return f[keep], ix[keep], iy[keep]
+    offsets = sorted(((dx, dy) for dx in range(-r, r + 1) for dy in range(-r, r + 1)
+                      if (dx, dy) != (0, 0)), key=lambda d: d[0] ** 2 + d[1] ** 2)
+    for dx, dy in offsets:       # nearest first: most pixels fail early, then drop out
+        jx, jy = ix + dx, iy + dy
+        valid = (jx >= 0) & (jx < w) & (jy >= 0) & (jy < h)
+        neighbour = np.where(valid, filtered[f, np.clip(jx, 0, w - 1), np.clip(jy, 0, h - 1)],
+                             -np.inf)
+        # strict on one side so a plateau of equal values keeps exactly one pixel
+        keep = values >= neighbour if (dx, dy) < (0, 0) else values > neighbour
+        f, ix, iy, values = f[keep], ix[keep], iy[keep], values[keep]
+    return f, ix, iy
