@@ -211,3 +211,15 @@ def test_detection_keeps_one_pixel_of_a_plateau_and_border_spots():
                        psf_sigma_px=1.3)
     found = sorted(zip(ix.tolist(), iy.tolist()))
     assert len(found) == 2 and found[0] == (0, 20) and found[1][0] == 10
+
+
+def test_results_do_not_depend_on_batching(monkeypatch):
+    import cluster.localisation as loc
+
+    frames, _, md = simulate_frames(10, shape=(96, 96), emitters_per_frame=12, seed=7)
+    whole = localise_frames(lambda i: frames[i], range(10), md)
+    monkeypatch.setattr(loc, "FIT_CHUNK", 7)
+    monkeypatch.setattr(loc, "BATCH_PIXELS", 3 * 96 * 96)
+    pieces = localise_frames(lambda i: frames[i], list(range(10))[::-1], md)
+    assert len(whole) == 120
+    np.testing.assert_array_equal(whole, pieces)

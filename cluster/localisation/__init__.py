@@ -37,8 +37,11 @@ __all__ = ["localise_frames", "FIT_RESULTS_DTYPE", "LocalisationError", "FitSett
            "CameraModel"]
 
 SUPPORTED_FIT_MODULES = ("LatGaussFitFR",)
-#: Frames detected and fitted together (bounded memory; larger batches amortise numpy overhead).
-BATCH_FRAMES = 64
+#: Pixels detected and fitted together (64 frames of 256×256): larger batches amortise numpy's
+#: per-call overhead, this bound keeps the working set to a few hundred MB for any frame size.
+BATCH_PIXELS = 64 * 256 * 256
+#: Candidates fitted together (bounds the fit's working set to ~100 MB).
+FIT_CHUNK = 8192
 #: Tile size (px) over which the background level sets the detection noise σ.
 NOISE_BLOCK = 16
 
@@ -189,8 +192,11 @@ def localise_frames(get_frame: Callable[[int], np.ndarray], frame_indices: Seque
     indices = sorted({int(i) for i in frame_indices if int(i) >= settings.start_at})
     cache = _FrameCache(get_frame, camera)
     out = []
-    for start in range(0, len(indices), BATCH_FRAMES):
-        batch = indices[start:start + BATCH_FRAMES]
+    if not indices:
+        return empty_results(0)
+    batch_frames = max(1, BATCH_PIXELS // cache[indices[0]].size)
+    for start in range(0, len(indices), batch_frames):
+        batch = indices[start:start + batch_frames]
         cache.forget_before(min(_background.bg_frame_indices(
             batch[0], settings.bg_range, settings.laser_on).start, batch[0]))
         out.append(_localise_batch(cache, batch, settings, camera))
@@ -234,7 +240,9 @@ def _localise_batch(cache: _FrameCache, batch: Sequence[int], settings: FitSetti
     mask = (gx >= 0) & (gx < w) & (gy >= 0) & (gy < h)
     gx, gy = np.clip(gx, 0, w - 1), np.clip(gy, 0, h - 1)
     rois = frames[f[:, None, None], gx, gy]
-    theta, cov, converged, nchi2 = fit_rois(rois, mask, camera.gamma, psf_px)
+    chunks = [fit_rois(rois[i:i + FIT_CHUNK], mask[i:i + FIT_CHUNK], camera.gamma, psf_px)
+              for i in range(0, n, FIT_CHUNK)]
+    theta, cov, converged, nchi2 = (np.concatenate(parts) for parts in zip(*chunks))
     t2 = time.perf_counter()
 
     unit = camera.adu_per_unit
