@@ -2,17 +2,24 @@
 
 :func:`localise_frames` takes a frame getter, the frame indices of a task and the series metadata
 (flat dotted keys) and returns rows of :data:`FIT_RESULTS_DTYPE`.  Steps: camera model (ADU →
-effective photons, :mod:`.camera`); background from the ``Analysis.BGRange`` frames or the frame
-itself (:mod:`.background`); candidates above ``Analysis.DetectionThreshold`` × local noise σ after
-PSF-matched smoothing (:mod:`.detection`); a Poisson/read-noise MLE fit of a pixel-integrated
-Gaussian with flat background, all candidates of a batch at once (:mod:`.fitting`).
+effective photons, :mod:`.camera`); background from the ``Analysis.BGRange`` frames (running
+mean, or percentile with ``Analysis.PCTBackground``) or, with none, from the frame itself
+(:mod:`.background`); candidates where the PSF-matched filter exceeds ``Analysis.
+DetectionThreshold`` × 5 σ of its noise, σ from the camera noise model at the local background
+(:mod:`.detection`); a Poisson + read-noise maximum-likelihood fit of a pixel-integrated Gaussian
+with flat background, Newton's method on all candidates of a batch at once (:mod:`.fitting`).
 
-Differences from PYME, on purpose: the fit runs on the raw (offset-corrected) ROI with a free
-flat background rather than on the background-subtracted ROI, so the background frames' noise and
-ghosts of their spots do not enter the fit; ``background`` is still reported as the fitted level
-minus ``subtractedBackground`` (as PYME's fit would see it) when ``Analysis.subtractBackground`` is
-on.  The background gradient terms ``bx``/``by`` are not fitted (they correlate with the position
-and cost precision): reported as 0 with error −5000 (not estimable).
+Differences from PYME, on purpose:
+
+- the fit runs on the raw (offset-corrected) ROI with a free flat background rather than on the
+  background-subtracted ROI, so the background frames' noise and the ghosts of their spots do
+  not enter it; ``background`` is still reported as the fitted level minus
+  ``subtractedBackground`` (what PYME's fit sees) when ``Analysis.subtractBackground`` is on;
+- the background gradient terms ``bx``/``by`` are not fitted (they correlate with the position
+  and cost precision): reported as 0 with error −5000 (not estimable);
+- a weak prior (25 %) on σ around ``Analysis.PSFSigmaGuess`` keeps faint spots' σ from running
+  away; positions are unaffected (their Cramér–Rao bound is the same with σ known);
+- ``DetectionThreshold`` is a significance: 1.0 = 5 σ of the matched filter's noise.
 """
 from __future__ import annotations
 
