@@ -14,9 +14,9 @@ from pathlib import Path
 
 from PyQt5.QtCore import QT_VERSION_STR, PYQT_VERSION_STR, QRunnable, QThreadPool, Qt, QObject, \
     pyqtSignal
-from PyQt5.QtGui import QKeySequence
-from PyQt5.QtWidgets import (QAction, QDockWidget, QInputDialog, QLabel, QMainWindow,
-                             QMessageBox, QSplitter, QTabWidget, QToolBar)
+from PyQt5.QtGui import QIcon, QKeySequence
+from PyQt5.QtWidgets import (QAction, QInputDialog, QLabel, QMainWindow, QMessageBox, QSplitter,
+                             QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
 from app.launcher import ClusterAddress, Launcher
 from app.watcher import StatusWatcher, start_watcher, stop_watcher
@@ -49,6 +49,11 @@ def default_steps() -> list[ChainStep]:
     except PresetError as exc:
         logger.error("bundled default preset unusable: %s", exc)
         return [ChainStep.localisation()]
+
+
+def _icon(name: str) -> QIcon:
+    from resources import resource_path
+    return QIcon(str(resource_path("icons", f"{name}.svg")))
 
 
 class _CurrentDataClient:
@@ -156,27 +161,40 @@ class MainWindow(QMainWindow):
         self.left_tabs = QTabWidget()
         self.left_tabs.addTab(self.chain_editor, "Chain")
         self.left_tabs.addTab(self.metadata_panel, "Metadata")
+        left = QSplitter(Qt.Vertical)
+        left.addWidget(self._titled("Series on the cluster", self.series_browser))
+        left.addWidget(self.left_tabs)
+        left.setStretchFactor(0, 1)
+        left.setStretchFactor(1, 3)
+        left.setSizes([230, 520])
         self.bottom_tabs = QTabWidget()
         self.bottom_tabs.addTab(self.progress_graph, "Progress")
         self.bottom_tabs.addTab(self.results_view, "Results")
         right = QSplitter(Qt.Vertical)
-        right.addWidget(self.rule_view)
+        right.addWidget(self._titled("Rules", self.rule_view))
         right.addWidget(self.bottom_tabs)
         right.setStretchFactor(0, 2)
         right.setStretchFactor(1, 3)
         self.splitter = QSplitter(Qt.Horizontal)
-        self.splitter.addWidget(self.left_tabs)
+        self.splitter.addWidget(left)
         self.splitter.addWidget(right)
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 3)
-        self.splitter.setSizes([480, 720])
+        self.splitter.setSizes([470, 800])
+        for splitter in (left, right, self.splitter):
+            splitter.setChildrenCollapsible(False)
         self.setCentralWidget(self.splitter)
-        self.series_dock = QDockWidget("Series", self)
-        self.series_dock.setObjectName("series_dock")
-        self.series_dock.setWidget(self.series_browser)
-        self.series_dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
-        self.addDockWidget(Qt.LeftDockWidgetArea, self.series_dock)
-        self.resizeDocks([self.series_dock], [210], Qt.Horizontal)
+
+    @staticmethod
+    def _titled(title: str, widget: QWidget) -> QWidget:
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(4, 4, 4, 0)
+        layout.setSpacing(2)
+        label = QLabel(f"<b>{title}</b>")
+        layout.addWidget(label)
+        layout.addWidget(widget, 1)
+        return box
 
     def _build_actions(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -212,9 +230,13 @@ class MainWindow(QMainWindow):
         self.about_action = help_menu.addAction("&About Spoolside", self.show_about)
         self.about_action.setMenuRole(QAction.AboutRole)
 
+        for action, icon in ((self.add_localisation_action, "localise"),
+                             (self.add_recipe_action, "recipe"), (self.presets.save_action, "save"),
+                             (self.launch_action, "launch"), (self.simulate_action, "simulate")):
+            action.setIcon(_icon(icon))
         toolbar = QToolBar("Main")
         toolbar.setObjectName("main_toolbar")
-        toolbar.setToolButtonStyle(Qt.ToolButtonTextOnly)
+        toolbar.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
         toolbar.addAction(self.add_localisation_action)
         toolbar.addAction(self.add_recipe_action)
         toolbar.addAction(self.presets.save_action)
@@ -223,6 +245,8 @@ class MainWindow(QMainWindow):
         self.series_label.setContentsMargins(6, 0, 6, 0)
         toolbar.addWidget(self.series_label)
         toolbar.addAction(self.launch_action)
+        launch_button = toolbar.widgetForAction(self.launch_action)
+        launch_button.setStyleSheet("QToolButton { font-weight: bold; }")
         toolbar.addSeparator()
         toolbar.addAction(self.simulate_action)
         self.addToolBar(Qt.TopToolBarArea, toolbar)

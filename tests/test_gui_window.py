@@ -179,3 +179,39 @@ def test_embedded_cluster_starts_off_the_gui_thread_and_stops(qtbot, make_window
         embedded.stop()
     assert embedded.cluster is None
     assert QThread.currentThread() is window.thread()
+
+
+def test_simulated_acquisition_runs_the_default_chain_to_the_end(qtbot, make_window, tmp_path):
+    """Embedded cluster with a worker: simulate 100 frames, launch live, every rule finishes."""
+    from cluster.local import start_local_cluster
+    cluster = start_local_cluster(tmp_path / "data", workers=1)
+    try:
+        window = make_window()
+        window.show()
+        window.set_cluster(ClusterAddress(cluster.ruleserver_url, (cluster.dataserver_url,),
+                                          cluster.serverfilter, embedded=True))
+        qtbot.waitUntil(lambda: window._reachable is True, timeout=10000)
+        assert window.simulate_action.isEnabled()
+        with qtbot.waitSignal(window.launcher.launched, timeout=30000) as blocker:
+            window.simulate("sim/live_01", 100, 200.0)
+        first = blocker.args[1]
+        assert window.series_uri().endswith("sim/live_01.pcs")
+
+        def all_finished() -> bool:
+            ids = window.rule_model.rule_ids()
+            return len(ids) == 3 and all(window.rule_model.status(i).finished for i in ids)
+        qtbot.waitUntil(all_finished, timeout=60000)
+        assert window.rule_model.status(first).completed == 100
+        assert [window.rule_model.rule_state(i) for i in window.rule_model.rule_ids()] == \
+            ["finished"] * 3
+        window.rule_view.select_rules([first])
+        times, completed, _failed, _rate = window.progress_graph.points(first)
+        assert len(times) >= 2 and completed[-1] == 100
+
+        tif = next(o.uri for o in window.results_view._outputs if o.uri.endswith(".tif"))
+        with qtbot.waitSignal(window.results_view.previewShown, timeout=20000) as shown:
+            window.results_view.preview(tif)
+        assert shown.args == [tif, "image"]
+        window.close()
+    finally:
+        cluster.stop()

@@ -140,6 +140,7 @@ class SeriesBrowser(QWidget):
         self.tree.setModel(self.model)
         self.tree.setUniformRowHeights(True)
         self.tree.setEditTriggers(QTreeView.NoEditTriggers)
+        self.tree.header().setStretchLastSection(False)
         self.tree.header().setSectionResizeMode(0, QHeaderView.Stretch)
         self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeToContents)
         self.refresh_button = QPushButton("Refresh")
@@ -152,10 +153,10 @@ class SeriesBrowser(QWidget):
         buttons.addWidget(self.refresh_button)
         buttons.addWidget(self.simulate_button)
         buttons.addStretch(1)
+        buttons.addWidget(self.status_label)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.tree, 1)
-        layout.addWidget(self.status_label)
         layout.addLayout(buttons)
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
@@ -238,6 +239,7 @@ class SeriesBrowser(QWidget):
         for path, item in items.items():
             if path in expanded or not expanded:
                 self.tree.setExpanded(item.index(), True)
+        self.tree.resizeColumnToContents(1)
         self.tree.selectionModel().blockSignals(False)
         if selected and not self.select_series(selected):
             self._selected = ""
