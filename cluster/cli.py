@@ -23,7 +23,8 @@ def run_cluster(args) -> int:
     try:
         cluster = start_local_cluster(Path(args.root).expanduser(), workers=workers,
                                       rule_port=args.rule_port, data_port=args.data_port,
-                                      bind=args.bind, serverfilter=args.serverfilter)
+                                      bind=args.bind, serverfilter=args.serverfilter,
+                                      register=True)
     except OSError as exc:
         print(f"spoolside cluster: cannot start: {exc}", file=sys.stderr)
         return 1

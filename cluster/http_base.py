@@ -37,6 +37,31 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def __init__(self, *args, **kwargs):
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address):
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End every open keep-alive connection, so a stopped server answers nobody."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def handle_error(self, request, client_address):  # noqa: D401 - socketserver override
         logger.debug("connection from %s closed with an error", client_address, exc_info=True)
 
@@ -139,6 +164,7 @@ class ServerThread:
         if started:
             self.server.shutdown()
         self.server.server_close()
+        self.server.close_connections()
         if started:
             self._thread.join(timeout=5)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cluster.dataserver import DataServer
 from cluster.ruleserver import RuleServer
+from rules import nameservice
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,9 @@ class LocalCluster:
 
     def __init__(self, root: str | os.PathLike, workers: int = 0, rule_port: int = 0,
                  data_port: int = 0, bind: str = "127.0.0.1", serverfilter: str | None = None,
-                 task_timeout: float = 600.0):
+                 task_timeout: float = 600.0, register: bool = False):
+        self.register = register
+        self._registered: list[tuple[str, str]] = []
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.serverfilter = serverfilter or socket.gethostname()
@@ -120,6 +123,8 @@ class LocalCluster:
     def start(self) -> "LocalCluster":
         self.rule_server.start()
         self.data_server.start()
+        if self.register:
+            self._register_names()
         if self.n_workers > 0:
             self.pool = WorkerPool(self.n_workers, self.ruleserver_url, self.dataserver_url,
                                    self.root, self.serverfilter,
@@ -128,7 +133,21 @@ class LocalCluster:
                     self.ruleserver_url, self.dataserver_url, self.n_workers)
         return self
 
+    def _register_names(self) -> None:
+        """List both servers in PYME's local name service, so PYME's clients find them too."""
+        entries = [(nameservice.RULESERVER_SERVICE, "PYMERuleServer", self.rule_server),
+                   (nameservice.DATASERVER_SERVICE, f"PYMEDataServer [{self.serverfilter}]",
+                    self.data_server)]
+        for service_type, prefix, server in entries:
+            name = nameservice.service_name(prefix)
+            host, port = server.url.rsplit("//", 1)[1].rsplit(":", 1)
+            nameservice.register(service_type, name, host, int(port))
+            self._registered.append((service_type, name))
+
     def stop(self) -> None:
+        for service_type, name in self._registered:
+            nameservice.unregister(service_type, name)
+        self._registered.clear()
         if self.pool is not None:
             self.pool.stop()
             self.pool = None
@@ -144,6 +163,11 @@ class LocalCluster:
 
 def start_local_cluster(root: str | os.PathLike, workers: int = 0, rule_port: int = 0,
                         data_port: int = 0, bind: str = "127.0.0.1", serverfilter: str | None = None,
-                        task_timeout: float = 600.0) -> LocalCluster:
-    """Start a rule server, a data server over ``root`` and ``workers`` worker processes."""
-    return LocalCluster(root, workers, rule_port, data_port, bind, serverfilter, task_timeout).start()
+                        task_timeout: float = 600.0, register: bool = False) -> LocalCluster:
+    """Start a rule server, a data server over ``root`` and ``workers`` worker processes.
+
+    With ``register``, both servers are listed in PYME's local name service (§0), where
+    ``rules.default_cluster()`` and PYME's own clients on this machine look for a cluster.
+    """
+    return LocalCluster(root, workers, rule_port, data_port, bind, serverfilter, task_timeout,
+                        register).start()

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
 
+from . import nameservice
 from .dataserver_client import DataClient
 from .errors import ClusterError
 from .ruleserver_client import RuleServerClient
@@ -109,15 +111,29 @@ def default_cluster() -> Cluster:
         if rule_url and data_urls:
             _default = Cluster(rule_url, data_urls)
             return _default
-        discovered = _discover()
+        discovered = _discover_local() or _discover()
         if discovered is not None:
             _default = discovered
             return _default
     raise ClusterError(
         "no cluster configured: call rules.set_default_cluster(rules.Cluster(ruleserver=URL, "
         f"dataserver=URL)), or set {RULESERVER_ENV} and {DATASERVER_ENV} (a comma-separated list "
-        "of data servers is allowed), or install the optional 'zeroconf' package to discover a "
-        "PYME cluster on the local network")
+        "of data servers is allowed), or start one on this machine with `spoolside cluster`, or "
+        "install the optional 'zeroconf' package to discover a PYME cluster on the local network")
+
+
+def _discover_local() -> Cluster | None:
+    """A cluster registered in PYME's local (sqlite) name service on this machine, if any."""
+    rule_servers = {n: u for n, u in nameservice.services(nameservice.RULESERVER_SERVICE).items()
+                    if n.startswith("PYMERuleServer")}
+    data_servers = nameservice.services(nameservice.DATASERVER_SERVICE)
+    if not rule_servers or not data_servers:
+        return None
+    rule_url = rule_servers[sorted(rule_servers)[-1]]
+    filters = {m.group(1) for n in data_servers if (m := re.match(r"PYMEDataServer \[(.*?)\]", n))}
+    logger.info("found a local cluster: rule server %s, data servers %s", rule_url, data_servers)
+    return Cluster(rule_url, sorted(data_servers.values()),
+                   serverfilter=filters.pop() if len(filters) == 1 else None)
 
 
 def _discover(wait_s: float = 1.5) -> Cluster | None:

@@ -9,6 +9,12 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+
+@pytest.fixture(autouse=True)
+def _private_name_service(tmp_path_factory, monkeypatch):
+    """Tests never see (or leave) clusters in this machine's PYME local name service."""
+    monkeypatch.setenv("PYME_NAMESERVICE_DIR", str(tmp_path_factory.mktemp("nameservice")))
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PYME_FIXTURES = REPO.parent / "shared" / "fixtures" / "pyme"
 
