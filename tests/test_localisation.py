@@ -223,3 +223,17 @@ def test_results_do_not_depend_on_batching(monkeypatch):
     pieces = localise_frames(lambda i: frames[i], list(range(10))[::-1], md)
     assert len(whole) == 120
     np.testing.assert_array_equal(whole, pieces)
+
+
+def test_frames_through_pzf_files(tmp_path):
+    from cluster.pzf import encode_frame
+
+    frames, truth, md = simulate_frames(6, shape=(64, 64), emitters_per_frame=5, seed=11)
+    for i, frame in enumerate(frames):
+        (tmp_path / f"frame{i:05d}.pzf").write_bytes(encode_frame(frame, frame_num=i))
+    res = localise_frames(
+        lambda i: decode_frame((tmp_path / f"frame{i:05d}.pzf").read_bytes()), range(6), md)
+    direct = localise_frames(lambda i: frames[i], range(6), md)
+    np.testing.assert_array_equal(res, direct)
+    pairs, n_loc, n_truth = match_to_truth(res, truth, radius_nm=200.0)
+    assert len(pairs) == n_truth == n_loc == 30
