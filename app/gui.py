@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
 
-from PyQt5.QtCore import QObject, QSettings, QStandardPaths, pyqtSignal
+from PyQt5.QtCore import QObject, QSettings, QStandardPaths, QTimer, pyqtSignal
 from PyQt5.QtWidgets import QApplication
 
 from app.launcher import ClusterAddress
@@ -123,6 +124,19 @@ class EmbeddedCluster(QObject):
             logger.info("embedded cluster stopped")
 
 
+def _quit_on_signals(app: QApplication, window) -> None:
+    """Ctrl-C or SIGTERM closes the window like the Quit action does (so the cluster stops)."""
+    def close(*_args) -> None:
+        window.close()
+        app.quit()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, close)
+    # Python runs signal handlers only between bytecodes: wake the interpreter now and then.
+    timer = QTimer(app)
+    timer.timeout.connect(lambda: None)
+    timer.start(250)
+
+
 def run_gui(args) -> int:
     """Open the window; returns the exit status."""
     os.environ.setdefault("PYQTGRAPH_QT_LIB", "PyQt5")
@@ -151,6 +165,7 @@ def run_gui(args) -> int:
     else:
         window.set_cluster(address)
     window.show()
+    _quit_on_signals(app, window)
     try:
         status = app.exec_()
     finally:

@@ -215,3 +215,49 @@ def test_simulated_acquisition_runs_the_default_chain_to_the_end(qtbot, make_win
         window.close()
     finally:
         cluster.stop()
+
+
+def test_cluster_recipes_are_listed_fetched_and_checked(qtbot, make_window, rule_server,
+                                                        data_server, data_root):
+    (data_root / "RECIPES").mkdir()
+    (data_root / "RECIPES" / "odd.yaml").write_text("- fancy.Deconvolve: {inputName: input}\n")
+    window = make_window()
+    window.set_cluster(ClusterAddress(rule_server.url, (data_server.url,), "testcluster",
+                                      embedded=True))
+    editor = window.chain_editor
+    picker = editor.recipe_editor.recipe_picker
+    qtbot.waitUntil(lambda: picker.findText("Cluster: odd.yaml") >= 0, timeout=10000)
+    editor.select_row(2)
+    index = picker.findText("Cluster: odd.yaml")
+    picker.setCurrentIndex(index)
+    picker.activated.emit(index)
+    uri = "PYME-CLUSTER://testcluster/RECIPES/odd.yaml"
+    step = window.chain_model.step(2)
+    assert (step.recipe, step.recipe_uri) == ("", uri)
+    qtbot.waitUntil(lambda: editor.recipe_text(uri) is not None, timeout=10000)
+    assert "fancy.Deconvolve" in editor.recipe_editor.yaml_edit.placeholderText()
+    # The embedded cluster's module list does not have that module: flagged before launch.
+    qtbot.waitUntil(lambda: any("fancy.Deconvolve" in p.message for p in editor.problems()),
+                    timeout=5000)
+    assert window.chain_model.to_factories()[2].kwargs["recipeURI"] == uri
+
+
+def test_edited_series_metadata_goes_out_with_the_localisation(qtbot, make_window, rule_server,
+                                                               data_server, fixture_series_root):
+    window = make_window()
+    window.set_cluster(ClusterAddress(rule_server.url, (data_server.url,), "testcluster"))
+    window.set_series(SERIES)
+    qtbot.waitUntil(lambda: "Camera.ADOffset" in window.metadata_panel.model.metadata(),
+                    timeout=10000)
+    window.metadata_panel.model.set_text("Camera.ADOffset", "95.5")
+    window.metadata_panel.model.set_text("Analysis.DetectionThreshold", "2.0")
+    assert window.chain_model.step(0).analysis["Analysis.DetectionThreshold"] == 2.0
+    assert window.chain_editor.localisation_editor.threshold.value() == 2.0
+    window.chain_editor.validate_now()
+    qtbot.waitUntil(lambda: window.launch_action.isEnabled(), timeout=5000)
+    with qtbot.waitSignal(window.launcher.launched, timeout=20000):
+        window.launch()
+    rule, = window.launcher.rules
+    sent = dict(rule.analysisMetadata.items())
+    assert sent["Camera.ADOffset"] == 95.5 and sent["Analysis.DetectionThreshold"] == 2.0
+    assert "voxelsize.x" not in sent   # unedited series values stay the series' own

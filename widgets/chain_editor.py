@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 VALIDATION_DELAY_MS = 300
 FIT_MODULES = ("LatGaussFitFR",)
 INLINE = "inline"
+YAML_PLACEHOLDER = ("Type the recipe's YAML here, or pick a recipe above, e.g.\n"
+                    "- localisations.AddPipelineDerivedVars: {inputFitResults: FitResults}")
 
 
 def bundled_recipes() -> dict[str, Path]:
@@ -185,7 +187,7 @@ class RecipeStepEditor(QWidget):
         self.yaml_edit = QPlainTextEdit()
         self.yaml_edit.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
         self.yaml_edit.setLineWrapMode(QPlainTextEdit.NoWrap)
-        self.yaml_edit.setPlaceholderText("- localisations.AddPipelineDerivedVars: {...}")
+        self.yaml_edit.setPlaceholderText(YAML_PLACEHOLDER)
         self.yaml_edit.setTabChangesFocus(True)
         self.recipe_problems = _problem_label()
         self.inputs_table = QTableWidget(0, 3)
@@ -243,6 +245,7 @@ class RecipeStepEditor(QWidget):
     def set_step(self, step: ChainStep) -> None:
         self._loading = True
         try:
+            self.yaml_edit.setPlaceholderText(YAML_PLACEHOLDER)
             self.yaml_edit.setPlainText(step.recipe)
             self.uri_edit.setText(step.recipe_uri)
             self.recipe_picker.setCurrentIndex(0)
@@ -408,7 +411,10 @@ class RecipeStepEditor(QWidget):
         self._emit(recipe_uri="")
 
     def _on_uri_edited(self) -> None:
-        self._emit(recipe_uri=self.uri_edit.text().strip())
+        uri = self.uri_edit.text().strip()
+        self._emit(recipe_uri=uri)
+        if uri and not self._loading:
+            self.clusterRecipeRequested.emit(uri)
 
     def _on_yaml_changed(self) -> None:
         self._emit(recipe=self.yaml_edit.toPlainText())
@@ -457,6 +463,7 @@ class ChainEditor(QWidget):
         self._available_modules = None
         self._problems: list[StepProblem] = []
         self._fetch_recipe = None
+        self._recipe_texts: dict[str, str] = {}
         self._signals = _Signals(self)
         self._signals.done.connect(self._on_call_done)
         self._signals.failed.connect(self._on_call_failed)
@@ -565,7 +572,8 @@ class ChainEditor(QWidget):
         except PatternError as exc:
             context = {}
             logger.info("no preview context for %s: %s", self._series_uri, exc)
-        self._problems = chain_problems(self.model.steps, context, self._available_modules)
+        self._problems = chain_problems(self.model.steps, context, self._available_modules,
+                                        self._recipe_texts)
         self.model.set_problems(self._problems)
         self._show_current_problems()
         if self._problems:
@@ -623,6 +631,12 @@ class ChainEditor(QWidget):
             else:
                 self.recipe_editor.set_step(step)
                 self.stack.setCurrentWidget(self.recipe_editor)
+                if step.recipe_uri and not step.recipe:
+                    if step.recipe_uri in self._recipe_texts:
+                        self.recipe_editor.show_recipe_text(step.recipe_uri,
+                                                            self._recipe_texts[step.recipe_uri])
+                    else:
+                        self._on_cluster_recipe_requested(step.recipe_uri)
             self._show_current_problems()
         self.currentStepChanged.emit(row)
 
@@ -666,8 +680,12 @@ class ChainEditor(QWidget):
         if row >= 0:
             self.model.update_step(row, **changes)
 
+    def recipe_text(self, uri: str) -> str | None:
+        """The fetched text of a cluster recipe, if it has arrived."""
+        return self._recipe_texts.get(uri)
+
     def _on_cluster_recipe_requested(self, uri: str) -> None:
-        if self._fetch_recipe is not None:
+        if self._fetch_recipe is not None and uri not in self._recipe_texts:
             fetch = self._fetch_recipe
             QThreadPool.globalInstance().start(
                 _Call("fetch:" + uri, lambda: fetch(uri), self._signals))
@@ -676,7 +694,10 @@ class ChainEditor(QWidget):
         if what == "list":
             self.recipe_editor.set_cluster_recipes(list(result))
         elif what.startswith("fetch:"):
-            self.recipe_editor.show_recipe_text(what[len("fetch:"):], str(result))
+            uri = what[len("fetch:"):]
+            self._recipe_texts[uri] = str(result)
+            self.recipe_editor.show_recipe_text(uri, str(result))
+            self._timer.start()
 
     def _on_call_failed(self, what: str, message: str) -> None:
         if what == "list":

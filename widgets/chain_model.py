@@ -441,13 +441,15 @@ def recipe_file_outputs(text: str) -> list[str]:
     return outputs
 
 
-def chain_problems(steps: list[ChainStep], context: dict,
-                   available_modules=None) -> list[StepProblem]:
+def chain_problems(steps: list[ChainStep], context: dict, available_modules=None,
+                   recipe_texts: dict | None = None) -> list[StepProblem]:
     """Every problem of every step, found without the network.
 
     YAML that does not parse (with its line), a module the cluster cannot run, an unknown
-    ``{{variable}}`` in a pattern, and an input that no earlier step produces.
+    ``{{variable}}`` in a pattern, and an input that no earlier step produces. ``recipe_texts``
+    holds the text of recipes given by URI, when it has been fetched.
     """
+    recipe_texts = recipe_texts or {}
     from rules.patterns import PatternError
     from rules.recipe_check import check_recipe
 
@@ -464,8 +466,9 @@ def chain_problems(steps: list[ChainStep], context: dict,
             continue
         if not step.recipe and not step.recipe_uri:
             problems.append(StepProblem(row, "recipe", "no recipe: pick one or type its YAML"))
-        if step.recipe:
-            for p in check_recipe(step.recipe, available_modules):
+        text = step.recipe or recipe_texts.get(step.recipe_uri, "")
+        if text:
+            for p in check_recipe(text, available_modules):
                 problems.append(StepProblem(row, "recipe", p.message, p.line))
         resolved_inputs = []
         for name, pattern in step.input_patterns.items():
@@ -486,7 +489,7 @@ def chain_problems(steps: list[ChainStep], context: dict,
         except PatternError as exc:
             problems.append(StepProblem(row, "output_dir", _unknown_message(exc)))
         stub = resolved_inputs[0].rsplit("/", 1)[-1].rsplit(".", 1)[0] if resolved_inputs else ""
-        for pattern in recipe_file_outputs(step.recipe):
+        for pattern in recipe_file_outputs(text):
             try:
                 produced.add(cluster_path(pattern.format(output_dir=output_dir, file_stub=stub)))
             except (KeyError, IndexError, ValueError):
