@@ -23,10 +23,10 @@ from app.watcher import StatusWatcher, start_watcher, stop_watcher
 from rules.dataserver_client import DataClient
 from rules.errors import ClusterError
 from rules.presets import PresetError, load_preset, save_preset
-from rules.uris import make_cluster_uri, results_filename_for
+from rules.uris import make_cluster_uri
 from widgets.chain_editor import ChainEditor
-from widgets.chain_model import (LOCALISATION, ChainModel, ChainStep, from_factories, launch_context,
-                                 recipe_file_outputs, resolve, to_factories)
+from widgets.chain_model import (LOCALISATION, ChainModel, ChainStep, expected_outputs,
+                                 from_factories, to_factories)
 from widgets.metadata_panel import MetadataPanel
 from widgets.presets_menu import PresetsMenu, PresetStore
 from widgets.progress_graph import ProgressGraph
@@ -500,31 +500,11 @@ class MainWindow(QMainWindow):
         return number
 
     def _expected_outputs(self, steps: list[ChainStep], series_uri: str) -> list[ResultOutput]:
-        """What each step writes, for the results list (no network needed)."""
-        from rules.patterns import PatternError
         serverfilter = (self.address.serverfilter or "") if self.address else ""
-        context = launch_context(series_uri)
-        outputs: list[ResultOutput] = []
-        for step in steps:
-            if step.kind == LOCALISATION:
-                outputs.append(ResultOutput("Localisations",
-                                            make_cluster_uri(results_filename_for(series_uri),
-                                                             serverfilter) + "?table=FitResults"))
-                continue
-            try:
-                output_dir = resolve(step.output_dir, context)
-                first = resolve(next(iter(step.input_patterns.values()), ""), context)
-            except PatternError:
-                continue
-            stub = posixpath.basename(first.split("?", 1)[0]).rsplit(".", 1)[0]
-            for pattern in recipe_file_outputs(step.recipe):
-                try:
-                    uri = pattern.format(output_dir=output_dir, file_stub=stub)
-                except (KeyError, IndexError, ValueError):
-                    continue
-                outputs.append(ResultOutput(posixpath.basename(uri),
-                                            make_cluster_uri(uri, serverfilter)))
-        return outputs
+        texts = {s.recipe_uri: self.chain_editor.recipe_text(s.recipe_uri) or ""
+                 for s in steps if s.recipe_uri}
+        return [ResultOutput(name, uri)
+                for name, uri in expected_outputs(steps, series_uri, serverfilter, texts)]
 
     def _on_launched(self, launch: str, rule_id: str) -> None:
         number = launch.split()[0].lstrip("#")
@@ -693,8 +673,9 @@ class MainWindow(QMainWindow):
             acquisition.wait(5)
             acquisition.data.close()
         self._acquisitions = []
+        self.chain_editor.stop()
+        self.metadata_panel.stop()
         self._pool.waitForDone(10000)
-        QThreadPool.globalInstance().waitForDone(10000)
         self._data_proxy.close()
 
     def closeEvent(self, event) -> None:

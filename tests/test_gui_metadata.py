@@ -8,7 +8,7 @@ from widgets.metadata_panel import INVALID_BRUSH, MetadataModel, MetadataPanel, 
 
 def _panel(qtbot) -> MetadataPanel:
     panel = MetadataPanel()
-    qtbot.addWidget(panel)
+    qtbot.addWidget(panel, before_close_func=lambda widget: widget.stop())
     return panel
 
 

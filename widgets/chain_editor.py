@@ -8,33 +8,20 @@ and shown next to the field they concern: the YAML line that does not parse, an 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from PyQt5.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, pyqtSignal
-from PyQt5.QtGui import QColor, QFontDatabase, QTextCursor, QTextFormat
-from PyQt5.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFileDialog,
-                             QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                             QListView, QPlainTextEdit, QPushButton, QSpinBox, QSplitter,
-                             QStackedWidget, QTableWidget, QTableWidgetItem, QTextEdit,
-                             QVBoxLayout, QWidget)
+from PyQt5.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QListView, QPushButton,
+                             QSplitter, QStackedWidget, QVBoxLayout, QWidget)
 
 from widgets.chain_model import (LOCALISATION, ChainModel, ChainStep, StepProblem, chain_problems,
-                                 preview_context, resolve)
+                                 preview_context)
+from widgets.step_editors import (LocalisationStepEditor, RecipeStepEditor, bundled_recipes,
+                                  show_problem_list)
 
 logger = logging.getLogger(__name__)
 
 VALIDATION_DELAY_MS = 300
-FIT_MODULES = ("LatGaussFitFR",)
-INLINE = "inline"
-YAML_PLACEHOLDER = ("Type the recipe's YAML here, or pick a recipe above, e.g.\n"
-                    "- localisations.AddPipelineDerivedVars: {inputFitResults: FitResults}")
-
-
-def bundled_recipes() -> dict[str, Path]:
-    """Recipes shipped in ``resources/recipes/``, by file stem."""
-    from resources import resource_path
-    folder = resource_path("recipes")
-    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+__all__ = ["ChainEditor", "bundled_recipes"]
 
 
 class _Signals(QObject):
@@ -59,389 +46,6 @@ class _Call(QRunnable):
         self._signals.done.emit(self._what, result)
 
 
-def _problem_label() -> QLabel:
-    label = QLabel()
-    label.setWordWrap(True)
-    label.setStyleSheet("color: #b00020;")
-    label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-    label.hide()
-    return label
-
-
-def _show_problems(label: QLabel, problems: list[StepProblem]) -> None:
-    label.setText("\n".join(f"⚠ {p}" for p in problems))
-    label.setVisible(bool(problems))
-
-
-class LocalisationStepEditor(QWidget):
-    """Edits a localisation step's ``Analysis.*`` settings.
-
-    Signals
-    -------
-    analysisEdited(dict)
-        The step's new ``Analysis.*`` settings.
-    """
-
-    analysisEdited = pyqtSignal(dict)
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self._loading = False
-        self._analysis: dict = {}
-        self.fit_module = QComboBox()
-        self.fit_module.addItems(FIT_MODULES)
-        self.fit_module.setToolTip("Analysis.FitModule: the fit applied to every candidate")
-        self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(0.01, 1000.0)
-        self.threshold.setDecimals(2)
-        self.threshold.setSingleStep(0.1)
-        self.threshold.setSuffix(" × σ")
-        self.threshold.setToolTip("Analysis.DetectionThreshold, in units of the pixel noise σ")
-        self.bg_lo, self.bg_hi = QSpinBox(), QSpinBox()
-        for box in (self.bg_lo, self.bg_hi):
-            box.setRange(-10000, 10000)
-            box.setToolTip("Analysis.BGRange: frames i+lo … i+hi−1 estimate the background")
-        self.start_at = QSpinBox()
-        self.start_at.setRange(0, 10_000_000)
-        self.start_at.setSuffix(" frame")
-        self.start_at.setToolTip("Analysis.StartAt: frames before it give no localisations")
-        bg = QHBoxLayout()
-        bg.addWidget(self.bg_lo)
-        bg.addWidget(QLabel("to"))
-        bg.addWidget(self.bg_hi)
-        form = QFormLayout()
-        form.addRow("Fit module", self.fit_module)
-        form.addRow("Detection threshold", self.threshold)
-        form.addRow("Background frames", bg)
-        form.addRow("Start at", self.start_at)
-        self.problems_label = _problem_label()
-        box = QGroupBox("Localisation: fit every frame")
-        box.setLayout(form)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(box)
-        layout.addWidget(QLabel("Other Analysis.* settings are in the metadata panel."))
-        layout.addWidget(self.problems_label)
-        layout.addStretch(1)
-        self.fit_module.currentTextChanged.connect(self._on_changed)
-        for box_ in (self.threshold, self.bg_lo, self.bg_hi, self.start_at):
-            box_.valueChanged.connect(self._on_changed)
-
-    def set_analysis(self, analysis: dict) -> None:
-        self._loading = True
-        try:
-            self._analysis = dict(analysis)
-            module = str(analysis.get("Analysis.FitModule", FIT_MODULES[0]))
-            if self.fit_module.findText(module) < 0:
-                self.fit_module.addItem(module)
-            self.fit_module.setCurrentText(module)
-            self.threshold.setValue(float(analysis.get("Analysis.DetectionThreshold", 1.0)))
-            lo, hi = analysis.get("Analysis.BGRange", [-30, 0])
-            self.bg_lo.setValue(int(lo))
-            self.bg_hi.setValue(int(hi))
-            self.start_at.setValue(int(analysis.get("Analysis.StartAt", 0)))
-        finally:
-            self._loading = False
-
-    def analysis(self) -> dict:
-        return {**self._analysis,
-                "Analysis.FitModule": self.fit_module.currentText(),
-                "Analysis.DetectionThreshold": round(self.threshold.value(), 6),
-                "Analysis.BGRange": [self.bg_lo.value(), self.bg_hi.value()],
-                "Analysis.StartAt": self.start_at.value()}
-
-    def _on_changed(self, *_args) -> None:
-        if not self._loading:
-            self._analysis = self.analysis()
-            self.analysisEdited.emit(self._analysis)
-
-
-class RecipeStepEditor(QWidget):
-    """Edits a recipe step: its recipe (picked or inline YAML), input patterns and output folder.
-
-    Signals
-    -------
-    stepEdited(dict)
-        Changed fields of the step (``recipe``, ``recipe_uri``, ``input_patterns``, ``output_dir``).
-    clusterRecipeRequested(str)
-        The user picked a recipe on the cluster (its URI); the editor shows its text when given.
-    """
-
-    stepEdited = pyqtSignal(dict)
-    clusterRecipeRequested = pyqtSignal(str)
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self._loading = False
-        self._context: dict = {}
-        self.recipe_picker = QComboBox()
-        self.recipe_picker.setToolTip("Where the recipe comes from")
-        self.recipe_picker.addItem("Inline YAML (typed below)", INLINE)
-        for name, path in bundled_recipes().items():
-            self.recipe_picker.addItem(f"Bundled: {name}", f"bundled:{path}")
-        self.file_button = QPushButton("Open file…")
-        self.file_button.setToolTip("Load a recipe from a local YAML file")
-        self.uri_edit = QLineEdit()
-        self.uri_edit.setPlaceholderText("PYME-CLUSTER:///RECIPES/render_image.yaml (optional)")
-        self.uri_edit.setToolTip("A recipe on the cluster; used when no inline YAML is given")
-        self.yaml_edit = QPlainTextEdit()
-        self.yaml_edit.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
-        self.yaml_edit.setLineWrapMode(QPlainTextEdit.NoWrap)
-        self.yaml_edit.setPlaceholderText(YAML_PLACEHOLDER)
-        self.yaml_edit.setTabChangesFocus(True)
-        self.recipe_problems = _problem_label()
-        self.inputs_table = QTableWidget(0, 3)
-        self.inputs_table.setHorizontalHeaderLabels(["Input", "Pattern", "Resolves to"])
-        self.inputs_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)
-        self.inputs_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
-        self.inputs_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.Stretch)
-        self.inputs_table.verticalHeader().hide()
-        self.inputs_table.setMinimumHeight(70)
-        self.add_input_button = QPushButton("Add input")
-        self.remove_input_button = QPushButton("Remove input")
-        self.inputs_problems = _problem_label()
-        self.output_edit = QLineEdit()
-        self.output_edit.setToolTip("Folder the recipe's outputs go to; {{variables}} allowed")
-        self.output_preview = QLabel()
-        self.output_preview.setStyleSheet("color: gray;")
-        self.output_preview.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.output_problems = _problem_label()
-
-        picker = QHBoxLayout()
-        picker.addWidget(QLabel("Recipe"))
-        picker.addWidget(self.recipe_picker, 1)
-        picker.addWidget(self.file_button)
-        input_buttons = QHBoxLayout()
-        input_buttons.addWidget(self.add_input_button)
-        input_buttons.addWidget(self.remove_input_button)
-        input_buttons.addStretch(1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(picker)
-        layout.addWidget(self.uri_edit)
-        layout.addWidget(self.yaml_edit, 3)
-        layout.addWidget(self.recipe_problems)
-        layout.addWidget(QLabel("Inputs (recipe input → pattern)"))
-        layout.addWidget(self.inputs_table, 2)
-        layout.addLayout(input_buttons)
-        layout.addWidget(self.inputs_problems)
-        out = QHBoxLayout()
-        out.addWidget(QLabel("Output folder"))
-        out.addWidget(self.output_edit, 1)
-        layout.addLayout(out)
-        layout.addWidget(self.output_preview)
-        layout.addWidget(self.output_problems)
-
-        self.recipe_picker.activated.connect(self._on_recipe_picked)
-        self.file_button.clicked.connect(self._on_file_clicked)
-        self.uri_edit.editingFinished.connect(self._on_uri_edited)
-        self.yaml_edit.textChanged.connect(self._on_yaml_changed)
-        self.inputs_table.itemChanged.connect(self._on_inputs_changed)
-        self.add_input_button.clicked.connect(self._on_add_input)
-        self.remove_input_button.clicked.connect(self._on_remove_input)
-        self.output_edit.textChanged.connect(self._on_output_changed)
-
-    # -- public API -----------------------------------------------------------------------------
-    def set_step(self, step: ChainStep) -> None:
-        self._loading = True
-        try:
-            self.yaml_edit.setPlaceholderText(YAML_PLACEHOLDER)
-            self.yaml_edit.setPlainText(step.recipe)
-            self.uri_edit.setText(step.recipe_uri)
-            self.recipe_picker.setCurrentIndex(0)
-            self.inputs_table.setRowCount(0)
-            for name, pattern in step.input_patterns.items():
-                self._append_input_row(name, pattern)
-            self.output_edit.setText(step.output_dir)
-        finally:
-            self._loading = False
-        self.refresh_previews()
-
-    def set_cluster_recipes(self, uris: list[str]) -> None:
-        """Offer the recipes found in the cluster's ``RECIPES/`` folder."""
-        for i in range(self.recipe_picker.count() - 1, -1, -1):
-            if str(self.recipe_picker.itemData(i)).startswith("cluster:"):
-                self.recipe_picker.removeItem(i)
-        for uri in uris:
-            self.recipe_picker.addItem("Cluster: " + uri.rsplit("/", 1)[-1], "cluster:" + uri)
-
-    def show_recipe_text(self, uri: str, text: str) -> None:
-        """Show a cluster recipe's text (fetched elsewhere) when ``uri`` is still this step's."""
-        if self.uri_edit.text() == uri and not self.yaml_edit.toPlainText():
-            self.yaml_edit.setPlaceholderText(text)
-
-    def set_context(self, context: dict) -> None:
-        self._context = dict(context)
-        self.refresh_previews()
-
-    def input_patterns(self) -> dict:
-        patterns = {}
-        for row in range(self.inputs_table.rowCount()):
-            name = self.inputs_table.item(row, 0)
-            pattern = self.inputs_table.item(row, 1)
-            if name is not None and name.text().strip():
-                patterns[name.text().strip()] = pattern.text() if pattern is not None else ""
-        return patterns
-
-    def set_input_pattern(self, name: str, pattern: str) -> None:
-        """Type ``pattern`` for input ``name`` (adding the row if needed), as a user would."""
-        for row in range(self.inputs_table.rowCount()):
-            if self.inputs_table.item(row, 0).text() == name:
-                self.inputs_table.item(row, 1).setText(pattern)
-                return
-        self._append_input_row(name, pattern)
-        self._on_inputs_changed()
-
-    def show_problems(self, problems: list[StepProblem]) -> None:
-        recipe = [p for p in problems if p.field in ("recipe", "analysis")]
-        inputs = [p for p in problems if p.field.startswith("input:")]
-        _show_problems(self.recipe_problems, recipe)
-        _show_problems(self.inputs_problems, inputs)
-        _show_problems(self.output_problems, [p for p in problems if p.field == "output_dir"])
-        self._mark_lines([p.line for p in recipe if p.line])
-        bad_inputs = {p.field[6:]: str(p) for p in inputs}
-        self._loading = True
-        try:
-            for row in range(self.inputs_table.rowCount()):
-                name_item = self.inputs_table.item(row, 0)
-                pattern_item = self.inputs_table.item(row, 1)
-                if name_item is None or pattern_item is None:
-                    continue
-                message = bad_inputs.get(name_item.text())
-                pattern_item.setBackground(QColor(255, 205, 205) if message else QColor(0, 0, 0, 0))
-                pattern_item.setToolTip(message or "")
-        finally:
-            self._loading = False
-
-    def marked_lines(self) -> list[int]:
-        """1-based lines highlighted as having a problem."""
-        return [sel.cursor.blockNumber() + 1 for sel in self.yaml_edit.extraSelections()]
-
-    def refresh_previews(self) -> None:
-        from rules.patterns import PatternError
-        self._loading = True
-        try:
-            for row in range(self.inputs_table.rowCount()):
-                pattern = self.inputs_table.item(row, 1)
-                text = pattern.text() if pattern is not None else ""
-                try:
-                    preview = resolve(text, self._context) if self._context else ""
-                except PatternError as exc:
-                    preview = f"⚠ {exc}"
-                item = QTableWidgetItem(preview)
-                item.setFlags(item.flags() & ~Qt.ItemIsEditable)
-                item.setForeground(QColor("gray"))
-                self.inputs_table.setItem(row, 2, item)
-        finally:
-            self._loading = False
-        try:
-            out = resolve(self.output_edit.text(), self._context) if self._context else ""
-            self.output_preview.setText(f"→ {out}" if out else "")
-        except PatternError as exc:
-            self.output_preview.setText(f"⚠ {exc}")
-
-    # -- internals ------------------------------------------------------------------------------
-    def _append_input_row(self, name: str, pattern: str) -> None:
-        was_loading, self._loading = self._loading, True
-        try:
-            row = self.inputs_table.rowCount()
-            self.inputs_table.insertRow(row)
-            self.inputs_table.setItem(row, 0, QTableWidgetItem(name))
-            self.inputs_table.setItem(row, 1, QTableWidgetItem(pattern))
-        finally:
-            self._loading = was_loading
-
-    def _mark_lines(self, lines: list[int]) -> None:
-        selections = []
-        document = self.yaml_edit.document()
-        for line in sorted(set(lines)):
-            block = document.findBlockByNumber(line - 1)
-            if not block.isValid():
-                block = document.lastBlock()
-            selection = QTextEdit.ExtraSelection()
-            selection.format.setBackground(QColor(255, 205, 205))
-            selection.format.setProperty(QTextFormat.FullWidthSelection, True)
-            selection.cursor = QTextCursor(block)
-            selections.append(selection)
-        self.yaml_edit.setExtraSelections(selections)
-
-    def _emit(self, **changes) -> None:
-        if not self._loading:
-            self.stepEdited.emit(changes)
-
-    def _on_recipe_picked(self, index: int) -> None:
-        data = str(self.recipe_picker.itemData(index))
-        if data.startswith("bundled:"):
-            path = Path(data[len("bundled:"):])
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                _show_problems(self.recipe_problems,
-                               [StepProblem(0, "recipe", f"cannot read {path.name}: {exc}")])
-                return
-            self.uri_edit.clear()
-            self.yaml_edit.setPlainText(text)   # emits recipe through _on_yaml_changed
-            self._emit(recipe_uri="")
-        elif data.startswith("cluster:"):
-            uri = data[len("cluster:"):]
-            self._loading = True
-            try:
-                self.yaml_edit.clear()
-                self.uri_edit.setText(uri)
-            finally:
-                self._loading = False
-            self._emit(recipe="", recipe_uri=uri)
-            self.clusterRecipeRequested.emit(uri)
-
-    def _on_file_clicked(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open recipe", "", "Recipes (*.yaml *.yml)")
-        if path:
-            self.load_file(path)
-
-    def load_file(self, path: str) -> None:
-        """Put a local recipe file's text in the editor."""
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            _show_problems(self.recipe_problems,
-                           [StepProblem(0, "recipe", f"cannot read {path}: {exc}")])
-            return
-        self.uri_edit.clear()
-        self.yaml_edit.setPlainText(text)
-        self._emit(recipe_uri="")
-
-    def _on_uri_edited(self) -> None:
-        uri = self.uri_edit.text().strip()
-        self._emit(recipe_uri=uri)
-        if uri and not self._loading:
-            self.clusterRecipeRequested.emit(uri)
-
-    def _on_yaml_changed(self) -> None:
-        self._emit(recipe=self.yaml_edit.toPlainText())
-
-    def _on_inputs_changed(self, *_args) -> None:
-        if self._loading:
-            return
-        self.refresh_previews()
-        self._emit(input_patterns=self.input_patterns())
-
-    def _on_add_input(self) -> None:
-        existing = set(self.input_patterns())
-        name = next(n for n in (f"input{i or ''}" for i in range(1000)) if n not in existing)
-        self._append_input_row(name, "")
-        self._on_inputs_changed()
-
-    def _on_remove_input(self) -> None:
-        row = self.inputs_table.currentRow()
-        if row >= 0:
-            self.inputs_table.removeRow(row)
-            self._on_inputs_changed()
-
-    def _on_output_changed(self, text: str) -> None:
-        self.refresh_previews()
-        self._emit(output_dir=text)
-
-
 class ChainEditor(QWidget):
     """The list of steps (drag to reorder) and an editor for the selected step.
 
@@ -464,6 +68,8 @@ class ChainEditor(QWidget):
         self._problems: list[StepProblem] = []
         self._fetch_recipe = None
         self._recipe_texts: dict[str, str] = {}
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(2)
         self._signals = _Signals(self)
         self._signals.done.connect(self._on_call_done)
         self._signals.failed.connect(self._on_call_failed)
@@ -558,7 +164,12 @@ class ChainEditor(QWidget):
     def set_recipe_source(self, list_recipes, fetch_recipe) -> None:
         """Functions run off the GUI thread: ``list_recipes()`` → URIs, ``fetch_recipe(uri)`` → text."""
         self._fetch_recipe = fetch_recipe
-        QThreadPool.globalInstance().start(_Call("list", list_recipes, self._signals))
+        self._pool.start(_Call("list", list_recipes, self._signals))
+
+    def stop(self, timeout_ms: int = 10000) -> bool:
+        """Wait for cluster recipe listings and fetches in progress."""
+        self._fetch_recipe = None
+        return self._pool.waitForDone(timeout_ms)
 
     def problems(self) -> list[StepProblem]:
         """The problems found by the last check (call :meth:`validate_now` to force one)."""
@@ -613,7 +224,7 @@ class ChainEditor(QWidget):
         row = self.current_row()
         mine = [p for p in self._problems if p.row == row]
         if row >= 0 and self.model.step(row).kind == LOCALISATION:
-            _show_problems(self.localisation_editor.problems_label, mine)
+            show_problem_list(self.localisation_editor.problems_label, mine)
         else:
             self.recipe_editor.show_problems(mine)
 
@@ -687,7 +298,7 @@ class ChainEditor(QWidget):
     def _on_cluster_recipe_requested(self, uri: str) -> None:
         if self._fetch_recipe is not None and uri not in self._recipe_texts:
             fetch = self._fetch_recipe
-            QThreadPool.globalInstance().start(
+            self._pool.start(
                 _Call("fetch:" + uri, lambda: fetch(uri), self._signals))
 
     def _on_call_done(self, what: str, result) -> None:

@@ -497,6 +497,34 @@ def chain_problems(steps: list[ChainStep], context: dict, available_modules=None
     return problems
 
 
+def expected_outputs(steps: list[ChainStep], series_uri: str, serverfilter: str = "",
+                     recipe_texts: dict | None = None) -> list[tuple[str, str]]:
+    """``(label, URI)`` of the files a chain will write for ``series_uri`` (no network needed)."""
+    from rules.patterns import PatternError
+    from rules.uris import make_cluster_uri, results_filename_for
+    context = launch_context(series_uri)
+    outputs: list[tuple[str, str]] = []
+    for step in steps:
+        if step.kind == LOCALISATION:
+            outputs.append(("Localisations", make_cluster_uri(results_filename_for(series_uri),
+                                                              serverfilter) + "?table=FitResults"))
+            continue
+        try:
+            output_dir = resolve(step.output_dir, context)
+            first = resolve(next(iter(step.input_patterns.values()), ""), context)
+        except PatternError:
+            continue
+        stub = first.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        text = step.recipe or (recipe_texts or {}).get(step.recipe_uri, "")
+        for pattern in recipe_file_outputs(text):
+            try:
+                path = pattern.format(output_dir=output_dir, file_stub=stub)
+            except (KeyError, IndexError, ValueError):
+                continue
+            outputs.append((path.rsplit("/", 1)[-1], make_cluster_uri(path, serverfilter)))
+    return outputs
+
+
 def _unknown_message(exc) -> str:
     known = ", ".join("{{%s}}" % k for k in exc.known if k != "seriesName")
     return "unknown variable {{%s}}; known: %s" % (exc.name, known)

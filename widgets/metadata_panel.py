@@ -334,6 +334,8 @@ class MetadataPanel(QWidget):
         super().__init__(parent)
         self.model = model or MetadataModel(self)
         self._request = 0
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
         self._signals = _Signals(self)
         self._signals.loaded.connect(self._on_loaded)
         self._signals.failed.connect(self._on_failed)
@@ -368,7 +370,12 @@ class MetadataPanel(QWidget):
         self._request += 1
         self.status_label.setText(f"Loading metadata of {description}…")
         self._description = description
-        QThreadPool.globalInstance().start(_LoadTask(self._request, read, self._signals))
+        self._pool.start(_LoadTask(self._request, read, self._signals))
+
+    def stop(self, timeout_ms: int = 10000) -> bool:
+        """Wait for a load in progress (its result is then ignored); True when none is left."""
+        self._request += 1
+        return self._pool.waitForDone(timeout_ms)
 
     def load_file(self, path: str) -> None:
         self.load_async(lambda: read_metadata_file(path), path)
