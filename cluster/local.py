@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cluster.dataserver import DataServer
 from cluster.ruleserver import RuleServer
+from resources import resource_path
 from rules import nameservice
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,17 @@ class LocalCluster:
     def dataserver_url(self) -> str:
         return self.data_server.url
 
+    def _publish_bundled_recipes(self) -> None:
+        """Put the bundled recipes in ``RECIPES/`` (never over a user's file of the same name)."""
+        folder = self.root / "RECIPES"
+        folder.mkdir(exist_ok=True)
+        for recipe in resource_path("recipes").glob("*.yaml"):
+            target = folder / recipe.name
+            if not target.exists():
+                target.write_bytes(recipe.read_bytes())
+
     def start(self) -> "LocalCluster":
+        self._publish_bundled_recipes()
         self.rule_server.start()
         self.data_server.start()
         if self.register:

@@ -66,3 +66,12 @@ def test_stopped_servers_drop_kept_alive_connections(tmp_path):
         with pytest.raises(requests.ConnectionError):
             session.get(url, timeout=5)
     session.close()
+
+
+def test_bundled_recipes_are_published_under_recipes(tmp_path):
+    (tmp_path / "RECIPES").mkdir()
+    (tmp_path / "RECIPES" / "measure_blobs.yaml").write_text("# the user's own\n")
+    with start_local_cluster(tmp_path) as lc:
+        listing = requests.get(lc.dataserver_url + "/RECIPES/", timeout=5).json()
+    assert {"render_image.yaml", "measure_blobs.yaml"} <= set(listing)
+    assert (tmp_path / "RECIPES" / "measure_blobs.yaml").read_text() == "# the user's own\n"
