@@ -159,14 +159,11 @@ class MainWindow(QMainWindow):
     # -- construction ---------------------------------------------------------------------------
     def _build_layout(self) -> None:
         self.left_tabs = QTabWidget()
+        self.left_tabs.addTab(self.series_browser, "Series")
         self.left_tabs.addTab(self.chain_editor, "Chain")
         self.left_tabs.addTab(self.metadata_panel, "Metadata")
-        left = QSplitter(Qt.Vertical)
-        left.addWidget(self._titled("Series on the cluster", self.series_browser))
-        left.addWidget(self.left_tabs)
-        left.setStretchFactor(0, 1)
-        left.setStretchFactor(1, 3)
-        left.setSizes([230, 520])
+        self.left_tabs.setCurrentWidget(self.chain_editor)
+        left = self.left_tabs
         self.bottom_tabs = QTabWidget()
         self.bottom_tabs.addTab(self.progress_graph, "Progress")
         self.bottom_tabs.addTab(self.results_view, "Results")
@@ -180,8 +177,8 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(right)
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 3)
-        self.splitter.setSizes([470, 800])
-        for splitter in (left, right, self.splitter):
+        self.splitter.setSizes([530, 750])
+        for splitter in (right, self.splitter):
             splitter.setChildrenCollapsible(False)
         self.setCentralWidget(self.splitter)
 

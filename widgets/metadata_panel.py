@@ -343,8 +343,11 @@ class MetadataPanel(QWidget):
         self.tree.setModel(self.model)
         self.tree.setAlternatingRowColors(True)
         self.tree.setUniformRowHeights(True)
-        self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeToContents)
-        self.tree.header().setSectionResizeMode(1, QHeaderView.Stretch)
+        header = self.tree.header()
+        header.setStretchLastSection(False)
+        for column, mode in enumerate((QHeaderView.ResizeToContents, QHeaderView.Stretch,
+                                       QHeaderView.ResizeToContents, QHeaderView.ResizeToContents)):
+            header.setSectionResizeMode(column, mode)
         self.status_label = QLabel("No series loaded")
         self.status_label.setWordWrap(True)
         self.load_button = QPushButton("Load…")

@@ -161,6 +161,7 @@ class RecipeStepEditor(QWidget):
         self.yaml_edit.setLineWrapMode(QPlainTextEdit.NoWrap)
         self.yaml_edit.setPlaceholderText(YAML_PLACEHOLDER)
         self.yaml_edit.setTabChangesFocus(True)
+        self.yaml_edit.setMinimumHeight(140)
         self.recipe_problems = problem_label()
         self.inputs_table = QTableWidget(0, 3)
         self.inputs_table.setHorizontalHeaderLabels(["Input", "Pattern", "Resolves to"])
@@ -169,6 +170,7 @@ class RecipeStepEditor(QWidget):
         self.inputs_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.Stretch)
         self.inputs_table.verticalHeader().hide()
         self.inputs_table.setMinimumHeight(70)
+        self.inputs_table.setMaximumHeight(130)
         self.add_input_button = QPushButton("Add input")
         self.remove_input_button = QPushButton("Remove input")
         self.inputs_problems = problem_label()
@@ -301,6 +303,7 @@ class RecipeStepEditor(QWidget):
                 except PatternError as exc:
                     preview = f"⚠ {exc}"
                 item = QTableWidgetItem(preview)
+                item.setToolTip(preview)
                 item.setFlags(item.flags() & ~Qt.ItemIsEditable)
                 item.setForeground(QColor("gray"))
                 self.inputs_table.setItem(row, 2, item)
