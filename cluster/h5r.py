@@ -205,57 +205,77 @@ def _storable(value: Any) -> Any:
     raise H5RError(f"unsupported metadata value type {type(value).__name__}")
 
 
-def write_metadata(path: str | os.PathLike, md: dict) -> None:
-    """Merge flat dotted ``md`` into ``/MetaData`` (groups per key component, attributes)."""
+def _metadata_entries(md: dict) -> list[tuple[list[str], Any]]:
+    """Checked ``(key components, storable value)`` pairs of flat dotted metadata."""
     if not isinstance(md, dict):
         raise H5RError("metadata must be a JSON object of dotted keys")
-    entries = [(_split_key(key), _storable(value)) for key, value in md.items()]
+    return [(_split_key(key), _storable(value)) for key, value in md.items()]
+
+
+def _write_entries(h5: tables.File, entries: list[tuple[list[str], Any]]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tables.NaturalNameWarning)
+        root = (h5.get_node("/" + METADATA_GROUP) if METADATA_GROUP in h5.root
+                else h5.create_group(h5.root, METADATA_GROUP))
+        for parts, value in entries:
+            group = root
+            for part in parts[:-1]:
+                if part in group:
+                    group = group._f_get_child(part)
+                    if not isinstance(group, tables.Group):
+                        raise H5RError(f"metadata key component {part!r} is not a group")
+                else:
+                    group = h5.create_group(group, part)
+            group._v_attrs[parts[-1]] = value
+
+
+def write_metadata_to(h5: tables.File, md: dict) -> None:
+    """Merge flat dotted ``md`` into ``/MetaData`` of an open file, one group per key component
+    (the caller holds :data:`HDF5_LOCK` for a file on disk)."""
+    _write_entries(h5, _metadata_entries(md))
+
+
+def write_metadata(path: str | os.PathLike, md: dict) -> None:
+    """Merge flat dotted ``md`` into ``/MetaData`` of the results file at ``path`` (created if
+    needed, only once ``md`` has been checked)."""
+    entries = _metadata_entries(md)
     with HDF5_LOCK:
         _ensure_file(path)
-        with _open(path, "a") as h5, warnings.catch_warnings():
-            warnings.simplefilter("ignore", tables.NaturalNameWarning)
-            root = (h5.get_node("/" + METADATA_GROUP) if METADATA_GROUP in h5.root
-                    else h5.create_group(h5.root, METADATA_GROUP))
-            for parts, value in entries:
-                group = root
-                for part in parts[:-1]:
-                    if part in group:
-                        group = group._f_get_child(part)
-                        if not isinstance(group, tables.Group):
-                            raise H5RError(f"metadata key component {part!r} is not a group")
-                    else:
-                        group = h5.create_group(group, part)
-                group._v_attrs[parts[-1]] = value
+        with _open(path, "a") as h5:
+            _write_entries(h5, entries)
             h5.flush()
 
 
 def _plain(value: Any) -> Any:
-    """An attribute value as JSON-ready Python data."""
+    """An attribute value as JSON-ready Python data (byte strings decoded, arrays as lists)."""
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.bytes_):
+        return [_plain(v) for v in value.tolist()] if value.ndim else _plain(value.item())
+    if isinstance(value, (np.bytes_, bytes)):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, tuple):
-        return list(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     return value
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
-    """``/MetaData`` as a flat dict of dotted keys, sorted ({} if the file has none)."""
+def read_metadata_from(h5: tables.File) -> dict:
+    """``/MetaData`` of an open file as a flat dict of dotted keys, sorted ({} if it has none)."""
+    if METADATA_GROUP not in h5.root:
+        return {}
     out: dict[str, Any] = {}
+    base = h5.get_node("/" + METADATA_GROUP)
+    for group in h5.walk_groups(base):
+        prefix = group._v_pathname[len(base._v_pathname) + 1:].replace("/", ".")
+        attrs = group._v_attrs
+        for name in attrs._f_list("user"):
+            key = f"{prefix}.{name}" if prefix else name
+            out[key] = _plain(getattr(attrs, name))
+    return dict(sorted(out.items()))
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """``/MetaData`` of the results file at ``path`` (see :func:`read_metadata_from`)."""
     with HDF5_LOCK:
         with _open(path, "r") as h5:
-            if METADATA_GROUP not in h5.root:
-                return out
-            base = h5.get_node("/" + METADATA_GROUP)
-            for group in h5.walk_groups(base):
-                prefix = group._v_pathname[len(base._v_pathname) + 1:].replace("/", ".")
-                attrs = group._v_attrs
-                for name in attrs._f_list("user"):
-                    key = f"{prefix}.{name}" if prefix else name
-                    out[key] = _plain(getattr(attrs, name))
-    return dict(sorted(out.items()))
+            return read_metadata_from(h5)

@@ -119,3 +119,26 @@ def test_pickled_attributes_cannot_run_code(tmp_path):
     assert not os.path.exists(marker)
     assert md["fine"] == [1, 2]
     assert isinstance(md["evil"], str)  # left as raw text, never unpickled into a call
+
+
+def test_recipe_hdf_output_has_the_fixture_metadata_layout(tmp_path, fixture_h5r, fixture_md):
+    """A recipe's HDFOutput stores metadata as PYME does (lists pickled, not arrays or JSON)."""
+    from cluster.recipes.runner import run_recipe
+
+    written = {}
+
+    def write_file(path, data):
+        written[path] = data
+        return path
+
+    recipe = ("- output.HDFOutput: {inputVariables: {res_FitResults: FitResults}, scheme: 'pyme-cluster://',"
+              " filePattern: '{output_dir}/out.hdf'}\n")
+    run_recipe(recipe, {"res": "pyme/results.h5r"}, read_file=lambda uri: fixture_h5r.read_bytes(),
+               write_file=write_file, context={"output_dir": "pyme"})
+    ours = tmp_path / "out.hdf"
+    ours.write_bytes(written["pyme/out.hdf"])
+    metadata_layout = {path: entry for path, entry in _layout(ours).items()
+                       if path.startswith("/MetaData")}
+    assert metadata_layout == {path: entry for path, entry in _layout(fixture_h5r).items()
+                               if path.startswith("/MetaData")}
+    assert h5r.read_metadata(ours) == fixture_md

@@ -1,6 +1,7 @@
 """Bytes ⇄ tables and images: PyTables results files, TIFF (tifffile) and CSV.
 
-HDF5 files are opened and built in memory with HDF5's core driver (no temporary files).
+HDF5 files are opened and built in memory with HDF5's core driver (no temporary files); their
+``/MetaData`` is read and written by :mod:`cluster.h5r`, in PYME's layout.
 TIFFs are written ImageJ-style: rows are y and columns x (PYME's image axis 0 is x), resolution in
 pixels per µm with ``unit=um``, and the origin as ImageJ's ``xorigin``/``yorigin`` (in pixels,
 ``origin_nm = -xorigin * pixel_nm``), so ImageJ, Fiji and :func:`read_tiff` recover the pixel size.
@@ -10,17 +11,17 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 from typing import Any, Mapping
 
 import numpy as np
 import tables
 import tifffile
 
+from cluster import h5r  # also installs the safe unpickler PyTables uses for attributes
+
 from .datatypes import Image, Table
 
 _counter = itertools.count()
-METADATA_GROUP = "MetaData"
 _UNITS_NM = {"nm": 1.0, "um": 1e3, "µm": 1e3, "\u00b5m": 1e3, "micron": 1e3, "microns": 1e3,
              "mm": 1e6, "cm": 1e7, "m": 1e9}
 
@@ -33,32 +34,6 @@ def _core_name(tag: str) -> str:
     return f"spoolside-{tag}-{next(_counter)}.h5"
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()] if value.ndim else _plain(value.item())
-    if isinstance(value, (np.bytes_, bytes)):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def read_metadata(h5: tables.File) -> dict[str, Any]:
-    """``/MetaData`` attributes as flat dotted keys (one group level per key component)."""
-    if f"/{METADATA_GROUP}" not in h5:
-        return {}
-    root = h5.get_node(f"/{METADATA_GROUP}")
-    metadata = {}
-    for group in h5.walk_groups(root):
-        prefix = group._v_pathname[len(root._v_pathname):].strip("/").replace("/", ".")
-        for attr in group._v_attrs._f_list("user"):
-            key = f"{prefix}.{attr}" if prefix else attr
-            metadata[key] = _plain(group._v_attrs[attr])
-    return dict(sorted(metadata.items()))
-
-
 def read_results(data: bytes, table: str | None = None) -> dict[str, Table]:
     """The tables of an ``.h5r``/``.hdf`` file by name (just ``table`` if given), with metadata."""
     try:
@@ -67,10 +42,10 @@ def read_results(data: bytes, table: str | None = None) -> dict[str, Table]:
     except (tables.HDF5ExtError, OSError, ValueError) as exc:
         raise FormatError(f"not an HDF5 file: {exc}") from exc
     with h5:
-        metadata = read_metadata(h5)
+        metadata = h5r.read_metadata_from(h5)
         found = {}
         for node in h5.walk_nodes("/", "Table"):
-            if node._v_pathname.startswith(f"/{METADATA_GROUP}/"):
+            if node._v_pathname.startswith(f"/{h5r.METADATA_GROUP}/"):
                 continue
             name = node._v_pathname.strip("/").replace("/", "_")
             if table is not None and name != table:
@@ -82,42 +57,21 @@ def read_results(data: bytes, table: str | None = None) -> dict[str, Table]:
     return found
 
 
-def _metadata_value(value: Any) -> Any:
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)) and value and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        return np.asarray(value)
-    return json.dumps(value, default=str)
-
-
-def write_metadata(h5: tables.File, metadata: Mapping[str, Any]) -> None:
-    """Store flat dotted keys as ``/MetaData`` attributes, one group per key component."""
-    root = h5.create_group("/", METADATA_GROUP) if f"/{METADATA_GROUP}" not in h5 \
-        else h5.get_node(f"/{METADATA_GROUP}")
-    for key, value in metadata.items():
-        *groups, attr = key.split(".")
-        node = root
-        for part in groups:
-            node = getattr(node, part) if part in node else h5.create_group(node, part)
-        node._v_attrs[attr] = _metadata_value(value)
-
-
 def write_results(named_tables: Mapping[str, Table], metadata: Mapping[str, Any] | None = None) -> bytes:
     """An HDF5 file (PyTables, zlib 5 + shuffle as PYME) holding ``named_tables`` and metadata."""
-    filters = tables.Filters(complevel=5, complib="zlib", shuffle=True)
     with tables.open_file(_core_name("write"), "w", driver="H5FD_CORE",
                           driver_core_backing_store=0) as h5:
-        write_metadata(h5, metadata or {})
+        try:
+            h5r.write_metadata_to(h5, dict(metadata or {}))
+        except h5r.H5RError as exc:
+            raise FormatError(f"metadata cannot be stored: {exc}") from exc
         for name, table in named_tables.items():
-            records = table.to_records()
-            records = _storable(records)
-            h5.create_table("/", name, obj=records, filters=filters)
+            h5.create_table("/", name, obj=_utf8_columns(table.to_records()), filters=h5r.FILTERS)
         h5.flush()
         return h5.get_file_image()
 
 
-def _storable(records: np.ndarray) -> np.ndarray:
+def _utf8_columns(records: np.ndarray) -> np.ndarray:
     """Unicode columns as UTF-8 bytes (HDF5 tables have no unicode type)."""
     if not any(records.dtype[n].kind == "U" for n in records.dtype.names or ()):
         return records

@@ -116,7 +116,11 @@ class HDFOutput(OutputModule):
                 raise self.error(f"input {key!r} is not a table; HDFOutput saves tables only")
             named[table_name] = value
             metadata.update(value.metadata)
-        return self.write(context, write, write_results(named, metadata))
+        try:
+            data = write_results(named, metadata)
+        except FormatError as exc:
+            raise self.error(str(exc)) from exc
+        return self.write(context, write, data)
 
 
 class ImageOutput(OutputModule):
