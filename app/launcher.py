@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 import posixpath
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -130,7 +129,6 @@ class Launcher(QObject):
         self._labels: dict[str, RuleLabel] = {}
         self._rules: list = []
         self._clusters: list[Cluster] = []
-        self._lock = threading.Lock()
         self._pending = 0
         self._signals = _Signals(self)
         self._signals.succeeded.connect(self._on_succeeded)

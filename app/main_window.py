@@ -201,6 +201,8 @@ class MainWindow(QMainWindow):
                                                         self.metadata_panel._on_save_clicked)
         file_menu.addSeparator()
         self.connect_action = file_menu.addAction("&Connect to Cluster…", self._on_connect_triggered)
+        self.forget_action = file_menu.addAction("Use the &Embedded Cluster at Next Start",
+                                                 self._on_forget_triggered)
         file_menu.addSeparator()
         self.quit_action = file_menu.addAction("&Quit", self.close)
         self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
@@ -601,10 +603,15 @@ class MainWindow(QMainWindow):
             for step in steps:
                 if step.kind == LOCALISATION:
                     step.factory_class = "SpoolLocalLocalizationRuleFactory"
-            self._series = acquisition.series_path
             self.set_series(acquisition.series_path)
-            self.launch(series=acquisition.series_path, steps=steps,
-                        extra_context={"spooler": acquisition})
+            self.chain_editor.validate_now()
+            blockers = self.launch_blockers()
+            if blockers:
+                self._show_error("Not launched", f"{acquisition.series_path} is spooling, but the "
+                                 "chain was not launched: " + "; ".join(blockers) + ".")
+            else:
+                self.launch(series=acquisition.series_path, steps=steps,
+                            extra_context={"spooler": acquisition})
             self.series_browser.refresh()
         elif what == "abort":
             self.statusBar().showMessage(f"Rule {str(result)[:6]}… aborted", 8000)
@@ -631,6 +638,12 @@ class MainWindow(QMainWindow):
         self.settings.setValue("cluster/ruleserver", address.ruleserver)
         self.settings.setValue("cluster/dataservers", ",".join(address.dataservers))
         self.set_cluster(address)
+
+    def _on_forget_triggered(self) -> None:
+        self.settings.remove("cluster/ruleserver")
+        self.settings.remove("cluster/dataservers")
+        self.statusBar().showMessage("The next start uses the embedded cluster "
+                                     "(unless --server or PYME_RULESERVER_URL says otherwise)", 10000)
 
     # -- about and shutdown ---------------------------------------------------------------------
     def about_text(self) -> str:

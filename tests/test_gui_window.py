@@ -80,6 +80,9 @@ def test_launch_pushes_in_the_background_and_the_rule_appears(qtbot, make_window
     assert outputs[1:] == ["PYME-CLUSTER://testcluster/pyme/analysis/series.tif",
                            "PYME-CLUSTER://testcluster/pyme/analysis/series_blobs.csv"]
     assert rule_server.url in window.about_text() and data_server.url in window.about_text()
+    assert window.presets.save_action.shortcut().toString() == "Ctrl+S"
+    assert window.launch_action.shortcut().toString() == "Ctrl+Return"
+    assert window.quit_action.shortcut().toString() == "Ctrl+Q"
 
 
 def test_problems_disable_launch(qtbot, make_window, rule_server, data_server):
