@@ -46,12 +46,17 @@ def _add_cluster_arguments(parser: argparse.ArgumentParser, dest_prefix: str = "
                         help="data server of that cluster (comma-separated for several)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; ``--server``/``--dataserver`` may stand before or after a sub-command."""
     args = build_parser().parse_args(argv)
-    # `spoolside --server URL launch ...` and `spoolside launch ... --server URL` mean the same
     for name in ("server", "dataserver"):
         if getattr(args, name, None) is None:
             setattr(args, name, getattr(args, "global_" + name))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "cluster":

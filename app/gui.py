@@ -39,7 +39,8 @@ def choose_cluster(args, settings: QSettings, environ=os.environ) -> ClusterAddr
     """The cluster to use, or None for the embedded one."""
     server = getattr(args, "server", None)
     if server:
-        data = _split(",".join(getattr(args, "dataserver", None) or []))
+        given = getattr(args, "dataserver", None) or ""
+        data = _split(given if isinstance(given, str) else ",".join(given))
         if not data:
             data = _split(str(settings.value("cluster/dataservers", "") or "")) \
                 if settings.value("cluster/ruleserver") == server else ()

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from PyQt5.QtCore import QCoreApplication, QEvent, QSettings, QThread, QTimer
 
+from app.cli import parse_args
 from app.gui import ClusterChoiceError, EmbeddedCluster, choose_cluster
 from app.launcher import ClusterAddress
 from app.main_window import LAST_CHAIN, MainWindow
@@ -160,7 +161,7 @@ def test_choose_cluster_order(settings):
     settings.setValue("cluster/ruleserver", "http://saved:1")
     settings.setValue("cluster/dataservers", "http://saved:2")
     assert choose_cluster(args, settings, env).ruleserver == "http://saved:1"
-    given = SimpleNamespace(server="http://given:1", dataserver=["http://given:2"])
+    given = parse_args(["--server", "http://given:1", "--dataserver", "http://given:2"])
     assert choose_cluster(given, settings, env) == ClusterAddress("http://given:1", ("http://given:2",))
     with pytest.raises(ClusterChoiceError):
         choose_cluster(SimpleNamespace(server="http://given:1", dataserver=None), settings, {})
