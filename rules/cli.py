@@ -68,8 +68,11 @@ def _line(status: RuleStatus, step: int | None) -> str:
 
 
 def watch_chain(cluster: Cluster, root_id: str, n_steps: int, *, interval: float = 1.0,
-                timeout: float | None = None, out=sys.stdout) -> bool:
-    """Print progress of a chain until every step is done; True when no rule failed."""
+                timeout: float | None = None, out=None) -> bool:
+    """Print progress of a chain (to ``out``, default the current ``sys.stdout``) until every step
+    is done; True when no rule failed."""
+    if out is None:
+        out = sys.stdout
     client = cluster.rules
     chain = [root_id]
     last: dict[str, str] = {}
