@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cluster.localisation import localise_frames  # noqa: E402
 from cluster.localisation.fitting import fisher_information  # noqa: E402
-from cluster.localisation.synthetic import SimCamera, match_to_truth, simulate_frames  # noqa: E402
+from cluster.localisation.camera import CameraModel  # noqa: E402
+from cluster.localisation.synthetic import SIMULATED_CAMERA, match_to_truth, simulate_frames  # noqa: E402
 
 SETTINGS = [(1000, 50), (1000, 20), (300, 50), (300, 20)]
 PIXEL_NM = 100.0
@@ -38,7 +39,7 @@ PSF_NM = 130.0
 CRLB_WINDOW = 21
 
 
-def crlb_xy_nm(photons: float, background: float, camera: SimCamera,
+def crlb_xy_nm(photons: float, background: float, camera: CameraModel,
                subpixel: np.ndarray) -> np.ndarray:
     """Per-emitter CRLB variances (nm²) of x and y: ``(n, 2)``."""
     c = (CRLB_WINDOW - 1) / 2.0
@@ -52,7 +53,7 @@ def crlb_xy_nm(photons: float, background: float, camera: SimCamera,
 
 
 def run_setting(photons: float, background: float, n_frames: int, repeats: int, seed: int):
-    camera = SimCamera()
+    camera = SIMULATED_CAMERA
     frames, truth, md = simulate_frames(n_frames, photons=photons, background=background,
                                         psf_sigma_nm=PSF_NM, pixel_nm=PIXEL_NM, camera=camera,
                                         seed=seed)

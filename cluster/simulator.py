@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy.special import erf
 
+from cluster.localisation.camera import CameraModel
+from cluster.localisation.synthetic import SIMULATED_CAMERA, expected_image
 from cluster.pzf import encode_frame
 from rules.dataserver_client import DataClient
 from rules.metadata import MetaDataHandler
@@ -31,17 +32,6 @@ from rules.uris import check_name, make_cluster_uri
 logger = logging.getLogger(__name__)
 
 STRUCTURES = ("filaments", "rings")
-
-
-@dataclass(frozen=True)
-class CameraModel:
-    """An sCMOS-like camera; values land in the series metadata under ``Camera.*``."""
-
-    ad_offset: float = 100.0
-    electrons_per_count: float = 0.5
-    read_noise: float = 1.5
-    true_em_gain: float = 1.0
-    noise_factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -103,7 +93,7 @@ class FrameSimulator:
     """Generates frames (uint16, axis 0 = x) and their ground truth, reproducibly from a seed."""
 
     def __init__(self, size: int = 256, structure: str = "filaments", seed: int | None = None,
-                 camera: CameraModel = CameraModel(), sample: SampleModel = SampleModel()):
+                 camera: CameraModel = SIMULATED_CAMERA, sample: SampleModel = SampleModel()):
         self.size, self.camera, self.sample = size, camera, sample
         self.rng = np.random.default_rng(seed)
         self.positions = _structure_points(structure, size * sample.pixel_size_nm, self.rng)
@@ -112,14 +102,6 @@ class FrameSimulator:
         self._p_off = 1.0 / sample.mean_on_frames
         self._p_on = on_fraction * self._p_off / (1.0 - on_fraction)
         self._on = self.rng.random(n) < on_fraction
-        # PYME's convention: pixel i is centred on i × pixel size (fixtures' series_truth_nm.npy)
-        self._edges = (np.arange(size + 1) - 0.5) * sample.pixel_size_nm
-
-    def _integrated_psf(self, centres: np.ndarray) -> np.ndarray:
-        """(n, size) fraction of each emitter's photons falling in each pixel row/column."""
-        scale = np.sqrt(2) * self.sample.psf_sigma_nm
-        cdf = erf((self._edges[None, :] - centres[:, None]) / scale)
-        return 0.5 * np.diff(cdf, axis=1)
 
     def next_frame(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame ``index`` as uint16 ADU, and its truth rows ``(frame, x_nm, y_nm, photons)``."""
@@ -127,22 +109,18 @@ class FrameSimulator:
         self._on = np.where(self._on, flip >= self._p_off, flip < self._p_on)
         xy = self.positions[self._on]
         photons = self.rng.lognormal(np.log(self.sample.photons_mean), 0.3, len(xy))
-        ex, ey = self._integrated_psf(xy[:, 0]), self._integrated_psf(xy[:, 1])
-        expected = (ex * photons[:, None]).T @ ey + self.sample.background_photons
-        cam = self.camera
-        electrons = self.rng.poisson(expected * cam.true_em_gain).astype(np.float64)
-        electrons += self.rng.normal(0, cam.read_noise, electrons.shape)
-        adu = electrons / cam.electrons_per_count + cam.ad_offset
-        frame = np.clip(np.round(adu), 0, 65535).astype(np.uint16)
+        # PYME's convention: pixel i is centred on i × pixel size (fixtures' series_truth_nm.npy)
+        expected = expected_image(xy, photons, self.sample.psf_sigma_nm, (self.size, self.size),
+                                  pixel=self.sample.pixel_size_nm,
+                                  background=self.sample.background_photons)
+        frame = self.camera.expose(expected, self.rng)
         truth = np.column_stack([np.full(len(xy), index, float), xy, photons])
         return frame, truth
 
     def metadata(self) -> MetaDataHandler:
-        cam, sample = self.camera, self.sample
+        sample = self.sample
         return MetaDataHandler({
-            "Camera.ADOffset": cam.ad_offset, "Camera.ElectronsPerCount": cam.electrons_per_count,
-            "Camera.ReadNoise": cam.read_noise, "Camera.TrueEMGain": cam.true_em_gain,
-            "Camera.NoiseFactor": cam.noise_factor, "Camera.Name": "Spoolside simulated sCMOS",
+            **self.camera.metadata(), "Camera.Name": "Spoolside simulated sCMOS",
             "Camera.ROIWidth": self.size, "Camera.ROIHeight": self.size,
             "voxelsize.x": sample.pixel_size_nm / 1000.0, "voxelsize.y": sample.pixel_size_nm / 1000.0,
             "voxelsize.z": 0.2, "voxelsize.units": "um",

@@ -13,7 +13,7 @@ from cluster.localisation import FIT_RESULTS_DTYPE, LocalisationError, localise_
 from cluster.localisation.background import bg_frame_indices
 from cluster.localisation.camera import CameraModel
 from cluster.localisation.fitting import fisher_information
-from cluster.localisation.synthetic import SimCamera, match_to_truth, simulate_frames
+from cluster.localisation.synthetic import SIMULATED_CAMERA, match_to_truth, simulate_frames
 from cluster.pzf import decode_frame
 
 
@@ -132,7 +132,7 @@ def _crlb_x_nm(photons, background, gamma, subpixel):
 
 @pytest.mark.parametrize("photons,background", [(1000, 20), (400, 50)])
 def test_synthetic_frames_recall_precision_accuracy(photons, background):
-    camera = SimCamera()
+    camera = SIMULATED_CAMERA
     frames, truth, md = simulate_frames(30, shape=(96, 96), emitters_per_frame=12,
                                         photons=photons, background=background, camera=camera,
                                         seed=7)
@@ -156,8 +156,8 @@ def test_synthetic_frames_recall_precision_accuracy(photons, background):
 
 
 def test_emccd_camera_units_and_border_spots():
-    camera = SimCamera(ad_offset=200.0, electrons_per_count=10.0, em_gain=100.0, read_noise=60.0,
-                       noise_factor=1.41)
+    camera = CameraModel(ad_offset=200.0, electrons_per_count=10.0, em_gain=100.0, read_noise=60.0,
+                         noise_factor=1.41)
     frames, truth, md = simulate_frames(12, shape=(64, 64), emitters_per_frame=8, photons=1500,
                                         background=30, camera=camera, margin_px=0.0, seed=3)
     md = {**md, "Analysis.BGRange": [0, 0]}  # background estimated from each frame itself
@@ -237,3 +237,9 @@ def test_frames_through_pzf_files(tmp_path):
     np.testing.assert_array_equal(res, direct)
     pairs, n_loc, n_truth = match_to_truth(res, truth, radius_nm=200.0)
     assert len(pairs) == n_truth == n_loc == 30
+
+
+def test_camera_metadata_round_trips():
+    camera = CameraModel(ad_offset=200.0, electrons_per_count=10.0, em_gain=100.0, read_noise=60.0,
+                         noise_factor=1.41)
+    assert CameraModel.from_metadata(camera.metadata()) == camera

@@ -1,4 +1,5 @@
-"""Camera noise model from metadata (pyme-protocol.md §5.3) and ADU → photo-electron conversion.
+"""The camera: its ``Camera.*`` metadata (pyme-protocol.md §5.3), noise model and ADU → photo-electron
+conversion, and (for the simulators) photo-electrons → noisy ADU frames.
 
 Fits work in *effective photon units*: ``d = (ADU − offset) · ElectronsPerCount / (TrueEMGain ·
 NoiseFactor²)``.  In these units shot noise has variance ``d`` (EM excess noise folded in) and read
@@ -19,6 +20,8 @@ class CameraError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class CameraModel:
+    """A camera as PYME's metadata describes it (offset and read noise in ADU and e-)."""
+
     ad_offset: float = 0.0
     electrons_per_count: float = 1.0
     em_gain: float = 1.0
@@ -45,6 +48,26 @@ class CameraModel:
         if model.read_noise < 0:
             raise CameraError(f"camera read noise must be >= 0, got {model.read_noise}")
         return model
+
+    def metadata(self) -> dict[str, Any]:
+        """The ``Camera.*`` metadata entries that :meth:`from_metadata` reads back."""
+        return {"Camera.ADOffset": self.ad_offset,
+                "Camera.ElectronsPerCount": self.electrons_per_count,
+                "Camera.TrueEMGain": self.em_gain, "Camera.ReadNoise": self.read_noise,
+                "Camera.NoiseFactor": self.noise_factor}
+
+    def expose(self, photons: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A uint16 ADU frame from expected photo-electrons per pixel: Poisson shot noise, EM
+        multiplication (gamma-distributed when ``em_gain > 1``), Gaussian read noise, gain, offset."""
+        electrons = rng.poisson(photons).astype(np.float64)
+        if self.em_gain > 1:
+            hit = electrons > 0
+            electrons[hit] = rng.gamma(electrons[hit], self.em_gain)
+        else:
+            electrons *= self.em_gain
+        electrons += rng.normal(0.0, self.read_noise, size=electrons.shape)
+        adu = np.round(electrons / self.electrons_per_count + self.ad_offset)
+        return np.clip(adu, 0, 65535).astype(np.uint16)
 
     @property
     def adu_per_unit(self) -> float:

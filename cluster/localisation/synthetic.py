@@ -1,38 +1,44 @@
 """Simulated single-molecule frames for tests and the benchmark.
 
-Isolated emitters, a Gaussian PSF integrated over square pixels, Poisson shot noise on spot and
-background photons, optional EM gain (gamma-distributed multiplication), Gaussian read noise,
-gain to ADU and a dark offset; frames are uint16 with PYME's axes (axis 0 = x).
+Isolated emitters, a Gaussian PSF integrated over square pixels (:func:`expected_image`, also used
+by ``cluster.simulator``) and the camera's noise and gain (:meth:`CameraModel.expose`); frames are
+uint16 with PYME's axes (axis 0 = x).
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import numpy as np
+from scipy.spatial import cKDTree
 from scipy.special import erf
 
-
-@dataclasses.dataclass(frozen=True)
-class SimCamera:
-    ad_offset: float = 100.0
-    electrons_per_count: float = 0.5
-    em_gain: float = 1.0
-    read_noise: float = 1.5
-    noise_factor: float = 1.0
-
-    def metadata(self) -> dict[str, Any]:
-        return {"Camera.ADOffset": self.ad_offset,
-                "Camera.ElectronsPerCount": self.electrons_per_count,
-                "Camera.TrueEMGain": self.em_gain, "Camera.ReadNoise": self.read_noise,
-                "Camera.NoiseFactor": self.noise_factor}
+from .camera import CameraModel
 
 
-def integrated_psf(centres: np.ndarray, sigma: float, size: int) -> np.ndarray:
-    """Fraction of each emitter's photons in each pixel along one axis: ``(n, size)``."""
-    edges = np.arange(size + 1) - 0.5
+#: The sCMOS-like camera both simulators (these frames and ``cluster.simulator``) default to.
+SIMULATED_CAMERA = CameraModel(ad_offset=100.0, electrons_per_count=0.5, em_gain=1.0,
+                               read_noise=1.5, noise_factor=1.0)
+
+
+def integrated_psf(centres: np.ndarray, sigma: float, size: int, pixel: float = 1.0) -> np.ndarray:
+    """Fraction of each emitter's photons in each pixel along one axis: ``(n, size)``.
+
+    ``centres`` and ``sigma`` are in the unit of ``pixel`` (the pixel size); pixel ``i`` is centred
+    at ``i × pixel`` (PYME's convention).
+    """
+    edges = (np.arange(size + 1) - 0.5) * pixel
     cdf = 0.5 * erf((edges[None, :] - centres[:, None]) / (np.sqrt(2.0) * sigma))
     return np.diff(cdf, axis=1)
+
+
+def expected_image(positions: np.ndarray, photons, sigma: float, shape: tuple[int, int],
+                   pixel: float = 1.0, background: float = 0.0) -> np.ndarray:
+    """Expected photons per pixel (axis 0 = x) of emitters at ``positions`` ``(n, 2)`` with
+    Gaussian PSFs of ``sigma`` integrated over square pixels, over a uniform ``background``.
+
+    ``photons`` is one number or one per emitter; lengths are in the unit of ``pixel``.
+    """
+    ex = integrated_psf(positions[:, 0], sigma, shape[0], pixel)
+    ey = integrated_psf(positions[:, 1], sigma, shape[1], pixel)
+    return (ex * np.asarray(photons)[..., None]).T @ ey + background
 
 
 def place_isolated(rng: np.random.Generator, n: int, shape: tuple[int, int], *,
@@ -52,7 +58,7 @@ def place_isolated(rng: np.random.Generator, n: int, shape: tuple[int, int], *,
 def simulate_frames(n_frames: int, *, shape: tuple[int, int] = (256, 256),
                     emitters_per_frame: int = 30, photons: float = 1000.0,
                     background: float = 50.0, psf_sigma_nm: float = 130.0,
-                    pixel_nm: float = 100.0, camera: SimCamera = SimCamera(),
+                    pixel_nm: float = 100.0, camera: CameraModel = SIMULATED_CAMERA,
                     min_distance_px: float = 8.0, margin_px: float = 3.0, seed: int = 0):
     """Simulate frames with new isolated emitters in each frame.
 
@@ -67,18 +73,8 @@ def simulate_frames(n_frames: int, *, shape: tuple[int, int] = (256, 256),
     for t in range(n_frames):
         pos = place_isolated(rng, emitters_per_frame, shape, min_distance=min_distance_px,
                              margin=margin_px)
-        ex = integrated_psf(pos[:, 0], sigma_px, shape[0])
-        ey = integrated_psf(pos[:, 1], sigma_px, shape[1])
-        expected = photons * ex.T @ ey + background
-        electrons = rng.poisson(expected).astype(np.float64)
-        if camera.em_gain > 1:
-            hit = electrons > 0
-            electrons[hit] = rng.gamma(electrons[hit], camera.em_gain)
-        else:
-            electrons *= camera.em_gain
-        electrons += rng.normal(0.0, camera.read_noise, size=electrons.shape)
-        adu = np.round(electrons / camera.electrons_per_count + camera.ad_offset)
-        frames[t] = np.clip(adu, 0, 65535).astype(np.uint16)
+        expected = expected_image(pos, photons, sigma_px, shape, background=background)
+        frames[t] = camera.expose(expected, rng)
         truth.append(np.column_stack([np.full(len(pos), t), pos * pixel_nm]))
     md = {**camera.metadata(), "voxelsize.x": pixel_nm / 1000.0, "voxelsize.y": pixel_nm / 1000.0,
           "voxelsize.units": "um", "Analysis.FitModule": "LatGaussFitFR",
@@ -93,8 +89,6 @@ def match_to_truth(results: np.ndarray, truth: np.ndarray, radius_nm: float):
     Returns ``(pairs, n_loc, n_truth)`` with ``pairs`` an ``(m, 2)`` array of (result row, truth
     row) indices.
     """
-    from scipy.spatial import cKDTree
-
     pairs = []
     t_frames = truth[:, 0].astype(int)
     r_frames = results["tIndex"]
