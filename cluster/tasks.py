@@ -8,7 +8,6 @@ PYME clients look for it (``LOGS/rules/<ruleID>.log`` and ``.html``).
 from __future__ import annotations
 
 import html
-import io
 import json
 import logging
 import os
@@ -20,10 +19,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import requests
 import yaml
 
 from rules.dataserver_client import DataClient
+from rules.errors import ClusterError, RequestRefused
 from rules.metadata import MetaDataHandler
 from rules.uris import cluster_path, parse_cluster_uri
 
@@ -31,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 STATUS_COMPLETE = 3
 STATUS_FAILED = 4
+
+#: Timeout of one PUT of fit results (a large batch can take the data server a while to append).
+RESULTS_PUT_TIMEOUT_S = 30.0
 
 
 class TaskError(Exception):
@@ -144,11 +146,8 @@ class _FrameCache:
 class TaskRunner:
     """Runs awarded tasks for one worker process."""
 
-    def __init__(self, files: ClusterFiles, session: requests.Session | None = None,
-                 worker_name: str | None = None):
+    def __init__(self, files: ClusterFiles, worker_name: str | None = None):
         self.files = files
-        self.session = session or requests.Session()
-        self.session.trust_env = False
         self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
         self._frames = _FrameCache()
         self._metadata: dict[str, MetaDataHandler] = {}
@@ -238,18 +237,12 @@ class TaskRunner:
         raise TaskError(f"taskdef.metadata must be an object, JSON text or a .json URI, not {ref!r}")
 
     def _put_records(self, url: str, records: np.ndarray) -> None:
-        import gzip
-
-        buffer = io.BytesIO()
-        np.save(buffer, records, allow_pickle=False)
         try:
-            reply = self.session.put(url, data=gzip.compress(buffer.getvalue(), 3), timeout=30,
-                                     headers={"Content-Encoding": "gzip",
-                                              "Content-Type": "application/octet-stream"})
-        except requests.RequestException as exc:
+            self.files.data.append_records(url, records, timeout=RESULTS_PUT_TIMEOUT_S)
+        except RequestRefused as exc:
+            raise TaskError(f"data server refused results at {url}: {exc}") from exc
+        except ClusterError as exc:
             raise TaskError(f"could not file results to {url}: {exc}") from exc
-        if reply.status_code != 200:
-            raise TaskError(f"data server refused results at {url}: {reply.status_code} {reply.text[:300]}")
 
     # -- recipes ----------------------------------------------------------------------------
     def _run_recipe(self, task: Task) -> None:

@@ -41,7 +41,7 @@ class Worker:
         self.session = requests.Session()
         self.session.trust_env = False
         self.files = ClusterFiles(DataClient([dataserver_url], serverfilter), root, serverfilter)
-        self.runner = TaskRunner(self.files, self.session)
+        self.runner = TaskRunner(self.files)
         self.batch = batch
         self.stopping = threading.Event()
 

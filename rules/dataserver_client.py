@@ -1,6 +1,7 @@
 """HTTP client for one or several PYME data servers holding one logical cluster tree (§4)."""
 from __future__ import annotations
 
+import gzip
 import io
 import itertools
 import logging
@@ -195,6 +196,32 @@ class DataClient:
             raise refused_from_response(response, "PUT", target)
         self._invalidate()
 
+    def put_url(self, url: str, data: bytes, *, headers: dict[str, str] | None = None,
+                timeout: float | None = None) -> None:
+        """PUT ``data`` to a full data-server URL (e.g. ``<aggregate_url>/MetaData``), sent once.
+
+        Raises the engine's errors: :class:`ClusterUnreachable`, :class:`RequestRefused` for an
+        error status, :class:`ProtocolError`.
+        """
+        response = self._request("PUT", url, data=data, headers=headers,
+                                 timeout=self.timeout if timeout is None else timeout)
+        if response.status_code >= 400:
+            raise refused_from_response(response, "PUT", url)
+        self._invalidate()
+
+    def append_records(self, url: str, records: np.ndarray, *, compress: bool = True,
+                       timeout: float | None = None) -> None:
+        """Append numpy records to a table of an ``.h5r`` through its aggregate URL
+        (``<aggregate_url>/<Table>``, see :meth:`aggregate_url`): ``.npy``, gzip-compressed unless
+        ``compress`` is false."""
+        buffer = io.BytesIO()
+        np.save(buffer, records, allow_pickle=False)
+        body, headers = buffer.getvalue(), None
+        if compress:
+            body = gzip.compress(body, 3)
+            headers = {"Content-Encoding": "gzip", "Content-Type": "application/octet-stream"}
+        self.put_url(url, body, headers=headers, timeout=timeout)
+
     def read_table(self, path: str, table: str, start: int = 0,
                    stop: int | None = None) -> np.ndarray:
         """Rows ``[start, stop)`` of a table in an ``.h5r`` file (``GET <file>/<Table>.npy``)."""
@@ -282,9 +309,10 @@ class DataClient:
     def _request(self, method: str, url: str, *, reads: bool = False,
                  **kwargs) -> requests.Response:
         attempts = self.retries if reads else 1
+        kwargs.setdefault("timeout", self.timeout)
         for attempt in range(attempts):
             try:
-                return self._session.request(method, url, timeout=self.timeout, **kwargs)
+                return self._session.request(method, url, **kwargs)
             except requests.RequestException as exc:
                 error = error_from_request_exception(exc, method, url)
                 if not isinstance(error, ClusterUnreachable) or attempt == attempts - 1:

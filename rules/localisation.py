@@ -1,15 +1,12 @@
 """Localisation rules: one task per frame of a series on the cluster or of a live spooler (§3.3)."""
 from __future__ import annotations
 
-import io
 import logging
 import posixpath
 from typing import Any
 
 import numpy as np
-import requests
 
-from .errors import error_from_request_exception, refused_from_response
 from .rule import NoNewTasks, Rule
 from .uris import check_name, cluster_path, is_cluster_uri, make_cluster_uri, parse_cluster_uri, \
     results_filename_for
@@ -224,7 +221,7 @@ class LocalisationRule(Rule):
         """Upload the metadata (to the results file and ``<results>.json``); choose create arguments."""
         names = self._resolve()
         text = self.metadata.to_JSON()
-        self._put_url(names["worker_url"] + "/MetaData", text.encode("utf-8"))
+        self.cluster.data.put_url(names["worker_url"] + "/MetaData", text.encode("utf-8"))
         self.cluster.data.put_file(names["results"] + ".json", text.encode("utf-8"))
         self._refresh()
         if self.data_complete:
@@ -246,21 +243,8 @@ class LocalisationRule(Rule):
         events = self._events()
         if not events:
             return
-        buffer = io.BytesIO()
-        np.save(buffer, events_array(events), allow_pickle=False)
-        self._put_url(self._resolve()["worker_url"] + "/Events", buffer.getvalue())
-
-    def _put_url(self, url: str, body: bytes) -> None:
-        session = requests.Session()
-        session.trust_env = False
-        try:
-            response = session.put(url, data=body, timeout=self.cluster.data.timeout)
-        except requests.RequestException as exc:
-            raise error_from_request_exception(exc, "PUT", url) from exc
-        finally:
-            session.close()
-        if response.status_code >= 400:
-            raise refused_from_response(response, "PUT", url)
+        self.cluster.data.append_records(self._resolve()["worker_url"] + "/Events",
+                                         events_array(events), compress=False)
 
 
 class SpoolLocalLocalizationRule(LocalisationRule):

@@ -244,6 +244,19 @@ def test_aggregate_url_and_read_table(data_client, data_server):
         data_client.read_table("pyme/results.h5r", "NoSuchTable")
 
 
+@pytest.mark.parametrize("compress", [True, False])
+def test_append_records_and_put_url(data_client, compress):
+    fits = data_client.read_table("pyme/results.h5r", "FitResults")
+    target = data_client.aggregate_url("new/r.h5r")
+    data_client.append_records(target + "/FitResults", fits[:2], compress=compress)
+    data_client.append_records(target + "/FitResults", fits[2:], compress=compress)
+    data_client.put_url(target + "/MetaData", json.dumps({"Camera.ADOffset": 90.5}).encode())
+    assert np.array_equal(data_client.read_table("new/r.h5r", "FitResults"), fits)
+    with pytest.raises(RequestRefused) as refused:
+        data_client.append_records(target + "/FitResults", np.zeros(2, [("a", "<i4")]))
+    assert refused.value.status == 400 and "FitResults" in str(refused.value)
+
+
 def test_several_data_servers_form_one_tree(data_server, fixture_series_root, tmp_path):
     other_root = tmp_path / "other"
     (other_root / "pyme" / "series.pcs").mkdir(parents=True)
