@@ -50,7 +50,7 @@ class LaunchRequest:
 
     @property
     def label(self) -> str:
-        return f"#{self.number} {time.strftime('%H:%M:%S')}"
+        return f"#{self.number} {time.strftime('%H:%M')}"
 
 
 def describe_error(exc: BaseException) -> str:

@@ -170,14 +170,17 @@ class MainWindow(QMainWindow):
         right = QSplitter(Qt.Vertical)
         right.addWidget(self._titled("Rules", self.rule_view))
         right.addWidget(self.bottom_tabs)
-        right.setStretchFactor(0, 2)
-        right.setStretchFactor(1, 3)
+        # The table gets nearly half the height: all its counts and a chain's follow-ons fit.
+        right.setStretchFactor(0, 9)
+        right.setStretchFactor(1, 11)
+        right.setSizes([450, 550])
+        self.right_splitter = right
         self.splitter = QSplitter(Qt.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(right)
-        self.splitter.setStretchFactor(0, 2)
-        self.splitter.setStretchFactor(1, 3)
-        self.splitter.setSizes([530, 750])
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 5)
+        self.splitter.setSizes([440, 840])
         for splitter in (right, self.splitter):
             splitter.setChildrenCollapsible(False)
         self.setCentralWidget(self.splitter)
@@ -373,7 +376,7 @@ class MainWindow(QMainWindow):
         where = self.address.ruleserver if self.address else ""
         self._show_cluster_status(f"{name} {where}", reachable)
         if not reachable:
-            self.statusBar().showMessage(f"Cluster unreachable: {message}", 10000)
+            self.statusBar().showMessage(f"Cluster {where} unreachable: {message}", 10000)
         self._update_launch_enabled()
 
     def _on_statuses_updated(self, statuses: list) -> None:
@@ -490,7 +493,9 @@ class MainWindow(QMainWindow):
         except (ValueError, TypeError) as exc:
             self._show_error("Cannot launch", f"The chain is not valid: {exc}")
             return None
-        number = self.launcher.launch(factories, series_uri, [s.title() for s in steps],
+        # The table's Step column is narrow: "render image" says enough without "Recipe: ".
+        names = [s.title().removeprefix("Recipe: ") for s in steps]
+        number = self.launcher.launch(factories, series_uri, names,
                                       self.address, extra_context)
         self._launch_outputs[str(number)] = self._expected_outputs(steps, series_uri)
         self.statusBar().showMessage(f"Launching #{number} on {posixpath.basename(series_uri)}…")
@@ -510,7 +515,7 @@ class MainWindow(QMainWindow):
         outputs = self._launch_outputs.pop(number, [])
         self._launch_outputs[rule_id] = outputs
         self.results_view.set_outputs(outputs)
-        self.statusBar().showMessage(f"Launched {launch}: rule {rule_id[:6]}…", 10000)
+        self.statusBar().showMessage(f"Launched {launch}: rule {rule_id}", 10000)
         self._update_launch_enabled()
         if self._watcher is not None:
             self._watcher.poll_now()
@@ -538,7 +543,8 @@ class MainWindow(QMainWindow):
         return rule_id
 
     def _on_rules_selected(self, rule_ids: list) -> None:
-        self.progress_graph.set_rules(list(rule_ids))
+        self.progress_graph.set_rules(list(rule_ids), {r: self.rule_model.legend_name(r)
+                                                       for r in rule_ids})
         if len(rule_ids) != 1:
             return
         rule_id = rule_ids[0]
@@ -657,13 +663,14 @@ class MainWindow(QMainWindow):
         except PackageNotFoundError:
             ours = "(not installed)"
         lines = [f"<b>Spoolside</b> {ours}",
-                 "Set up, launch and watch PYME-compatible analysis chains.", "",
-                 f"Python {platform.python_version()} · Qt {QT_VERSION_STR} · PyQt {PYQT_VERSION_STR}"
-                 f" · pyqtgraph {pyqtgraph.__version__} · numpy {numpy.__version__}", ""]
+                 "Set up, launch and watch analysis chains on PYME\u2011compatible clusters.", "",
+                 f"Python {platform.python_version()} · Qt {QT_VERSION_STR} · PyQt {PYQT_VERSION_STR}",
+                 f"pyqtgraph {pyqtgraph.__version__} · numpy {numpy.__version__}", ""]
         lines += self._cluster_description().split("\n")
         if self.address is not None:
             lines.append("Embedded cluster of one" if self.address.embedded else "External cluster")
-        return "<br>".join(lines)
+        # Non-breaking spaces: QMessageBox wraps its text at a narrow width of its own choosing.
+        return "<br>".join(line.replace(" ", "&nbsp;") for line in lines)
 
     def show_about(self) -> None:
         box = QMessageBox(QMessageBox.Information, "About Spoolside", self.about_text(),

@@ -219,3 +219,46 @@ def test_view_repaints_only_the_changed_row(qtbot):
     assert painted.top() == view.table.rowViewportPosition(4)
     assert painted.height() == row_height
     assert painted.width() == view.table.viewport().width()
+
+
+def test_every_header_has_a_tooltip_and_columns_fit_by_default(qtbot):
+    model = RuleTableModel()
+    view = RuleTableView(model, confirm_abort=False)
+    qtbot.addWidget(view)
+    view.resize(820, 300)
+    view.show()
+    header = view.table.horizontalHeader()
+    for column, (key, _label) in enumerate(model.COLUMNS):
+        assert model.headerData(column, Qt.Horizontal, Qt.ToolTipRole), key
+    hidden = {key for column, (key, _) in enumerate(model.COLUMNS)
+              if header.isSectionHidden(column)}
+    assert hidden == set(view.HIDDEN_BY_DEFAULT)
+    # Every count a user needs is on screen: the visible columns fit without a horizontal scroll.
+    visible = [c for c in range(model.columnCount()) if not header.isSectionHidden(c)]
+    qtbot.waitUntil(lambda: sum(header.sectionSize(c) for c in visible)
+                    <= view.table.viewport().width() + 1, timeout=2000)
+    view.column_actions["timed_out"].setChecked(True)
+    assert not header.isSectionHidden(_column(model, "timed_out"))
+
+
+def test_failed_progress_is_red_and_tooltip_has_hidden_counts():
+    model = RuleTableModel()
+    ok, bad = _ids(2)
+    model.set_statuses([_status(ok), _status(bad, failed=2, timed_out=1)])
+    colour_role = Qt.UserRole + 11
+    from widgets.progress_delegate import PROGRESS_COLOUR_ROLE
+    assert PROGRESS_COLOUR_ROLE == colour_role
+    assert _cell(model, 0, "progress", colour_role) is None
+    assert _cell(model, 1, "progress", colour_role).red() > 150
+    tip = _cell(model, 1, "state", Qt.ToolTipRole)
+    assert bad in tip and "1 timed out" in tip and "average cost 0.01" in tip
+
+
+def test_legend_name_uses_launch_and_step():
+    model = RuleTableModel()
+    first, follow, other = _ids(3)
+    model.set_rule_labels({first: RuleLabel("#1 20:12", "Localise", "a.pcs", ("render image",))})
+    model.set_statuses([_status(first), _status(follow, parent_id=first), _status(other)])
+    assert model.legend_name(first) == "#1 Localise"
+    assert model.legend_name(follow) == "#1 render image"
+    assert model.legend_name(other) == other[:11]

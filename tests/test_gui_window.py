@@ -130,6 +130,9 @@ def test_unreachable_cluster_gives_a_message_not_a_freeze(qtbot, make_window):
     assert window.error_box.isVisible()
     assert "unreachable" in window.cluster_label.text()
     assert not window.rule_view.banner.isHidden()
+    # A few words, not urllib3's nested repr.
+    assert "connection refused" in window.rule_view.banner.text()
+    assert "HTTPConnectionPool" not in window.rule_view.banner.text()
     assert window.chain_model.steps == steps_before
     # The GUI thread kept running while the push failed: no gap anywhere near a request timeout.
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]

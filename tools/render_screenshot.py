@@ -1,8 +1,10 @@
 """Render the Spoolside window offscreen, mid-analysis, to ``docs/screenshot.png`` (for the README).
 
 Starts an embedded cluster with workers in a scratch folder, spools a simulated series and launches
-the default chain on it live, waits until localisation is under way, selects the rule so its
-progress graph shows, and grabs the window at 1280×800. Everything is stopped afterwards.
+the default chain on it live, waits until localisation has finished and its follow-on appears,
+selects the localisation rule so its progress graph shows, and grabs the window at 1280×800.
+``--states DIR`` also grabs the Series, Metadata and Results tabs, a failed rule's log, the About
+and Simulate dialogs and the unreachable-cluster state. Everything is stopped afterwards.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python tools/render_screenshot.py [--out docs/screenshot.png]
 """
@@ -22,7 +24,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYQTGRAPH_QT_LIB", "PyQt5")
 
 from PyQt5.QtCore import QSettings  # noqa: E402 - after the environment is set
-from PyQt5.QtWidgets import QApplication  # noqa: E402
+from PyQt5.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
 logger = logging.getLogger("render_screenshot")
 
@@ -36,7 +38,25 @@ def _wait(app: QApplication, condition, timeout_s: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def render(out: Path, workers: int, frames: int, fps: float) -> None:
+def _settle(app: QApplication, seconds: float = 0.3) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def _save(widget, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not widget.grab().save(str(out)):
+        raise OSError(f"could not write {out}")
+    print(f"wrote {out}")
+
+
+def render(out: Path, workers: int, frames: int, fps: float, states: Path | None = None) -> None:
+    """Grab the window once localisation has finished and its follow-on render step is running.
+
+    With ``states``, also grab the other tabs and states into that folder (for review).
+    """
     app = QApplication.instance() or QApplication([])
     from app.launcher import ClusterAddress
     from app.main_window import MainWindow
@@ -60,33 +80,90 @@ def render(out: Path, workers: int, frames: int, fps: float) -> None:
             window.rule_view.select_rules([rule_id])
             window.series_browser.select_series("microscope/cells_01.pcs")
 
-            def progressed() -> bool:
+            def followon_visible() -> bool:
                 status = window.rule_model.status(rule_id)
-                return status is not None and status.completed >= frames // 3
-            _wait(app, progressed, 120, "localisation progress")
+                return (status is not None and status.finished
+                        and len(window.rule_model.rule_ids()) >= 2)
+            _wait(app, followon_visible, 120, "localisation to finish and its follow-on")
             _wait(app, lambda: len(window.progress_graph.points(rule_id)[0]) >= 4, 20, "graph points")
-            for _ in range(20):
-                app.processEvents()
-                time.sleep(0.01)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if not window.grab().save(str(out)):
-                raise OSError(f"could not write {out}")
-            print(f"wrote {out}")
+            _settle(app)
+            _save(window, out)
+            if states is not None:
+                _render_states(app, window, cluster, rule_id, states)
         finally:
             window.close()
             window.shutdown()
             cluster.stop()
 
 
+def _render_states(app, window, cluster, rule_id: str, folder: Path) -> None:
+    """The other tabs and states a user sees, one PNG each."""
+    from widgets.chain_model import ChainStep
+    from widgets.series_browser import SimulateDialog
+
+    _wait(app, lambda: all(window.rule_model.rule_state(r) in ("finished", "failed")
+                           for r in window.rule_model.rule_ids()), 120, "the chain to finish")
+    window.bottom_tabs.setCurrentWidget(window.results_view)
+    for output in list(window.results_view._outputs):
+        if output.preview_kind in ("image", "table"):
+            window.results_view.preview(output.uri)
+            _settle(app, 1.5)
+            _save(window, folder / f"results_{output.preview_kind}_{output.name}.png")
+
+    bad = ChainStep.recipe_step(recipe="- filters.GaussianFilter: {inputName: input, sigmaX: 1, "
+                                "sigmaY: 1, outputName: smoothed}\n",
+                                input_patterns={"input": "{{spool_dir}}/missing.tif"},
+                                output_dir="{{spool_dir}}/analysis")
+    before = set(window.rule_model.rule_ids())
+    window.launch(series="microscope/cells_01.pcs", steps=[bad])
+    _wait(app, lambda: any(window.rule_model.rule_state(r) == "failed"
+                           for r in set(window.rule_model.rule_ids()) - before), 60, "a failed rule")
+    failed = next(r for r in window.rule_model.rule_ids() if r not in before)
+    window.rule_view.select_rules([failed])
+    _settle(app, 1.5)
+    _save(window, folder / "failed_rule_log.png")
+
+    window.simulate("microscope/cells_02", 5000, 5.0)
+    window.left_tabs.setCurrentWidget(window.series_browser)
+    _wait(app, lambda: len(window.series_browser.entries()) >= 2, 30, "two series")
+    _settle(app, 1.0)
+    _save(window, folder / "series_tab.png")
+
+    window.left_tabs.setCurrentWidget(window.metadata_panel)
+    window.metadata_panel.model.set_text("voxelsize.x", "-0.1")
+    _settle(app)
+    _save(window, folder / "metadata_tab.png")
+    window.metadata_panel.model.set_text("voxelsize.x", "0.1")
+
+    window.show_about()
+    _settle(app)
+    about = window.findChild(QMessageBox)
+    _save(about, folder / "about.png")
+    about.close()
+    dialog = SimulateDialog(window)
+    dialog.show()
+    _settle(app)
+    _save(dialog, folder / "simulate_dialog.png")
+    dialog.close()
+
+    window.left_tabs.setCurrentWidget(window.chain_editor)
+    cluster.stop()
+    _wait(app, lambda: window._reachable is False, 30, "the cluster to be unreachable")
+    _settle(app)
+    _save(window, folder / "unreachable.png")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--fps", type=float, default=40.0)
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--fps", type=float, default=50.0)
+    parser.add_argument("--states", type=Path, default=None,
+                        help="also render the other tabs, dialogs and states into this folder")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    render(args.out, args.workers, args.frames, args.fps)
+    render(args.out, args.workers, args.frames, args.fps, args.states)
     return 0
 
 

@@ -118,6 +118,7 @@ class ChainEditor(QWidget):
         splitter.addWidget(self.stack)
         splitter.setStretchFactor(0, 1)
         splitter.setStretchFactor(1, 3)
+        splitter.setSizes([200, 500])
         splitter.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -219,6 +220,7 @@ class ChainEditor(QWidget):
         except PatternError:
             context = {}
         self.recipe_editor.set_context(context if self._series_uri else {})
+        self.localisation_editor.set_series(self._series_uri)
 
     def _show_current_problems(self) -> None:
         row = self.current_row()

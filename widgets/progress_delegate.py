@@ -4,12 +4,15 @@ from __future__ import annotations
 import logging
 
 from PyQt5.QtCore import QModelIndex, Qt
+from PyQt5.QtGui import QPalette
 from PyQt5.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionProgressBar
 
 logger = logging.getLogger(__name__)
 
 #: Item data role holding a float in [0, 1] (or None for "no progress to show").
 PROGRESS_ROLE = Qt.UserRole + 10
+#: Item data role holding the bar's ``QColor`` (None: the style's highlight colour).
+PROGRESS_COLOUR_ROLE = Qt.UserRole + 11
 
 
 class ProgressBarDelegate(QStyledItemDelegate):
@@ -34,7 +37,10 @@ class ProgressBarDelegate(QStyledItemDelegate):
         bar.textVisible = True
         bar.textAlignment = Qt.AlignCenter
         bar.state = option.state | QStyle.State_Horizontal
-        bar.palette = option.palette
+        bar.palette = QPalette(option.palette)
+        colour = index.data(PROGRESS_COLOUR_ROLE)
+        if colour is not None:
+            bar.palette.setColor(QPalette.Highlight, colour)
         bar.fontMetrics = option.fontMetrics
         style = option.widget.style() if option.widget is not None else QApplication.style()
         style.drawControl(QStyle.CE_ProgressBar, bar, painter, option.widget)

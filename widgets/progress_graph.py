@@ -88,6 +88,7 @@ class ProgressGraph(QWidget):
         self._history: dict[str, RuleHistory] = {}
         self._curves: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem, pg.PlotDataItem]] = {}
         self._shown: list[str] = []
+        self._names: dict[str, str] = {}
         self._colour_index = 0
 
         self.layout_widget = pg.GraphicsLayoutWidget(self)
@@ -136,8 +137,12 @@ class ProgressGraph(QWidget):
         # Only curves that got a point are redrawn: an idle graph costs no repaint.
         self._redraw(appended)
 
-    def set_rules(self, rule_ids: list[str]) -> None:
-        """Show the curves of ``rule_ids`` (the table's selection); hide the others."""
+    def set_rules(self, rule_ids: list[str], names: dict | None = None) -> None:
+        """Show the curves of ``rule_ids`` (the table's selection); hide the others.
+
+        ``names`` maps rule IDs to what the legend calls them (default: the short rule ID).
+        """
+        self._names.update(names or {})
         self._shown = list(rule_ids)
         shown = set(self._shown)
         for rule_id, curves in self._curves.items():
@@ -191,8 +196,9 @@ class ProgressGraph(QWidget):
         for rule_id in self._shown:
             curves = self._curves.get(rule_id)
             if curves is not None:
-                self.legend.addItem(curves[0], curves[0].name())
-                self.legend.addItem(curves[1], curves[1].name())
+                name = self._names.get(rule_id) or rule_id[:11]
+                self.legend.addItem(curves[0], f"{name} done")
+                self.legend.addItem(curves[1], f"{name} failed")
 
     def _redraw(self, only: set[str] | None = None) -> None:
         for rule_id in self._shown:

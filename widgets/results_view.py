@@ -251,7 +251,8 @@ class ResultsView(QWidget):
         self.table_view.setModel(self.table_model)
         self.text_view = QPlainTextEdit(self)
         self.text_view.setReadOnly(True)
-        self.text_view.setLineWrapMode(QPlainTextEdit.NoWrap)
+        # Logs wrap: the error line of a failed task is the one to read, and it is long.
+        self.text_view.setLineWrapMode(QPlainTextEdit.WidgetWidth)
         self.text_view.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
         self.pages = QStackedWidget(self)
         for page in (self.message, self.image_view, self.table_view, self.text_view):

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Iterable
 from PyQt5.QtCore import (QAbstractTableModel, QItemSelection, QItemSelectionModel, QModelIndex, Qt,
                           pyqtSignal)
 from PyQt5.QtGui import QBrush, QColor, QGuiApplication, QKeySequence
-from PyQt5.QtWidgets import (QAbstractItemView, QAction, QHeaderView, QLabel, QMessageBox,
+from PyQt5.QtWidgets import (QAbstractItemView, QAction, QHeaderView, QLabel, QMessageBox, QStyle,
                              QTableView, QVBoxLayout, QWidget)
 
-from widgets.progress_delegate import PROGRESS_ROLE, ProgressBarDelegate
+from widgets.progress_delegate import PROGRESS_COLOUR_ROLE, PROGRESS_ROLE, ProgressBarDelegate
 
 if TYPE_CHECKING:
     from rules.watchers import RuleStatus
@@ -78,10 +78,16 @@ class RuleTableModel(QAbstractTableModel):
                ("state", "State"), ("progress", "Progress"), ("posted", "Posted"),
                ("running", "Running"), ("completed", "Done"), ("failed", "Failed"),
                ("timed_out", "Timed out"), ("average_cost", "Avg cost"))
-    _TOOLTIPS = {"posted": "tasks released so far", "running": "tasks assigned to workers",
+    _TOOLTIPS = {"launch": "the launch this rule belongs to: its number and the time it was pushed",
+                 "rule_id": "the rule's ID on the server (hover a row for the full ID; Ctrl+C copies it)",
+                 "step": "the chain step this rule runs; follow-on rules are listed under their launch",
+                 "series": "the series the rule analyses",
+                 "state": "waiting, running, finished, failed, aborted or expired",
+                 "progress": "tasks completed or failed, of the tasks released so far",
+                 "posted": "tasks released so far", "running": "tasks assigned to workers now",
+                 "completed": "tasks finished without error", "failed": "tasks that failed",
                  "timed_out": "task timeouts (re-queued or failed)",
-                 "average_cost": "mean bid cost of assigned and finished tasks",
-                 "progress": "completed + failed of posted"}
+                 "average_cost": "mean bid cost of assigned and finished tasks"}
 
     #: Emitted once after each ``set_statuses``, ``set_rule_labels`` or ``set_reachable``.
     updated = pyqtSignal()
@@ -120,6 +126,8 @@ class RuleTableModel(QAbstractTableModel):
             return self._display(row, key)
         if role == PROGRESS_ROLE:
             return _progress(row.status) if key == "progress" else None
+        if role == PROGRESS_COLOUR_ROLE:
+            return _bar_colour(self.state_of(row), row.status) if key == "progress" else None
         if role == RAW_ROLE:
             return self._raw(row, key)
         if role == RULE_ID_ROLE:
@@ -224,6 +232,14 @@ class RuleTableModel(QAbstractTableModel):
         i = self._index.get(rule_id)
         return None if i is None else self.state_of(self._rows[i])
 
+    def legend_name(self, rule_id: str) -> str:
+        """A rule's name for a graph legend: launch and step when known, else its short ID."""
+        i = self._index.get(rule_id)
+        if i is None or not self._rows[i].step:
+            return rule_id[:_SHORT_ID]
+        row = self._rows[i]
+        return f"{row.launch.split()[0]} {row.step}" if row.launch else row.step
+
     def can_abort(self, rule_id: str) -> bool:
         """An abort makes sense for a rule the server still has, active and not finished."""
         i = self._index.get(rule_id)
@@ -264,7 +280,11 @@ class RuleTableModel(QAbstractTableModel):
 
     def _tooltip(self, row: _Row) -> str:
         s = row.status
-        lines = [s.rule_id]
+        lines = [f"Rule {s.rule_id}"]
+        if row.step:
+            lines.append(f"Step: {row.step}" + (f" on {row.series}" if row.series else ""))
+        lines.append(f"{s.posted} posted, {s.running} running, {s.completed} done, "
+                     f"{s.failed} failed, {s.timed_out} timed out; average cost {s.average_cost:.3g}")
         if s.parent_id:
             lines.append(f"follow-on of {s.parent_id}")
         if s.complete_after_timeout:
@@ -369,6 +389,15 @@ class RuleTableModel(QAbstractTableModel):
                               self.index(len(self._rows) - 1, len(self.COLUMNS) - 1))
 
 
+def _bar_colour(state: str, status) -> QColor | None:
+    """Red when tasks failed, grey when the rule was stopped; the style's colour otherwise."""
+    if status.failed or state == "failed":
+        return _STATE_COLOURS["failed"]
+    if state in ("aborted", "expired"):
+        return _GREY
+    return None
+
+
 def _progress(status) -> float:
     if status.finished:
         return 1.0
@@ -401,6 +430,9 @@ class _RowUpdatingTable(QTableView):
 class RuleTableView(QWidget):
     """The rule table with an "unreachable" banner and an Abort action (context menu, Delete key).
 
+    A right click on the header shows or hides columns (Rule, Timed out and Avg cost start hidden;
+    every row's tooltip has all its counts).
+
     Signals
     -------
     abortRequested(str)
@@ -411,6 +443,9 @@ class RuleTableView(QWidget):
 
     abortRequested = pyqtSignal(str)
     selectionChangedTo = pyqtSignal(list)
+
+    #: Columns a right click on the header shows; their values are in each row's tooltip too.
+    HIDDEN_BY_DEFAULT = ("rule_id", "timed_out", "average_cost")
 
     def __init__(self, model: RuleTableModel, parent=None, *, confirm_abort: bool = True):
         super().__init__(parent)
@@ -479,21 +514,43 @@ class RuleTableView(QWidget):
         if reachable:
             self.banner.hide()
         else:
-            self.banner.setText("Cluster unreachable" + (f": {message}" if message else "")
+            self.banner.setText("Cluster unreachable" + (f" ({message})" if message else "")
                                 + ". Showing the last state seen; retrying.")
             self.banner.show()
         self._update_actions()
 
     def _size_columns(self) -> None:
+        """Counts and state as narrow as their header or a five-digit number, Series as a typical
+        series name, Step the rest. Widths come from font metrics, not from the rows, so updates
+        never re-measure; every column can be resized by hand."""
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.Interactive)
-        header.setStretchLastSection(True)
+        header.setStretchLastSection(False)
+        header.setHighlightSections(False)
         width = self.fontMetrics().horizontalAdvance
-        widths = {"launch": width("launch 00") + 12, "rule_id": width("000000-0000") + 12,
-                  "step": width("localisation") + 12, "series": width("s/series_0000.pcs") + 12,
-                  "progress": width("00000/00000") + 24, "state": width("finished") + 12}
+        padding = 2 * self.style().pixelMetric(QStyle.PM_HeaderMargin, None, header) + 8
+        samples = {"launch": "#00 00:00", "rule_id": "000000-0000", "state": "finished",
+                   "series": "cells_00.pcs",
+                   "progress": "0000/0000"}
         for column, (key, label) in enumerate(self._model.COLUMNS):
-            header.resizeSection(column, widths.get(key, max(width(label), width("00000")) + 12))
+            if key == "step":
+                header.setSectionResizeMode(column, QHeaderView.Stretch)
+                continue
+            header.setSectionResizeMode(column, QHeaderView.Interactive)
+            content = width(samples.get(key, "00000")) + (20 if key == "progress" else 12)
+            header.resizeSection(column, max(content, width(label) + padding))
+        header.setMinimumSectionSize(width("Step") + padding)
+        for key in self.HIDDEN_BY_DEFAULT:
+            header.setSectionHidden(self._model._column_of[key], True)
+        header.setContextMenuPolicy(Qt.ActionsContextMenu)
+        for column, (key, label) in enumerate(self._model.COLUMNS):
+            action = QAction(label, header)
+            action.setCheckable(True)
+            action.setChecked(not header.isSectionHidden(column))
+            action.setToolTip(f"Show the {label} column")
+            action.toggled.connect(lambda shown, c=column: header.setSectionHidden(c, not shown))
+            header.addAction(action)
+        self.column_actions = {key: action for (key, _), action
+                               in zip(self._model.COLUMNS, header.actions())}
 
     def _on_selection_changed(self, *_args) -> None:
         self._update_actions()

@@ -79,33 +79,81 @@ class _ListTask(QRunnable):
         self._signals.listed.emit(entries)
 
 
+def check_series_name(name: str) -> str:
+    """Why ``name`` cannot be a new series' cluster path ("" when it can)."""
+    from rules.uris import check_name
+    name = name.strip()
+    if not name:
+        return "Type a name for the series, e.g. sim/series_01."
+    if name.startswith("/") or name.endswith("/"):
+        return "The name cannot start or end with '/'."
+    try:
+        check_name(name if name.endswith(".pcs") else name + ".pcs")
+    except ValueError as exc:
+        return str(exc)[0].upper() + str(exc)[1:] + "."
+    return ""
+
+
 class SimulateDialog(QDialog):
-    """Asks for a simulated acquisition's name, frame count and frame rate."""
+    """Asks for a simulated acquisition's name, frame count and frame rate.
+
+    A name the cluster would refuse is flagged under the field and "Spool and launch" stays off.
+    """
 
     def __init__(self, parent=None, name: str = "sim/series_01"):
         super().__init__(parent)
         self.setWindowTitle("Simulate acquisition")
         self.name_edit = QLineEdit(name)
         self.name_edit.setToolTip("Cluster path of the new series (.pcs is added)")
+        self.name_edit.setMinimumWidth(self.fontMetrics().horizontalAdvance("microscope/series_0000")
+                                       + 24)
+        self.name_problem = QLabel()
+        self.name_problem.setWordWrap(True)
+        self.name_problem.setStyleSheet("color: #b00020;")
+        self.name_problem.hide()
         self.frames = QSpinBox()
         self.frames.setRange(1, 1_000_000)
         self.frames.setValue(500)
+        self.frames.setGroupSeparatorShown(True)
         self.fps = QDoubleSpinBox()
         self.fps.setRange(0.1, 10_000)
+        self.fps.setDecimals(1)
         self.fps.setValue(100)
         self.fps.setSuffix(" frames/s")
+        self.duration = QLabel()
+        self.duration.setStyleSheet("color: gray;")
         form = QFormLayout(self)
         form.addRow("Series name", self.name_edit)
+        form.addRow("", self.name_problem)
         form.addRow("Frames", self.frames)
         form.addRow("Frame rate", self.fps)
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        buttons.button(QDialogButtonBox.Ok).setText("Spool and launch")
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        form.addRow("", self.duration)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        self.ok_button = self.buttons.button(QDialogButtonBox.Ok)
+        self.ok_button.setText("Spool and launch")
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        form.addRow(self.buttons)
+        self.name_edit.textChanged.connect(self._on_input_changed)
+        self.frames.valueChanged.connect(self._on_input_changed)
+        self.fps.valueChanged.connect(self._on_input_changed)
+        self._on_input_changed()
 
     def values(self) -> tuple[str, int, float]:
         return self.name_edit.text().strip(), self.frames.value(), self.fps.value()
+
+    def accept(self) -> None:
+        if not check_series_name(self.name_edit.text()):
+            super().accept()
+
+    def _on_input_changed(self, *_args) -> None:
+        problem = check_series_name(self.name_edit.text())
+        self.name_problem.setText(f"⚠ {problem}" if problem else "")
+        self.name_problem.setVisible(bool(problem))
+        self.ok_button.setEnabled(not problem)
+        seconds = self.frames.value() / self.fps.value()
+        self.duration.setText(f"about {seconds:.0f} s of acquisition" if seconds < 120
+                              else f"about {seconds / 60:.1f} min of acquisition")
 
 
 class SeriesBrowser(QWidget):

@@ -75,8 +75,8 @@ class LocalisationStepEditor(QWidget):
             box.setToolTip("Analysis.BGRange: frames i+lo … i+hi−1 estimate the background")
         self.start_at = QSpinBox()
         self.start_at.setRange(0, 10_000_000)
-        self.start_at.setSuffix(" frame")
-        self.start_at.setToolTip("Analysis.StartAt: frames before it give no localisations")
+        self.start_at.setToolTip("Analysis.StartAt: the first frame analysed (0 = from the start); "
+                                 "earlier frames give no localisations")
         bg = QHBoxLayout()
         bg.addWidget(self.bg_lo)
         bg.addWidget(QLabel("to"))
@@ -85,16 +85,31 @@ class LocalisationStepEditor(QWidget):
         form.addRow("Fit module", self.fit_module)
         form.addRow("Detection threshold", self.threshold)
         form.addRow("Background frames", bg)
-        form.addRow("Start at", self.start_at)
+        form.addRow("Start at frame", self.start_at)
         self.problems_label = problem_label()
         box = QGroupBox("Localisation: fit every frame")
         box.setLayout(form)
+        self.results_preview = QLabel()
+        self.results_preview.setWordWrap(True)
+        self.results_preview.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.results_preview.setToolTip("The results file every task appends its localisations to "
+                                        "(PYME's layout; an existing file is never overwritten)")
+        writes = QGroupBox("Writes")
+        writes_layout = QVBoxLayout(writes)
+        writes_layout.addWidget(self.results_preview)
+        note = QLabel("One task per frame, released as frames arrive when the series is still "
+                      "spooling. Camera settings and the other Analysis.* settings are in the "
+                      "Metadata tab.")
+        note.setWordWrap(True)
+        note.setStyleSheet("color: gray;")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(box)
-        layout.addWidget(QLabel("Other Analysis.* settings are in the metadata panel."))
+        layout.addWidget(writes)
+        layout.addWidget(note)
         layout.addWidget(self.problems_label)
         layout.addStretch(1)
+        self.set_series(None)
         self.fit_module.currentTextChanged.connect(self._on_changed)
         for box_ in (self.threshold, self.bg_lo, self.bg_hi, self.start_at):
             box_.valueChanged.connect(self._on_changed)
@@ -114,6 +129,21 @@ class LocalisationStepEditor(QWidget):
             self.start_at.setValue(int(analysis.get("Analysis.StartAt", 0)))
         finally:
             self._loading = False
+
+    def set_series(self, series_uri: str | None) -> None:
+        """Show where the results of ``series_uri`` go (a placeholder when none is chosen)."""
+        from rules.uris import results_filename_for
+        if not series_uri:
+            self.results_preview.setText("<i>{{spool_dir}}/analysis/{{series_stub}}.h5r</i> "
+                                         "(pick a series to see the file)")
+            return
+        try:
+            path = results_filename_for(series_uri)
+        except ValueError as exc:
+            self.results_preview.setText(f"⚠ {exc}")
+            return
+        self.results_preview.setText(f"→ {path}<br><span style='color:gray'>table FitResults"
+                                     "</span>")
 
     def analysis(self) -> dict:
         return {**self._analysis,
