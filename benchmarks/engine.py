@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.support import pct, serve_until_stdin_closes, servers_in_child  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pyme" / "series.pcs"
 SERVERFILTER = "bench"
@@ -29,17 +30,8 @@ SERVERFILTER = "bench"
 def serve(root: str) -> None:
     from cluster.dataserver import DataServer
     from cluster.ruleserver import RuleServer
-    rs = RuleServer().start()
-    ds = DataServer(root, serverfilter=SERVERFILTER).start()
-    print(rs.url, ds.url, flush=True)
-    sys.stdin.read()
-    rs.stop()
-    ds.stop()
-
-
-def pct(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    serve_until_stdin_closes(RuleServer().start(),
+                             DataServer(root, serverfilter=SERVERFILTER).start())
 
 
 def ms(seconds: float) -> str:
@@ -170,27 +162,23 @@ def main() -> None:
         shutil.copytree(FIXTURE, root / "b" / f"s{i:03d}.pcs")
     for path in root.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(root)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
     try:
-        rs_url, ds_url = proc.stdout.readline().split()
-        cluster = rules.Cluster(rs_url, ds_url, serverfilter=SERVERFILTER)
-        print(f"python {sys.version.split()[0]}, servers in a child process")
-        r = bench_chain_push(cluster, args.pushes)
-        print(f"get_rule+push, 3-step chain ({r['n']} pushes): p50 {ms(r['p50'])}, "
-              f"p95 {ms(r['p95'])}, max {ms(r['max'])}")
-        r = bench_live_release(cluster, args.fps, args.seconds)
-        print(f"live release at {r['fps']:.0f} frames/s ({r['frames']} frames, {r['batches']} release "
-              f"calls, {r['posted']} posted): frame → task available p50 {ms(r['p50'])}, "
-              f"p95 {ms(r['p95'])}, max {ms(r['max'])}")
-        r = bench_group_watcher(cluster, args.rules, args.cycles)
-        print(f"RuleGroupWatcher over {r['rules']} rules: {r['requests_per_cycle']} request(s) per "
-              f"cycle, cycle p50 {ms(r['p50'])}, p95 {ms(r['p95'])} (creating them: "
-              f"{r['create_s']:.1f} s)")
-        cluster.close()
+        with servers_in_child([__file__, "--serve", str(root)]) as (rs_url, ds_url):
+            cluster = rules.Cluster(rs_url, ds_url, serverfilter=SERVERFILTER)
+            print(f"python {sys.version.split()[0]}, servers in a child process")
+            r = bench_chain_push(cluster, args.pushes)
+            print(f"get_rule+push, 3-step chain ({r['n']} pushes): p50 {ms(r['p50'])}, "
+                  f"p95 {ms(r['p95'])}, max {ms(r['max'])}")
+            r = bench_live_release(cluster, args.fps, args.seconds)
+            print(f"live release at {r['fps']:.0f} frames/s ({r['frames']} frames, {r['batches']} release "
+                  f"calls, {r['posted']} posted): frame → task available p50 {ms(r['p50'])}, "
+                  f"p95 {ms(r['p95'])}, max {ms(r['max'])}")
+            r = bench_group_watcher(cluster, args.rules, args.cycles)
+            print(f"RuleGroupWatcher over {r['rules']} rules: {r['requests_per_cycle']} request(s) per "
+                  f"cycle, cycle p50 {ms(r['p50'])}, p95 {ms(r['p95'])} (creating them: "
+                  f"{r['create_s']:.1f} s)")
+            cluster.close()
     finally:
-        proc.stdin.close()
-        proc.wait(timeout=30)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -10,8 +10,6 @@ import argparse
 import http.client
 import json
 import random
-import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -19,6 +17,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.support import pct, serve_until_stdin_closes, servers_in_child  # noqa: E402
 
 TEMPLATE = json.dumps({
     "id": "{{ruleID}}~{{taskID}}", "type": "localization",
@@ -39,12 +39,7 @@ def serve() -> None:
             self.send_payload(200, b'{"ok": "True"}')
         do_POST = do_GET
 
-    rs = RuleServer().start()
-    bare = ServerThread(Bare, name="bare").start()
-    print(rs.url, bare.url, flush=True)
-    sys.stdin.read()  # until the parent closes our stdin
-    rs.stop()
-    bare.stop()
+    serve_until_stdin_closes(RuleServer().start(), ServerThread(Bare, name="bare").start())
 
 
 # -- client helpers --------------------------------------------------------------------------
@@ -66,11 +61,6 @@ class Conn:
 
     def close(self):
         self.c.close()
-
-
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 def worker_loop(url, stop, awarded_at=None, idle=0.005, batch=100):
@@ -106,6 +96,16 @@ def worker_loop(url, stop, awarded_at=None, idle=0.005, batch=100):
     finally:
         conn.close()
     return done
+
+
+def start_workers(url, n):
+    """``n`` :func:`worker_loop` threads recording award times: ``(stop, awarded_at, threads)``."""
+    stop = threading.Event()
+    awarded: dict = {}
+    threads = [threading.Thread(target=worker_loop, args=(url, stop, awarded)) for _ in range(n)]
+    for th in threads:
+        th.start()
+    return stop, awarded, threads
 
 
 def queue(conn, rule_id):
@@ -181,12 +181,7 @@ def bench_live(url, rate=1000, seconds=10, step=100, workers=4):
     conn = Conn(url)
     rule_id = conn.call("POST", "/add_integer_id_rule?max_tasks=1000000",
                         {"template": TEMPLATE})["ruleID"]
-    stop = threading.Event()
-    awarded: dict = {}
-    threads = [threading.Thread(target=worker_loop, args=(url, stop, awarded))
-               for _ in range(workers)]
-    for th in threads:
-        th.start()
+    stop, awarded, threads = start_workers(url, workers)
     released_at = {}
     t0 = time.perf_counter()
     n_rel = rate * seconds // step
@@ -219,12 +214,7 @@ def bench_followon(url, n_tasks=50, workers=4):
                               "on_completion": {"template": TEMPLATE, "max_tasks": n_tasks}}}
     first = conn.call("POST", f"/add_integer_id_rule?max_tasks={n_tasks}&release_start=0"
                               f"&release_end={n_tasks}", spec)["ruleID"]
-    stop = threading.Event()
-    awarded: dict = {}
-    threads = [threading.Thread(target=worker_loop, args=(url, stop, awarded))
-               for _ in range(workers)]
-    for th in threads:
-        th.start()
+    stop, awarded, threads = start_workers(url, workers)
     chain, finished_at, delays = [first], {}, []
     deadline = time.time() + 30
     while len(chain) < 3 or chain[-1] not in finished_at:
@@ -256,10 +246,7 @@ def main() -> None:
     if args.serve:
         serve()
         return
-    proc = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        url, bare_url = proc.stdout.readline().split()
+    with servers_in_child([__file__, "--serve"], timeout=10) as (url, bare_url):
         floor1, floor4 = bench_floor(bare_url)
         push50, push95 = bench_push(url)
         runs = sorted(bench_throughput(url) for _ in range(5))  # short runs: take the median
@@ -267,9 +254,6 @@ def main() -> None:
         tput_lo, tput_hi = runs[0][0], runs[-1][0]
         live50, live95, n_live, n_total = bench_live(url)
         follow = bench_followon(url)
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=10)
     rows = [
         ("bare HTTP floor, 1 connection", f"{floor1:,.0f} req/s", ""),
         ("bare HTTP floor, 4 connections", f"{floor4:,.0f} req/s", ""),

@@ -1,0 +1,40 @@
+"""What the benchmarks share: servers in a child process (off this process's GIL), percentiles.
+
+A benchmark script re-runs itself with a ``--serve`` argument in a child process; the child starts
+its servers and calls :func:`serve_until_stdin_closes`, the parent reads their URLs through
+:func:`servers_in_child`.
+"""
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from typing import Iterator, Sequence
+
+
+def pct(values, q):
+    """The ``q``-th percentile of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def serve_until_stdin_closes(*servers) -> None:
+    """In the child: print the started servers' URLs on one line, run until the parent closes our
+    stdin, then stop them."""
+    print(*(server.url for server in servers), flush=True)
+    sys.stdin.read()
+    for server in servers:
+        server.stop()
+
+
+@contextlib.contextmanager
+def servers_in_child(args: Sequence[str], timeout: float = 30.0) -> Iterator[list[str]]:
+    """Run ``python <args>`` (a script serving with :func:`serve_until_stdin_closes`); yield the
+    URLs it prints, and stop it on leaving."""
+    proc = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        yield proc.stdout.readline().split()
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=timeout)
