@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -19,20 +19,16 @@ from resources import resource_path
 from rules import Cluster, LocalisationRuleFactory, RecipeRuleFactory
 from rules.metadata import MetaDataHandler
 
+import helpers
+
 START_AT = 10
 ANALYSIS = {"Analysis.FitModule": "LatGaussFitFR", "Analysis.DetectionThreshold": 1.0,
             "Analysis.BGRange": [-10, 0], "Analysis.StartAt": START_AT}
 SPARSE = SampleModel(emitters_per_frame=8)
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+#: Polls every 0.1 s: the predicates here query a loaded rule server.
+wait_for = functools.partial(helpers.wait_for, interval=0.1)
 
 
 def chain_statuses(client, first_id: str) -> dict[str, dict]:

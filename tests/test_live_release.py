@@ -9,7 +9,7 @@ import threading
 import pytest
 
 import rules
-from test_rules_api import ANALYSIS, advert_for, queue_info, wait_for, work
+from helpers import ANALYSIS, advert_for, queue_info, wait_for, work
 
 LIVE = "PYME-CLUSTER://testcluster/live/s1.pcs"
 

@@ -7,76 +7,17 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
-import requests
 import tables
 
 import rules
+from cluster.http_base import free_port
 from rules import errors
 from rules.patterns import PatternError
 
-# ---------------------------------------------------------------------------- simulated worker
-# (shared with test_live_release.py and test_watchers.py)
-COMPLETE, FAILED = 3, 4
-SERIES = "PYME-CLUSTER://testcluster/pyme/series.pcs"
-
-
-def adverts(url: str) -> list[dict]:
-    response = requests.get(url + "/task_advertisements", timeout=10)
-    response.raise_for_status()
-    return response.json()
-
-
-def advert_for(url: str, rule_id: str) -> dict | None:
-    for advert in adverts(url):
-        if advert["ruleID"] == rule_id:
-            return advert
-    return None
-
-
-def work(url: str, rule_id: str, status: int = COMPLETE, ids=None) -> list[int]:
-    """Act as a worker: bid for the rule's available tasks, hand them in with ``status``.
-
-    Returns the task IDs handled; the awarded templates are checked to parse as JSON.
-    """
-    advert = advert_for(url, rule_id)
-    if advert is None:
-        return []
-    task_ids = advert["availableTaskIDs"] if ids is None else list(ids)
-    bids = [{"ruleID": rule_id, "taskIDs": task_ids, "costs": [0.01] * len(task_ids)}]
-    awards = requests.get(url + "/bid_on_tasks", json=bids, timeout=10).json()
-    awarded = awards[0]["taskIDs"]
-    for task_id in awarded:  # fill the template as a node server does; it must be strict JSON
-        inputs = advert.get("inputsByTask", {}).get(str(task_id), {})
-        json.loads(awards[0]["template"].replace("{{ruleID}}", rule_id)
-                   .replace("{{taskID}}", str(task_id)).replace("{{taskInputs}}", json.dumps(inputs)))
-    handins = [{"ruleID": rule_id, "taskIDs": awarded, "status": [status] * len(awarded)}]
-    requests.post(url + "/handin", json=handins, timeout=10).raise_for_status()
-    return awarded
-
-
-def queue_info(url: str) -> dict:
-    return requests.get(url + "/distributor/queues", timeout=10).json()["result"]
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
-
-
-def followon(url: str, rule_id: str, timeout: float = 10.0) -> str:
-    def find():
-        reply = requests.get(url + "/spoolside/followons", params={"ruleID": rule_id}, timeout=10).json()
-        return reply["ruleIDs"][0] if reply.get("ruleIDs") else None
-    return wait_for(find, timeout, what=f"follow-on of {rule_id}")
+from helpers import (ANALYSIS, COMPLETE, FAILED, SERIES, advert_for, followon, queue_info, wait_for,
+                     work)
 
 
 def template_of(url: str, rule_id: str) -> dict:
@@ -84,8 +25,6 @@ def template_of(url: str, rule_id: str) -> dict:
     return json.loads(advert["taskTemplate"].replace("{{taskInputs}}", "null"))
 
 
-ANALYSIS = {"Analysis.DetectionThreshold": 2.5, "Analysis.FitModule": "LatGaussFitFR",
-            "Camera.EMGain": 200}
 TRICKY_RECIPE = ('- localisations.AddPipelineDerivedVars:\n    inputFitResults: FitResults\n'
                  '    note: "quoted \\"text\\" with a back\\\\slash"\n    label: Zellkern µm²\n')
 
@@ -337,14 +276,8 @@ def test_recipe_parent_gives_child_context_and_patterns(cluster, rule_server):
 
 
 # ---------------------------------------------------------------------------- failures
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_server_raises_and_gives_no_id(fixture_series_root, data_server):
-    dead = rules.Cluster(f"http://127.0.0.1:{_free_port()}", data_server.url, serverfilter="testcluster")
+    dead = rules.Cluster(f"http://127.0.0.1:{free_port()}", data_server.url, serverfilter="testcluster")
     rule = rules.RecipeRule(recipe="- a: b\n", inputs={"input": [SERIES]})
     with pytest.raises(errors.ClusterUnreachable):
         rule.push(dead)
@@ -465,7 +398,7 @@ def test_cli_launch_and_watch(cluster, rule_server, data_server, tmp_path, capsy
     assert run_launch([str(tmp_path / "missing.yaml"), "--series", SERIES]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "missing.yaml" in err and "Traceback" not in err
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     assert run_launch([str(preset), "--series", SERIES, "--server", dead,
                        "--dataserver", data_server.url]) == 1
     err = capsys.readouterr().err

@@ -12,6 +12,8 @@ import requests
 
 from cluster.ruleserver import RuleServer
 
+from helpers import wait_for
+
 
 @pytest.fixture
 def fast_server():
@@ -48,17 +50,6 @@ def handin(http, url, rule_id, ids, status=3):
     r = http.post(url + "/handin", data=json.dumps(
         [{"ruleID": rule_id, "taskIDs": list(ids), "status": [status] * len(ids)}]))
     assert r.status_code == 200, r.text
-
-
-def wait_for(predicate, timeout=10.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(interval)
 
 
 def counters(q):

@@ -13,7 +13,7 @@ import requests
 import rules
 from rules.ruleserver_client import RuleServerClient, make_session
 from rules.watchers import RuleStatus, fetch_statuses
-from test_rules_api import FAILED, SERIES, followon, wait_for, work
+from helpers import FAILED, SERIES, followon, wait_for, work
 
 INFO = {"tasksPosted": 10, "tasksRunning": 2, "tasksCompleted": 5, "tasksFailed": 1,
         "averageExecutionCost": 0.01, "active": True, "tasksTimedOut": 3,
