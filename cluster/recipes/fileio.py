@@ -97,12 +97,9 @@ def write_tiff(image: Image) -> bytes:
         data = data.astype(np.uint8)
     elif data.dtype.kind == "f" or data.dtype.itemsize > 4 or data.dtype.kind not in "ui":
         data = data.astype(np.float32)
-    if data.ndim == 2:
-        stored = data.T
-    elif data.ndim == 3:
-        stored = np.transpose(data, (2, 1, 0))
-    else:
+    if data.ndim not in (2, 3):
         raise FormatError(f"TIFF output supports 2-D or 3-D images, not shape {data.shape}")
+    stored = data.T  # PYME's (x, y[, z]) → TIFF's ([z,] y, x)
     vx, vy, vz = (float(v) for v in image.voxelsize)
     x0, y0, z0 = (float(v) for v in image.origin)
     metadata = {"unit": "um", "xorigin": -x0 / vx, "yorigin": -y0 / vy}
@@ -144,12 +141,9 @@ def read_tiff(data: bytes) -> Image:
     except (tifffile.TiffFileError, ValueError, IndexError) as exc:
         raise FormatError(f"not a readable TIFF: {exc}") from exc
     array = np.squeeze(array)
-    if array.ndim == 2:
-        pixels = array.T
-    elif array.ndim == 3:
-        pixels = np.transpose(array, (2, 1, 0))
-    else:
+    if array.ndim not in (2, 3):
         raise FormatError(f"TIFF of shape {array.shape}: only 2-D images and z stacks are supported")
+    pixels = array.T  # TIFF's ([z,] y, x) → PYME's (x, y[, z])
     metadata: dict[str, Any] = {}
     if vx is None:
         vx = vy = 1.0
