@@ -60,3 +60,49 @@ def fixture_series_root(data_root, pyme_fixtures) -> pathlib.Path:
     shutil.copytree(pyme_fixtures / "series.pcs", data_root / "pyme" / "series.pcs")
     shutil.copy(pyme_fixtures / "results.h5r", data_root / "pyme" / "results.h5r")
     return data_root
+
+
+def _is_gui_test(request) -> bool:
+    return request.node.module.__name__.rsplit(".", 1)[-1].startswith("test_gui_")
+
+
+@pytest.fixture(autouse=True)
+def _gui_teardown(request, monkeypatch):
+    """GUI tests leave nothing behind: every top-level widget is closed and deleted now (not by a
+    garbage collection during a later test, which once crashed in pyqtgraph's ImageView), and a
+    QThread the test started that is still running fails the test."""
+    if not _is_gui_test(request):
+        yield
+        return
+    import gc
+
+    from PyQt5 import sip
+    from PyQt5.QtCore import QCoreApplication, QEvent, QThread
+    from PyQt5.QtWidgets import QApplication
+
+    started: list[QThread] = []
+    original_start = QThread.start
+
+    def start(thread, *args):
+        started.append(thread)
+        return original_start(thread, *args)
+    monkeypatch.setattr(QThread, "start", start)
+    yield
+    app = QApplication.instance()
+    if app is not None:
+        for widget in app.topLevelWidgets():
+            if not sip.isdeleted(widget):
+                widget.close()
+                widget.deleteLater()
+        QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+        app.processEvents()
+        QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    gc.collect()
+    running = []
+    for thread in started:
+        if sip.isdeleted(thread):
+            continue
+        # A thread asked to quit during teardown may need a moment to get there.
+        if thread.isRunning() and not thread.wait(5000):
+            running.append(thread.objectName() or type(thread).__name__)
+    assert not running, f"QThread(s) still running after the test: {running}"
