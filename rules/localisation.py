@@ -7,7 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from .metadata import MetaDataHandler, fix_em_gain
 from .rule import NoNewTasks, Rule
+from .series import ClusterSeries
+from .spooler import spooler_events, spooler_metadata
+from .templates import localisation_template, render_template
 from .uris import check_name, cluster_path, is_cluster_uri, make_cluster_uri, parse_cluster_uri, \
     results_filename_for
 
@@ -60,7 +64,6 @@ def events_array(events) -> np.ndarray:
 
 def _merge_metadata(base, analysis_metadata):
     """Series metadata overlaid with the analysis settings (analysis wins), PYME's defaults applied."""
-    from .metadata import MetaDataHandler, fix_em_gain
     md = MetaDataHandler()
     for source in (base, analysis_metadata):
         if source is None:
@@ -157,7 +160,6 @@ class LocalisationRule(Rule):
         return {"results": self.results_uri}
 
     def _task_template(self) -> str:
-        from .templates import localisation_template, render_template
         names = self._resolve()
         return render_template(localisation_template(self.series_uri, names["metadata_uri"],
                                                      names["worker_url"]))
@@ -167,7 +169,6 @@ class LocalisationRule(Rule):
     def series(self):
         """The :class:`~rules.series.ClusterSeries` being analysed."""
         if self._series is None:
-            from .series import ClusterSeries
             self._series = ClusterSeries(self.series_uri, self.cluster.data)
         return self._series
 
@@ -264,11 +265,9 @@ class SpoolLocalLocalizationRule(LocalisationRule):
         self.spooler = spooler
 
     def _source_metadata(self):
-        from .spooler import spooler_metadata
         return spooler_metadata(self.spooler)
 
     def _events(self) -> list:
-        from .spooler import spooler_events
         return spooler_events(self.spooler)
 
     def _refresh(self) -> None:

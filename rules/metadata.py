@@ -8,8 +8,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-_MISSING = object()
-
 
 def _plain(value: Any) -> Any:
     """numpy scalars and arrays as JSON-ready Python values."""

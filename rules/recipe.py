@@ -4,7 +4,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .patterns import substitute
 from .rule import Rule
+from .templates import recipe_template, render_template
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +80,6 @@ class RecipeRule(Rule):
 
     # -- patterns ---------------------------------------------------------------------------
     def _substitute(self, text: str) -> str:
-        from .patterns import substitute
         return substitute(text, self.pattern_variables())
 
     @property
@@ -161,7 +162,6 @@ class RecipeRule(Rule):
         return self._task_inputs
 
     def _task_template(self) -> str:
-        from .templates import recipe_template, render_template
         self._compute_inputs()
         literal = self._task_inputs if self.rule_outputs is not None else None
         return render_template(recipe_template(recipe_text=self.recipe, recipe_uri=self.recipeURI,

@@ -15,6 +15,8 @@ from typing import Any
 
 from .connection import Cluster, default_cluster
 from .errors import ClusterError, ProtocolError
+from .patterns import pattern_context
+from .watchers import RuleWatcher
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +104,6 @@ class Rule:
 
     def pattern_variables(self) -> dict[str, Any]:
         """Variables for ``{{name}}`` patterns: series names (when known) and scalar context values."""
-        from .patterns import pattern_context
         extra = {k: v for k, v in self._context.items()
                  if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
         extra.update({k: v for k, v in (self._context.get("rule_outputs") or {}).items()
@@ -372,7 +373,6 @@ class Rule:
 
     def watch(self, watcher=None, callback=None):
         """Follow this rule with a :class:`~rules.watchers.RuleWatcher` (a new one if none given)."""
-        from .watchers import RuleWatcher
         if watcher is None:
             watcher = RuleWatcher()
         watcher.watch(self, callback)

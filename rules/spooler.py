@@ -20,6 +20,8 @@ import json
 import logging
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from .metadata import MetaDataHandler
+
 logger = logging.getLogger(__name__)
 
 
@@ -75,7 +77,6 @@ def spooler_events(spooler) -> list[list]:
 
 def spooler_metadata(spooler):
     """The spooler's metadata as a :class:`~rules.metadata.MetaDataHandler`."""
-    from .metadata import MetaDataHandler
     source = getattr(spooler, "metadata", None)
     if source is None:
         source = getattr(spooler, "md", None)

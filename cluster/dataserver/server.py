@@ -8,6 +8,7 @@ appended to ``.h5r`` files through :mod:`cluster.h5r`, which serialises all HDF5
 from __future__ import annotations
 
 import glob
+import http.client
 import json
 import logging
 import mimetypes
@@ -102,7 +103,6 @@ class DataRequestHandler(RequestHandler):
     def send_error(self, code, message=None, explain=None) -> None:
         """Errors raised by ``http.server`` itself (bad request line, 501), as JSON."""
         if not hasattr(self, "headers"):
-            import http.client
             self.headers = http.client.HTTPMessage()
         self.close_connection = True
         if not message:

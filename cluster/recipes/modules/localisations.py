@@ -5,6 +5,9 @@ import logging
 import math
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 from scipy.special import erf
 
 from ..datatypes import Image, Table
@@ -241,10 +244,6 @@ class DBSCANClustering(RecipeModule):
             raise self.error("columns must name at least one column")
 
     def run(self, namespace):
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-        from scipy.spatial import cKDTree
-
         table = self.table(namespace, "inputName")
         missing = [c for c in self.p["columns"] if c not in table]
         if missing:
