@@ -125,6 +125,7 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self._watcher: StatusWatcher | None = None
         self._watcher_thread = None
+        self._retired: list = []  # (watcher, thread) of earlier clusters, ending on their own
         self._series = ""
         self._reachable: bool | None = None
         self._launch_outputs: dict[str, list[ResultOutput]] = {}
@@ -308,8 +309,12 @@ class MainWindow(QMainWindow):
 
     # -- cluster --------------------------------------------------------------------------------
     def set_cluster(self, address: ClusterAddress) -> None:
-        """Use ``address`` from now on: restart the watcher and the series listing."""
-        self._stop_watcher()
+        """Use ``address`` from now on: restart the watcher and the series listing.
+
+        The previous watcher is told to stop but not waited for: it may be in the middle of a
+        request to a cluster that does not answer, and the GUI thread never waits on the network.
+        """
+        self._retire_watcher()
         self.address = address
         self._reachable = None
         self._show_cluster_status(("Embedded cluster" if address.embedded else "Cluster")
@@ -363,7 +368,23 @@ class MainWindow(QMainWindow):
         with DataClient(list(address.dataservers), address.serverfilter or "") as client:
             return client.get_file(uri).decode("utf-8", "replace")
 
+    def _retire_watcher(self) -> None:
+        watcher, thread = self._watcher, self._watcher_thread
+        if watcher is None:
+            return
+        self._watcher = self._watcher_thread = None
+        for signal in (watcher.statusesUpdated, watcher.reachabilityChanged):
+            signal.disconnect()
+        watcher.stop()
+        thread.quit()
+        self._retired = [(w, t) for w, t in self._retired if not t.isFinished()]
+        self._retired.append((watcher, thread))
+
     def _stop_watcher(self) -> None:
+        for watcher, thread in list(self._retired):
+            if not stop_watcher(watcher, thread):
+                logger.warning("an earlier status watcher did not stop in time")
+        self._retired = []
         if self._watcher is not None:
             if not stop_watcher(self._watcher, self._watcher_thread):
                 logger.warning("status watcher did not stop in time")

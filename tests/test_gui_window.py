@@ -268,3 +268,24 @@ def test_edited_series_metadata_goes_out_with_the_localisation(qtbot, make_windo
     sent = dict(rule.analysisMetadata.items())
     assert sent["Camera.ADOffset"] == 95.5 and sent["Analysis.DetectionThreshold"] == 2.0
     assert "voxelsize.x" not in sent   # unedited series values stay the series' own
+
+
+def test_switching_away_from_a_silent_cluster_does_not_wait_for_it(qtbot, make_window, rule_server,
+                                                                     data_server):
+    """A rule server that accepts connections but never answers: the watcher is stuck in a
+    request, and pointing the window elsewhere must not wait for that request to time out."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        window = make_window()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        window.set_cluster(ClusterAddress(url, (data_server.url,), "testcluster"))
+        qtbot.wait(300)  # the watcher's first request is now waiting for a reply
+        started = time.monotonic()
+        window.set_cluster(ClusterAddress(rule_server.url, (data_server.url,), "testcluster"))
+        assert time.monotonic() - started < 2.0  # the silent server's timeout is 5 s
+        qtbot.waitUntil(lambda: window._reachable is True, timeout=10000)
+        assert rule_server.url in window.cluster_label.text()
+    finally:
+        silent.close()  # the stuck request fails now, and the old watcher ends
