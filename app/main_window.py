@@ -15,7 +15,7 @@ from pathlib import Path
 from PyQt5.QtCore import QT_VERSION_STR, PYQT_VERSION_STR, QRunnable, QThreadPool, Qt, QObject, \
     pyqtSignal
 from PyQt5.QtGui import QIcon, QKeySequence
-from PyQt5.QtWidgets import (QAction, QInputDialog, QLabel, QMainWindow, QMessageBox, QSplitter,
+from PyQt5.QtWidgets import (QAction, QLabel, QMainWindow, QMessageBox, QSplitter,
                              QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
 from app.launcher import ClusterAddress, Launcher
@@ -33,6 +33,7 @@ from widgets.progress_graph import ProgressGraph
 from widgets.results_view import ResultOutput, ResultsView
 from widgets.rule_table import RuleTableModel, RuleTableView
 from widgets.series_browser import SeriesBrowser
+from widgets.server_dialog import ServerDialog
 
 logger = logging.getLogger(__name__)
 
@@ -652,16 +653,12 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"Spoolside — {name}")
 
     def _on_connect_triggered(self) -> None:
-        rule, ok = QInputDialog.getText(self, "Connect to cluster", "Rule server URL:",
-                                        text=self.address.ruleserver if self.address else "http://")
-        if not ok or not rule.strip():
+        dialog = ServerDialog(self.address.ruleserver if self.address else "http://",
+                              self.address.dataservers if self.address else (), self)
+        if dialog.exec_() != ServerDialog.Accepted:
             return
-        data, ok = QInputDialog.getText(self, "Connect to cluster",
-                                        "Data server URL(s), comma-separated:",
-                                        text=",".join(self.address.dataservers) if self.address else "")
-        if not ok or not data.strip():
-            return
-        address = ClusterAddress(rule.strip(), tuple(u.strip() for u in data.split(",") if u.strip()))
+        rule, data = dialog.values()
+        address = ClusterAddress(rule, data)
         self.settings.setValue("cluster/ruleserver", address.ruleserver)
         self.settings.setValue("cluster/dataservers", ",".join(address.dataservers))
         self.set_cluster(address)

@@ -22,3 +22,30 @@ def test_bad_series_names_are_flagged_in_the_simulate_dialog(qtbot, name, fragme
     assert not dialog.name_problem.isVisible() and dialog.ok_button.isEnabled()
     assert check_series_name("microscope/cells_02") == ""
     assert dialog.values()[0] == "microscope/cells_02"
+
+
+@pytest.mark.parametrize("rule, data, bad_field, fragment", [
+    ("localhost:15346", "http://127.0.0.1:1", "rule", "http://"),
+    ("http://host:99999", "http://127.0.0.1:1", "rule", "port"),
+    ("http://host", "http://127.0.0.1:1", "rule", "needs a port"),
+    ("http://127.0.0.1:1", "http://a:1, ftp://b:2", "data", "http://"),
+    ("http://127.0.0.1:1/rules?x=1", "http://a:1", "rule", "just http://host:port"),
+])
+def test_connect_dialog_flags_bad_urls_in_place(qtbot, rule, data, bad_field, fragment):
+    from widgets.server_dialog import ServerDialog
+    dialog = ServerDialog()
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.rule_edit.setText(rule)
+    dialog.data_edit.setText(data)
+    label = dialog.rule_problem if bad_field == "rule" else dialog.data_problem
+    other = dialog.data_problem if bad_field == "rule" else dialog.rule_problem
+    assert fragment in label.text() and label.isVisible() and not other.isVisible()
+    assert not dialog.ok_button.isEnabled()
+    dialog.accept()
+    assert dialog.result() != ServerDialog.Accepted
+    dialog.rule_edit.setText("http://10.0.0.2:15346")
+    dialog.data_edit.setText("http://10.0.0.2:15348; https://10.0.0.3:15348")
+    assert dialog.ok_button.isEnabled()
+    assert dialog.values() == ("http://10.0.0.2:15346",
+                               ("http://10.0.0.2:15348", "https://10.0.0.3:15348"))
