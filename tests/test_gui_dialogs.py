@@ -49,3 +49,16 @@ def test_connect_dialog_flags_bad_urls_in_place(qtbot, rule, data, bad_field, fr
     assert dialog.ok_button.isEnabled()
     assert dialog.values() == ("http://10.0.0.2:15346",
                                ("http://10.0.0.2:15348", "https://10.0.0.3:15348"))
+
+
+@pytest.mark.parametrize("name", ["a/b", " padded", "semi;colon", "~home"])
+def test_preset_name_dialog_flags_unusable_names(qtbot, name):
+    from widgets.presets_menu import PresetNameDialog, preset_name_problem
+    dialog = PresetNameDialog("Save preset", name)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.problem.isVisible() and "letters, digits" in dialog.problem.text()
+    assert not dialog.ok_button.isEnabled()
+    dialog.name_edit.setText("STORM 2024-05 v1.2")
+    assert not dialog.problem.isVisible() and dialog.ok_button.isEnabled()
+    assert preset_name_problem(dialog.name()) == ""

@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 from PyQt5.QtCore import pyqtSignal
-from PyQt5.QtWidgets import QFileDialog, QInputDialog, QMenu, QMessageBox
+from PyQt5.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QInputDialog,
+                             QLabel, QLineEdit, QMenu, QMessageBox)
 
 from rules.presets import PresetError, import_pyme_presets, load_preset, save_preset
 
@@ -83,6 +84,55 @@ def check_preset_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name) or name.strip() != name:
         raise PresetError(name, "not a usable preset name (letters, digits, - _ . and spaces)")
     return name
+
+
+def preset_name_problem(name: str) -> str:
+    """Why ``name`` cannot name a preset ("" when it can)."""
+    if not name.strip():
+        return "type a name"
+    try:
+        check_preset_name(name)
+    except PresetError:
+        return "use letters, digits, spaces and - _ . only (no leading or trailing spaces)"
+    return ""
+
+
+class PresetNameDialog(QDialog):
+    """Asks for a preset name; a name that cannot be used is flagged under the field and OK
+    stays off."""
+
+    def __init__(self, title: str, default: str = "", parent=None):
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.name_edit = QLineEdit(default)
+        self.name_edit.setMinimumWidth(self.fontMetrics().horizontalAdvance("x" * 32))
+        self.problem = QLabel()
+        self.problem.setStyleSheet("color: #b00020;")
+        self.problem.setWordWrap(True)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        self.ok_button = self.buttons.button(QDialogButtonBox.Ok)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        form = QFormLayout(self)
+        form.addRow("Preset name", self.name_edit)
+        form.addRow("", self.problem)
+        form.addRow(self.buttons)
+        self.name_edit.textChanged.connect(self._check)
+        self._check()
+
+    def name(self) -> str:
+        return self.name_edit.text()
+
+    def accept(self) -> None:
+        if not preset_name_problem(self.name()):
+            super().accept()
+
+    def _check(self, *_args) -> None:
+        problem = preset_name_problem(self.name())
+        shown = problem if self.name() else ""   # an empty field is not an error yet
+        self.problem.setText(f"⚠ {shown}" if shown else "")
+        self.problem.setVisible(bool(shown))
+        self.ok_button.setEnabled(not problem)
 
 
 def _free_name(name: str, taken: set[str]) -> str:
@@ -171,8 +221,8 @@ class PresetsMenu(QMenu):
 
     # -- dialogs --------------------------------------------------------------------------------
     def _ask_name(self, title: str, default: str = "") -> str | None:
-        name, ok = QInputDialog.getText(self.parentWidget(), title, "Preset name:", text=default)
-        return name.strip() if ok and name.strip() else None
+        dialog = PresetNameDialog(title, default, self.parentWidget())
+        return dialog.name() if dialog.exec_() == QDialog.Accepted else None
 
     def _on_save(self) -> None:
         if self.current_name:
