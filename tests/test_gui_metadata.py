@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from widgets.metadata_panel import INVALID_BRUSH, MetadataModel, MetadataPanel, parse_value, SCHEMA
 
 
@@ -90,3 +92,19 @@ def test_metadata_model_passes_qt_checks(qtmodeltester):
     model = MetadataModel()
     model.set_metadata({"Camera.ADOffset": 100.0, "voxelsize.x": 0.1, "Top": 1})
     qtmodeltester.check(model)
+
+
+def test_a_failed_save_leaves_no_file_and_an_existing_one_intact(qtbot, tmp_path, monkeypatch):
+    panel = _panel(qtbot)
+    panel.model.set_metadata({"voxelsize.x": 0.1, "Custom.Note": "kept"})
+    target = tmp_path / "metadata.json"
+    target.write_text('{"old": 1}')
+    with monkeypatch.context() as patch, pytest.raises(ValueError, match="JSON"):
+        patch.setattr(panel.model, "metadata", lambda: {"bad": object()})
+        panel.save_file(str(target))
+    assert target.read_text() == '{"old": 1}' and sorted(p.name for p in tmp_path.iterdir()) == [
+        "metadata.json"]
+    panel.save_file(str(target))
+    assert json.loads(target.read_text()) == {"Custom.Note": "kept", "voxelsize.x": 0.1}
+    with pytest.raises(OSError):
+        panel.save_file(str(tmp_path / "no" / "such" / "folder.json"))

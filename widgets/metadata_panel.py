@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from PyQt5.QtCore import QObject, QRunnable, Qt, QThreadPool, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
@@ -388,9 +390,22 @@ class MetadataPanel(QWidget):
         self.model.update_values(analysis)
 
     def save_file(self, path: str) -> None:
-        """Write the valid metadata as PYME-style sorted, indented JSON."""
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(self.model.metadata(), handle, indent=1, sort_keys=True)
+        """Write the valid metadata as PYME-style sorted, indented JSON.
+
+        The text is made before the file is touched and lands by an atomic rename, so a failure
+        leaves no half-written file. Raises ``OSError`` or ``ValueError``.
+        """
+        try:
+            text = json.dumps(self.model.metadata(), indent=1, sort_keys=True)
+        except TypeError as exc:
+            raise ValueError(f"metadata cannot be written as JSON: {exc}") from exc
+        target = Path(path)
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            partial.write_text(text, encoding="utf-8")
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
 
     def _on_loaded(self, number: int, metadata) -> None:
         if number != self._request:
@@ -427,5 +442,6 @@ class MetadataPanel(QWidget):
         if path:
             try:
                 self.save_file(path)
-            except OSError as exc:
-                self.status_label.setText(f"Could not save: {exc}")
+            except (OSError, ValueError) as exc:
+                self.status_label.setText(f"⚠ Could not save {path}: "
+                                          f"{getattr(exc, 'strerror', None) or exc}")
