@@ -30,6 +30,8 @@ import numpy as np
 import tables
 import tables.attributeset
 
+from rules.localisation import EVENTS_DTYPE  # noqa: F401 - PYME's events record, owned by the engine
+
 logger = logging.getLogger(__name__)
 
 #: One lock for all HDF5 access in this process (PyTables/HDF5 are not thread-safe).
@@ -40,9 +42,6 @@ FILTERS = tables.Filters(complevel=5, complib="zlib", shuffle=True)
 
 #: ``expectedrows`` that reproduces the fixture's chunk shapes (FitResults 1213, Events 885).
 EXPECTED_ROWS = 500_000
-
-#: PYME's events table record (field order as in a PYME-written ``.h5r``).
-EVENTS_DTYPE = np.dtype([("EventName", "S32"), ("EventDescr", "S256"), ("Time", "<f8")])
 
 METADATA_GROUP = "MetaData"
 

@@ -106,3 +106,12 @@ def _gui_teardown(request, monkeypatch):
         if thread.isRunning() and not thread.wait(5000):
             running.append(thread.objectName() or type(thread).__name__)
     assert not running, f"QThread(s) still running after the test: {running}"
+
+
+@pytest.fixture
+def cluster(fixture_series_root, rule_server, data_server):
+    """An engine ``rules.Cluster`` on the embedded servers, whose root holds PYME's fixture series."""
+    from rules import Cluster
+    c = Cluster(rule_server.url, data_server.url, serverfilter="testcluster")
+    yield c
+    c.close()

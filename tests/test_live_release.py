@@ -68,13 +68,6 @@ class TestSpooler:
             callback()
 
 
-@pytest.fixture
-def cluster(fixture_series_root, rule_server, data_server):
-    c = rules.Cluster(rule_server.url, data_server.url, serverfilter="testcluster")
-    yield c
-    c.close()
-
-
 def posted(url, rule_id):
     return queue_info(url).get(rule_id, {}).get("tasksPosted", 0)
 

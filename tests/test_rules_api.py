@@ -29,13 +29,6 @@ TRICKY_RECIPE = ('- localisations.AddPipelineDerivedVars:\n    inputFitResults: 
                  '    note: "quoted \\"text\\" with a back\\\\slash"\n    label: Zellkern µm²\n')
 
 
-@pytest.fixture
-def cluster(fixture_series_root, rule_server, data_server):
-    c = rules.Cluster(rule_server.url, data_server.url, serverfilter="testcluster")
-    yield c
-    c.close()
-
-
 def test_every_public_name_exists():
     names = ["Rule", "RuleFactory", "RecipeRule", "RecipeRuleFactory", "LocalisationRule",
              "LocalisationRuleFactory", "SpoolLocalLocalizationRule", "SpoolLocalLocalizationRuleFactory",

@@ -48,13 +48,6 @@ def test_rule_status_fields_and_states():
     assert RuleStatus.from_info("x", {"tasksPosted": "junk"}).posted == 0
 
 
-@pytest.fixture
-def cluster(fixture_series_root, rule_server, data_server):
-    c = rules.Cluster(rule_server.url, data_server.url, serverfilter="testcluster")
-    yield c
-    c.close()
-
-
 def recipe(cluster, n=1, chain=None):
     factory = rules.RecipeRuleFactory(recipe="- a: b\n", inputs={"input": [SERIES] * n})
     if chain:
