@@ -138,6 +138,20 @@ def _quit_on_signals(app: QApplication, window) -> None:
     timer.start(250)
 
 
+def error_hook(window):
+    """A ``sys.excepthook`` for the window: an unexpected error in a slot is logged with its
+    traceback and shown as one line in the status bar, instead of PyQt aborting the application
+    (and the user's running analysis with it)."""
+    def hook(exc_type, exc, tb) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        logger.error("unexpected error", exc_info=(exc_type, exc, tb))
+        window.statusBar().showMessage(f"Unexpected error ({exc_type.__name__}: {exc}); "
+                                       "the window goes on, details are in the log", 30000)
+    return hook
+
+
 def run_gui(args) -> int:
     """Open the window; returns the exit status."""
     os.environ.setdefault("PYQTGRAPH_QT_LIB", "PyQt5")
@@ -167,9 +181,11 @@ def run_gui(args) -> int:
         window.set_cluster(address)
     window.show()
     _quit_on_signals(app, window)
+    previous_hook, sys.excepthook = sys.excepthook, error_hook(window)
     try:
         status = app.exec_()
     finally:
+        sys.excepthook = previous_hook
         window.shutdown()
         if embedded is not None:
             embedded.stop()

@@ -289,3 +289,15 @@ def test_switching_away_from_a_silent_cluster_does_not_wait_for_it(qtbot, make_w
         assert rule_server.url in window.cluster_label.text()
     finally:
         silent.close()  # the stuck request fails now, and the old watcher ends
+
+
+def test_unexpected_error_goes_to_the_status_bar_not_an_abort(qtbot, make_window, caplog):
+    from app.gui import error_hook
+    window = make_window()
+    try:
+        raise KeyError("surprise")
+    except KeyError as exc:
+        error_hook(window)(KeyError, exc, exc.__traceback__)
+    message = window.statusBar().currentMessage()
+    assert "KeyError" in message and "surprise" in message and "Traceback" not in message
+    assert any(record.exc_info and record.exc_info[0] is KeyError for record in caplog.records)
