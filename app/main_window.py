@@ -570,12 +570,12 @@ class MainWindow(QMainWindow):
         if len(rule_ids) != 1:
             return
         rule_id = rule_ids[0]
-        status = self.rule_model.status(rule_id)
-        if status is not None and getattr(status, "failed", 0):
-            self.results_view.show_error_log(rule_id)
         outputs = self._launch_outputs.get(self._root_rule(rule_id))
         if outputs is not None:
             self.results_view.set_outputs(outputs)
+        status = self.rule_model.status(rule_id)
+        if status is not None and getattr(status, "failed", 0):
+            self.results_view.show_error_log(rule_id)
 
     def _on_abort_requested(self, rule_id: str) -> None:
         address = self.address

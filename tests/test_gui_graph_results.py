@@ -191,3 +191,18 @@ def test_tiff_bytes_round_trip_helper():
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, np.ones((3, 4), np.uint16))
     assert tifffile.imread(io.BytesIO(buffer.getvalue())).shape == (3, 4)
+
+
+def test_new_outputs_clear_a_preview_of_the_old_ones(qtbot, results_view):
+    with qtbot.waitSignal(results_view.previewShown, timeout=10000):
+        results_view.show_error_log("000003-abc")
+    old = [ResultOutput("blobs", "PYME-CLUSTER://testcluster/analysis/blobs.csv")]
+    results_view.set_outputs(old)
+    assert results_view.pages.currentWidget() is results_view.message
+    assert results_view.caption.text() == "Pick an output to preview it."
+    with qtbot.waitSignal(results_view.previewShown, timeout=10000):
+        results_view.outputs.setCurrentItem(results_view.outputs.topLevelItem(0))
+    results_view.set_outputs(list(old))   # the same list again: the preview stays
+    assert results_view.pages.currentWidget() is results_view.table_view
+    results_view.set_outputs([])
+    assert results_view.caption.text() == "This chain writes no files."

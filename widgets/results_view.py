@@ -286,8 +286,15 @@ class ResultsView(QWidget):
 
     # -- public API --------------------------------------------------------------------------
     def set_outputs(self, outputs: list[ResultOutput]) -> None:
-        """List a chain's outputs (replacing the previous list)."""
+        """List a chain's outputs (replacing the previous list and clearing a preview of another
+        chain's output, so what is shown always belongs to what is listed)."""
+        if list(outputs) == self._outputs:
+            return
         self._outputs = list(outputs)
+        self._request_id += 1   # a read still in flight belongs to the old list
+        self.caption.setText("Pick an output to preview it." if outputs
+                             else "This chain writes no files.")
+        self._show_message("")
         self.outputs.clear()
         for output in self._outputs:
             item = QTreeWidgetItem([output.name, output.uri])
