@@ -413,6 +413,7 @@ class MainWindow(QMainWindow):
         """Make ``path`` (cluster path or URI) the series launches and previews use."""
         self._series = path
         self.settings.setValue("series/last", path)
+        self.series_browser.follow_series(path)
         self.chain_editor.set_series(self.series_uri() or None)
         self.series_label.setText(f"Series: <b>{posixpath.basename(path) or '(none)'}</b>")
         self.series_label.setToolTip(self.series_uri() or "Pick a series in the Series panel")

@@ -203,6 +203,10 @@ def test_simulated_acquisition_runs_the_default_chain_to_the_end(qtbot, make_win
             window.simulate("sim/live_01", 100, 200.0)
         first = blocker.args[1]
         assert window.series_uri().endswith("sim/live_01.pcs")
+        # The series browser follows, once its listing has the new series.
+        qtbot.waitUntil(lambda: window.series_browser.selected_series() == "sim/live_01.pcs",
+                        timeout=10000)
+        assert window.series_browser.tree.currentIndex().data() == "live_01.pcs"
 
         def all_finished() -> bool:
             ids = window.rule_model.rule_ids()

@@ -239,6 +239,13 @@ class SeriesBrowser(QWidget):
     def selected_series(self) -> str:
         return self._selected
 
+    def follow_series(self, path: str) -> None:
+        """Show ``path`` as the selected series, now if it is listed, else once a listing has it
+        (a simulated series appears a moment after it starts spooling)."""
+        if path and path != self._selected:
+            self._selected = path
+            self.select_series(path)
+
     def select_series(self, path: str) -> bool:
         """Select the row of ``path`` if it is listed."""
         item = self._find(path)
