@@ -98,7 +98,7 @@ class EmbeddedCluster(QObject):
         workers = default_worker_count() if self.workers is None else self.workers
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            cluster = start_local_cluster(self.root, workers=workers)
+            cluster = start_local_cluster(self.root, workers=workers, register=True)
         except (OSError, RuntimeError, ValueError) as exc:
             logger.error("embedded cluster did not start: %s", exc)
             self.failed.emit(f"the embedded cluster did not start: {exc}")
