@@ -251,6 +251,7 @@ class MetadataModel(QStandardItemModel):
         parent = self._group_item(group) if name else self.invisibleRootItem()
         spec = SCHEMA.get(key) or spec_for(key, value)
         name_item = self._readonly(name or key)
+        name_item.setToolTip(key)
         name_item.setData(key, self.KeyRole)
         value_item = QStandardItem(format_value(value))
         value_item.setData(key, self.KeyRole)
@@ -345,11 +346,14 @@ class MetadataPanel(QWidget):
         self.tree.setModel(self.model)
         self.tree.setAlternatingRowColors(True)
         self.tree.setUniformRowHeights(True)
+        self.tree.setIndentation(12)
         header = self.tree.header()
         header.setStretchLastSection(False)
-        for column, mode in enumerate((QHeaderView.ResizeToContents, QHeaderView.Stretch,
+        # the value is what gets edited: it takes the room; long keys elide (full key in tooltip)
+        for column, mode in enumerate((QHeaderView.Interactive, QHeaderView.Stretch,
                                        QHeaderView.ResizeToContents, QHeaderView.ResizeToContents)):
             header.setSectionResizeMode(column, mode)
+        header.resizeSection(0, self.fontMetrics().horizontalAdvance("ElectronsPerCount") + 36)
         self.status_label = QLabel("No series loaded")
         self.status_label.setWordWrap(True)
         self.load_button = QPushButton("Load…")
