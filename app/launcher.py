@@ -13,12 +13,13 @@ import posixpath
 import time
 from dataclasses import dataclass, field
 
-from PyQt5.QtCore import QObject, QRunnable, QThreadPool, pyqtSignal
+from PyQt5.QtCore import QObject, QThreadPool, pyqtSignal
 
 from rules.connection import Cluster
 from rules.errors import ClusterError, ClusterUnreachable, RequestRefused
 from rules.patterns import PatternError
 from rules.uris import parse_cluster_uri
+from widgets.background import BackgroundCall, CallSignals
 from widgets.rule_table import RuleLabel
 
 logger = logging.getLogger(__name__)
@@ -67,29 +68,20 @@ def describe_error(exc: BaseException) -> str:
     return f"The chain is not valid: {exc}"
 
 
-class _Signals(QObject):
-    succeeded = pyqtSignal(object, object, object)   # request, rule, cluster
-    failed = pyqtSignal(object, str)                 # request, message
+def push_first_rule(request: LaunchRequest) -> tuple:
+    """Push ``request``'s first rule; returns ``(request, rule, cluster)``.
 
-
-class _PushTask(QRunnable):
-    def __init__(self, request: LaunchRequest, signals: _Signals):
-        super().__init__()
-        self._request, self._signals = request, signals
-
-    def run(self) -> None:
-        request = self._request
-        cluster = request.address.connect()
-        try:
-            context = launch_context(request.series_uri, request.extra_context)
-            rule = request.factories[0].get_rule(context)
-            rule.push(cluster)
-        except (ClusterError, PatternError, ValueError, TypeError, KeyError, OSError) as exc:
-            logger.info("launch %d failed: %r", request.number, exc)
-            cluster.close()
-            self._signals.failed.emit(request, describe_error(exc))
-            return
-        self._signals.succeeded.emit(request, rule, cluster)
+    Runs on a pool thread. On failure the cluster connection is closed and the error raised.
+    """
+    cluster = request.address.connect()
+    try:
+        context = launch_context(request.series_uri, request.extra_context)
+        rule = request.factories[0].get_rule(context)
+        rule.push(cluster)
+    except BaseException:
+        cluster.close()
+        raise
+    return request, rule, cluster
 
 
 def launch_context(series_uri: str, extra: dict | None = None) -> dict:
@@ -130,8 +122,8 @@ class Launcher(QObject):
         self._rules: list = []
         self._clusters: list[Cluster] = []
         self._pending = 0
-        self._signals = _Signals(self)
-        self._signals.succeeded.connect(self._on_succeeded)
+        self._signals = CallSignals(self)
+        self._signals.done.connect(self._on_succeeded)
         self._signals.failed.connect(self._on_failed)
 
     @property
@@ -158,7 +150,9 @@ class Launcher(QObject):
         request = LaunchRequest(next(self._numbers), list(factories), series_uri,
                                 list(step_names), address, dict(extra_context or {}))
         self._pending += 1
-        self._pool.start(_PushTask(request, self._signals))
+        self._pool.start(BackgroundCall(f"launch {request.number}",
+                                        lambda: push_first_rule(request), self._signals,
+                                        describe=describe_error))
         return request.number
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
@@ -171,7 +165,8 @@ class Launcher(QObject):
         self._rules, self._clusters = [], []
         return done
 
-    def _on_succeeded(self, request: LaunchRequest, rule, cluster: Cluster) -> None:
+    def _on_succeeded(self, _tag: str, pushed: tuple) -> None:
+        request, rule, cluster = pushed
         self._pending -= 1
         self._rules.append(rule)
         self._clusters.append(cluster)
@@ -183,6 +178,6 @@ class Launcher(QObject):
         self.labelsChanged.emit(self.labels)
         self.launched.emit(launch, rule.rule_id)
 
-    def _on_failed(self, request: LaunchRequest, message: str) -> None:
+    def _on_failed(self, _tag: str, message: str) -> None:
         self._pending -= 1
         self.launchFailed.emit(message)

@@ -12,8 +12,7 @@ import platform
 import posixpath
 from pathlib import Path
 
-from PyQt5.QtCore import QT_VERSION_STR, PYQT_VERSION_STR, QRunnable, QThreadPool, Qt, QObject, \
-    pyqtSignal
+from PyQt5.QtCore import QT_VERSION_STR, PYQT_VERSION_STR, QThreadPool, Qt
 from PyQt5.QtGui import QIcon, QKeySequence
 from PyQt5.QtWidgets import (QAction, QLabel, QMainWindow, QMessageBox, QSplitter,
                              QTabWidget, QToolBar, QVBoxLayout, QWidget)
@@ -24,6 +23,7 @@ from rules.dataserver_client import DataClient
 from rules.errors import ClusterError
 from rules.presets import PresetError, load_preset, save_preset
 from rules.uris import make_cluster_uri
+from widgets.background import BackgroundCall, CallSignals
 from widgets.chain_editor import ChainEditor
 from widgets.chain_model import (LOCALISATION, ChainModel, ChainStep, expected_outputs,
                                  from_factories, to_factories)
@@ -87,26 +87,6 @@ class _CurrentDataClient:
             self._client = None
 
 
-class _Signals(QObject):
-    done = pyqtSignal(str, object)
-    failed = pyqtSignal(str, str)
-
-
-class _Call(QRunnable):
-    def __init__(self, what: str, function, signals: _Signals):
-        super().__init__()
-        self._what, self._function, self._signals = what, function, signals
-
-    def run(self) -> None:
-        try:
-            result = self._function()
-        except Exception as exc:  # noqa: BLE001 - shown to the user, never raised on a pool thread
-            logger.info("%s failed: %s", self._what, exc)
-            self._signals.failed.emit(self._what, str(exc))
-            return
-        self._signals.done.emit(self._what, result)
-
-
 class MainWindow(QMainWindow):
     """The window. ``set_cluster(address)`` points it at a cluster (and may be called again).
 
@@ -135,7 +115,7 @@ class MainWindow(QMainWindow):
         self._simulator_available = False
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(2)
-        self._signals = _Signals(self)
+        self._signals = CallSignals(self)
         self._signals.done.connect(self._on_call_done)
         self._signals.failed.connect(self._on_call_failed)
         self.setWindowTitle("Spoolside")
@@ -588,7 +568,7 @@ class MainWindow(QMainWindow):
             with RuleServerClient(address.ruleserver) as client:
                 client.inactivate_rule(rule_id)
             return rule_id
-        self._pool.start(_Call("abort", abort, self._signals))
+        self._pool.start(BackgroundCall("abort", abort, self._signals))
 
     # -- simulation -----------------------------------------------------------------------------
     def _set_simulate_available(self) -> None:
@@ -622,7 +602,7 @@ class MainWindow(QMainWindow):
                 data.close()
                 raise
         self.statusBar().showMessage(f"Starting simulated acquisition {name}…")
-        self._pool.start(_Call("simulate", start, self._signals))
+        self._pool.start(BackgroundCall("simulate", start, self._signals))
 
     def _on_call_done(self, what: str, result) -> None:
         if what == "simulate":

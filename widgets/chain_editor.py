@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from PyQt5.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, pyqtSignal
+from PyQt5.QtCore import Qt, QThreadPool, QTimer, pyqtSignal
 from PyQt5.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QListView, QPushButton,
                              QSplitter, QStackedWidget, QVBoxLayout, QWidget)
 
+from widgets.background import BackgroundCall, CallSignals
 from widgets.chain_model import (LOCALISATION, ChainModel, ChainStep, StepProblem, chain_problems,
                                  preview_context)
 from widgets.step_editors import (LocalisationStepEditor, RecipeStepEditor, bundled_recipes,
@@ -22,28 +23,6 @@ logger = logging.getLogger(__name__)
 
 VALIDATION_DELAY_MS = 300
 __all__ = ["ChainEditor", "bundled_recipes"]
-
-
-class _Signals(QObject):
-    done = pyqtSignal(str, object)     # what, result
-    failed = pyqtSignal(str, str)      # what, message
-
-
-class _Call(QRunnable):
-    """Run ``function()`` on a pool thread and report through ``signals`` under ``what``."""
-
-    def __init__(self, what: str, function, signals: _Signals):
-        super().__init__()
-        self._what, self._function, self._signals = what, function, signals
-
-    def run(self) -> None:
-        try:
-            result = self._function()
-        except Exception as exc:  # noqa: BLE001 - reported in the editor, never raised on a pool thread
-            logger.info("%s failed: %s", self._what, exc)
-            self._signals.failed.emit(self._what, str(exc))
-            return
-        self._signals.done.emit(self._what, result)
 
 
 class ChainEditor(QWidget):
@@ -70,7 +49,7 @@ class ChainEditor(QWidget):
         self._recipe_texts: dict[str, str] = {}
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(2)
-        self._signals = _Signals(self)
+        self._signals = CallSignals(self)
         self._signals.done.connect(self._on_call_done)
         self._signals.failed.connect(self._on_call_failed)
 
@@ -165,7 +144,7 @@ class ChainEditor(QWidget):
     def set_recipe_source(self, list_recipes, fetch_recipe) -> None:
         """Functions run off the GUI thread: ``list_recipes()`` → URIs, ``fetch_recipe(uri)`` → text."""
         self._fetch_recipe = fetch_recipe
-        self._pool.start(_Call("list", list_recipes, self._signals))
+        self._pool.start(BackgroundCall("list", list_recipes, self._signals))
 
     def stop(self, timeout_ms: int = 10000) -> bool:
         """Wait for cluster recipe listings and fetches in progress."""
@@ -301,7 +280,7 @@ class ChainEditor(QWidget):
         if self._fetch_recipe is not None and uri not in self._recipe_texts:
             fetch = self._fetch_recipe
             self._pool.start(
-                _Call("fetch:" + uri, lambda: fetch(uri), self._signals))
+                BackgroundCall("fetch:" + uri, lambda: fetch(uri), self._signals))
 
     def _on_call_done(self, what: str, result) -> None:
         if what == "list":

@@ -15,10 +15,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from PyQt5.QtCore import QObject, QRunnable, Qt, QThreadPool, pyqtSignal
+from PyQt5.QtCore import Qt, QThreadPool, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
 from PyQt5.QtWidgets import (QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
                              QTreeView, QVBoxLayout, QWidget)
+
+from widgets.background import BackgroundCall, CallSignals
 
 logger = logging.getLogger(__name__)
 
@@ -293,26 +295,6 @@ class MetadataModel(QStandardItemModel):
         self.problemsChanged.emit(self.problems())
 
 
-class _Signals(QObject):
-    loaded = pyqtSignal(int, object)   # request number, dict
-    failed = pyqtSignal(int, str)
-
-
-class _LoadTask(QRunnable):
-    def __init__(self, number: int, read, signals: _Signals):
-        super().__init__()
-        self._number, self._read, self._signals = number, read, signals
-
-    def run(self) -> None:
-        try:
-            metadata = self._read()
-        except Exception as exc:  # noqa: BLE001 - reported to the user, never raised on a pool thread
-            logger.info("metadata load failed: %s", exc)
-            self._signals.failed.emit(self._number, str(exc))
-            return
-        self._signals.loaded.emit(self._number, metadata)
-
-
 def read_metadata_file(path: str) -> dict:
     """Flat metadata from a PYME ``metadata.json`` file."""
     with open(path, encoding="utf-8") as handle:
@@ -339,8 +321,8 @@ class MetadataPanel(QWidget):
         self._request = 0
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)
-        self._signals = _Signals(self)
-        self._signals.loaded.connect(self._on_loaded)
+        self._signals = CallSignals(self)
+        self._signals.done.connect(self._on_loaded)
         self._signals.failed.connect(self._on_failed)
         self.tree = QTreeView()
         self.tree.setModel(self.model)
@@ -379,7 +361,7 @@ class MetadataPanel(QWidget):
         self._request += 1
         self.status_label.setText(f"Loading metadata of {description}…")
         self._description = description
-        self._pool.start(_LoadTask(self._request, read, self._signals))
+        self._pool.start(BackgroundCall(self._load_tag(), read, self._signals))
 
     def stop(self, timeout_ms: int = 10000) -> bool:
         """Wait for a load in progress (its result is then ignored); True when none is left."""
@@ -411,16 +393,19 @@ class MetadataPanel(QWidget):
         finally:
             partial.unlink(missing_ok=True)
 
-    def _on_loaded(self, number: int, metadata) -> None:
-        if number != self._request:
+    def _load_tag(self) -> str:
+        return f"metadata load {self._request}"
+
+    def _on_loaded(self, tag: str, metadata) -> None:
+        if tag != self._load_tag():
             return
         analysis = {k: v for k, v in self.model.metadata().items() if k.startswith("Analysis.")}
         self.model.set_metadata({**metadata, **analysis})
         self.tree.expandAll()
         self.status_label.setText(f"Metadata of {self._description}")
 
-    def _on_failed(self, number: int, message: str) -> None:
-        if number == self._request:
+    def _on_failed(self, tag: str, message: str) -> None:
+        if tag == self._load_tag():
             self.status_label.setText(f"Could not load metadata: {message}")
 
     def _on_problems_changed(self, problems: list) -> None:

@@ -11,11 +11,13 @@ import logging
 import posixpath
 from dataclasses import dataclass
 
-from PyQt5.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, pyqtSignal
+from PyQt5.QtCore import Qt, QThreadPool, QTimer, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
 from PyQt5.QtWidgets import (QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
                              QHeaderView, QLabel, QLineEdit, QPushButton, QSpinBox, QTreeView,
                              QVBoxLayout, QWidget)
+
+from widgets.background import BackgroundCall, CallSignals
 
 logger = logging.getLogger(__name__)
 
@@ -58,25 +60,10 @@ def walk_series(list_directory, root: str = "", depth: int = MAX_DEPTH) -> list[
     return entries
 
 
-class _Signals(QObject):
-    listed = pyqtSignal(object)   # list[SeriesEntry]
-    failed = pyqtSignal(str)
-
-
-class _ListTask(QRunnable):
-    def __init__(self, make_lister, signals: _Signals):
-        super().__init__()
-        self._make_lister, self._signals = make_lister, signals
-
-    def run(self) -> None:
-        try:
-            with self._make_lister() as client:
-                entries = walk_series(lambda p: client.listdirectory(p, fresh=True))
-        except Exception as exc:  # noqa: BLE001 - shown in the browser, never raised on a pool thread
-            logger.info("series listing failed: %s", exc)
-            self._signals.failed.emit(str(exc))
-            return
-        self._signals.listed.emit(entries)
+def list_series(make_lister) -> list[SeriesEntry]:
+    """:func:`walk_series` over a fresh listing from a ``make_lister()`` client (closed after)."""
+    with make_lister() as client:
+        return walk_series(lambda p: client.listdirectory(p, fresh=True))
 
 
 def check_series_name(name: str) -> str:
@@ -179,8 +166,8 @@ class SeriesBrowser(QWidget):
         self._selected = ""
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)
-        self._signals = _Signals(self)
-        self._signals.listed.connect(self._on_listed)
+        self._signals = CallSignals(self)
+        self._signals.done.connect(self._on_listed)
         self._signals.failed.connect(self._on_failed)
         self.model = QStandardItemModel(self)
         self.model.setHorizontalHeaderLabels(["Series", "Status"])
@@ -231,7 +218,9 @@ class SeriesBrowser(QWidget):
         if self._make_lister is None or self._busy:
             return
         self._busy = True
-        self._pool.start(_ListTask(self._make_lister, self._signals))
+        make_lister = self._make_lister
+        self._pool.start(BackgroundCall("series listing", lambda: list_series(make_lister),
+                                        self._signals))
 
     def entries(self) -> list[SeriesEntry]:
         return list(self._entries)
@@ -271,7 +260,7 @@ class SeriesBrowser(QWidget):
                 pending.append(item)
         return None
 
-    def _on_listed(self, entries: list) -> None:
+    def _on_listed(self, _tag: str, entries: list) -> None:
         self._busy = False
         self.status_label.setText(f"{sum(e.is_series for e in entries)} series")
         if entries == self._entries:
@@ -315,7 +304,7 @@ class SeriesBrowser(QWidget):
                 pending.append(item)
         return result
 
-    def _on_failed(self, message: str) -> None:
+    def _on_failed(self, _tag: str, message: str) -> None:
         self._busy = False
         self.status_label.setText(f"Cannot list series: {message}")
 
