@@ -1,5 +1,5 @@
-"""Helpers the engine and cluster tests share: polling with a deadline, and a simulated worker
-that bids for and hands in tasks over real HTTP, as a PYME node server does."""
+"""Helpers the tests share: polling with a deadline, a simulated worker that bids for and hands in
+tasks over real HTTP, as a PYME node server does, and a PYME-written chain preset."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,16 @@ COMPLETE, FAILED = 3, 4
 SERIES = "PYME-CLUSTER://testcluster/pyme/series.pcs"
 ANALYSIS = {"Analysis.DetectionThreshold": 2.5, "Analysis.FitModule": "LatGaussFitFR",
             "Camera.EMGain": 200}
+# A chain preset as PYME writes it (``[[FactoryClass, kwargs], ...]`` YAML).
+PYME_PRESET = """\
+- - SpoolLocalLocalizationRuleFactory
+  - analysisMetadata:
+      Analysis.BGRange: [-30, 0]
+      Analysis.DetectionThreshold: 1.0
+      Analysis.FitModule: LatGaussFitFR
+- - RecipeRuleFactory
+  - recipe: "- localisations.AddPipelineDerivedVars:\\n    inputFitResults: FitResults\\n"
+"""
 
 
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition", interval: float = 0.02):

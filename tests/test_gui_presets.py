@@ -9,15 +9,7 @@ from widgets.chain_editor import ChainEditor
 from widgets.chain_model import LOCALISATION, RECIPE, ChainModel, from_factories
 from widgets.presets_menu import PresetsMenu, PresetStore
 
-PYME_PRESET = """\
-- - SpoolLocalLocalizationRuleFactory
-  - analysisMetadata:
-      Analysis.BGRange: [-30, 0]
-      Analysis.DetectionThreshold: 1.0
-      Analysis.FitModule: LatGaussFitFR
-- - RecipeRuleFactory
-  - recipe: "- localisations.AddPipelineDerivedVars:\\n    inputFitResults: FitResults\\n"
-"""
+from helpers import PYME_PRESET
 
 
 @pytest.fixture

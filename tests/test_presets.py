@@ -5,19 +5,10 @@ import pytest
 import yaml
 
 import rules
+from helpers import PYME_PRESET
 from rules.presets import PresetError, import_pyme_presets, load_preset, save_preset
 
 RECIPE = '- localisations.AddPipelineDerivedVars:\n    inputFitResults: FitResults\n    note: "a \\\\ b"\n'
-
-PYME_PRESET = """\
-- - SpoolLocalLocalizationRuleFactory
-  - analysisMetadata:
-      Analysis.BGRange: [-30, 0]
-      Analysis.DetectionThreshold: 1.0
-      Analysis.FitModule: LatGaussFitFR
-- - RecipeRuleFactory
-  - recipe: "- localisations.AddPipelineDerivedVars:\\n    inputFitResults: FitResults\\n"
-"""
 
 
 def chain():
