@@ -249,16 +249,18 @@ class SeriesBrowser(QWidget):
         return self._pool.waitForDone(timeout_ms)
 
     # -- internals ------------------------------------------------------------------------------
-    def _find(self, path: str):
+    def _items(self):
+        """Every first-column item of the tree, depth first."""
         pending = [self.model.invisibleRootItem()]
         while pending:
             parent = pending.pop()
             for row in range(parent.rowCount()):
                 item = parent.child(row, 0)
-                if item.data(self.PathRole) == path:
-                    return item
+                yield item
                 pending.append(item)
-        return None
+
+    def _find(self, path: str):
+        return next((item for item in self._items() if item.data(self.PathRole) == path), None)
 
     def _on_listed(self, _tag: str, entries: list) -> None:
         self._busy = False
@@ -293,16 +295,7 @@ class SeriesBrowser(QWidget):
             self.seriesSelected.emit("")
 
     def _expanded_indexes(self):
-        result = []
-        pending = [self.model.invisibleRootItem()]
-        while pending:
-            parent = pending.pop()
-            for row in range(parent.rowCount()):
-                item = parent.child(row, 0)
-                if self.tree.isExpanded(item.index()):
-                    result.append(item.index())
-                pending.append(item)
-        return result
+        return [item.index() for item in self._items() if self.tree.isExpanded(item.index())]
 
     def _on_failed(self, _tag: str, message: str) -> None:
         self._busy = False
