@@ -3,6 +3,8 @@ tasks over real HTTP, as a PYME node server does, and a PYME-written chain prese
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import requests
@@ -33,6 +35,13 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition", interval
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def run_fresh_python(code: str) -> None:
+    """Run ``code`` in a new interpreter; it must print ``ok`` (checks what importing does)."""
+    out = subprocess.run([sys.executable, "-c", code + "\nprint('ok')\n"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
 
 
 def adverts(url: str) -> list[dict]:

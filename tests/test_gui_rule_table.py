@@ -30,6 +30,17 @@ def _cell(model, row: int, key: str, role=Qt.DisplayRole):
     return model.index(row, _column(model, key)).data(role)
 
 
+def _shown_view(qtbot, width=None, height=None):
+    """A rule table view over a fresh model, shown (at ``width`` × ``height`` when given)."""
+    model = RuleTableModel()
+    view = RuleTableView(model, confirm_abort=False)
+    qtbot.addWidget(view)
+    if width:
+        view.resize(width, height)
+    view.show()
+    return model, view
+
+
 def test_model_passes_qt_checks(qtmodeltester):
     model = RuleTableModel()
     ids = _ids(3)
@@ -141,11 +152,7 @@ def test_labels_arriving_late_regroup_rows_and_keep_selection(qtbot):
 
 
 def test_view_selection_survives_updates_and_abort_emits_rule_id(qtbot):
-    model = RuleTableModel()
-    view = RuleTableView(model, confirm_abort=False)
-    qtbot.addWidget(view)
-    view.resize(900, 300)
-    view.show()
+    model, view = _shown_view(qtbot, 900, 300)
     ids = _ids(10)
     model.set_statuses([_status(i) for i in ids])
     with qtbot.waitSignal(view.selectionChangedTo) as blocker:
@@ -166,10 +173,7 @@ def test_view_selection_survives_updates_and_abort_emits_rule_id(qtbot):
 
 
 def test_unreachable_banner_and_recovery(qtbot):
-    model = RuleTableModel()
-    view = RuleTableView(model, confirm_abort=False)
-    qtbot.addWidget(view)
-    view.show()
+    model, view = _shown_view(qtbot)
     model.set_statuses([_status(_ids(1)[0])])
     view.set_reachable(False, "connection refused")
     assert view.banner.isVisible() and "connection refused" in view.banner.text()
@@ -198,11 +202,7 @@ class _PaintRegions(QObject):
 
 
 def test_view_repaints_only_the_changed_row(qtbot):
-    model = RuleTableModel()
-    view = RuleTableView(model, confirm_abort=False)
-    qtbot.addWidget(view)
-    view.resize(900, 400)
-    view.show()
+    model, view = _shown_view(qtbot, 900, 400)
     qtbot.waitExposed(view)
     ids = _ids(200)
     statuses = [_status(i) for i in ids]
@@ -222,11 +222,7 @@ def test_view_repaints_only_the_changed_row(qtbot):
 
 
 def test_every_header_has_a_tooltip_and_columns_fit_by_default(qtbot):
-    model = RuleTableModel()
-    view = RuleTableView(model, confirm_abort=False)
-    qtbot.addWidget(view)
-    view.resize(820, 300)
-    view.show()
+    model, view = _shown_view(qtbot, 820, 300)
     header = view.table.horizontalHeader()
     for column, (key, _label) in enumerate(model.COLUMNS):
         assert model.headerData(column, Qt.Horizontal, Qt.ToolTipRole), key

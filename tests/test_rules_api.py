@@ -4,8 +4,6 @@ from __future__ import annotations
 import http.server
 import json
 import socket
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -16,8 +14,8 @@ from cluster.http_base import free_port
 from rules import errors
 from rules.patterns import PatternError
 
-from helpers import (ANALYSIS, COMPLETE, FAILED, SERIES, advert_for, followon, queue_info, wait_for,
-                     work)
+from helpers import (ANALYSIS, COMPLETE, FAILED, SERIES, advert_for, followon, queue_info,
+                     run_fresh_python, wait_for, work)
 
 
 def template_of(url: str, rule_id: str) -> dict:
@@ -60,9 +58,8 @@ def test_import_does_no_work():
             "import rules, rules.cli, rules.presets, rules.spooler\n"
             "assert threading.active_count() == n\n"
             "import sys\nassert 'IPython' not in sys.modules and 'PyQt5' not in sys.modules\n"
-            "print('ok')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "ok", out.stderr
+            )
+    run_fresh_python(code)
 
 
 def test_three_step_chain_is_the_nested_rule_pyme_sends(cluster, rule_server, data_root):

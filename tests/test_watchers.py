@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -13,7 +11,7 @@ import requests
 import rules
 from rules.ruleserver_client import RuleServerClient, make_session
 from rules.watchers import RuleStatus, fetch_statuses
-from helpers import FAILED, SERIES, followon, wait_for, work
+from helpers import FAILED, SERIES, followon, run_fresh_python, wait_for, work
 
 INFO = {"tasksPosted": 10, "tasksRunning": 2, "tasksCompleted": 5, "tasksFailed": 1,
         "averageExecutionCost": 0.01, "active": True, "tasksTimedOut": 3,
@@ -142,9 +140,8 @@ def test_group_watcher_display_needs_ipython():
             "w = rules.watchers.RuleGroupWatcher(autostart=False)\n"
             "try:\n    import IPython\n    has = True\nexcept ImportError:\n    has = False\n"
             "if not has:\n    assert w.register() is False\n"
-            "print('ok')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "ok", out.stderr
+            )
+    run_fresh_python(code)
 
 
 def test_watch_by_rule_id_on_given_server(cluster, rule_server):
