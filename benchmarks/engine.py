@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.support import pct, serve_until_stdin_closes, servers_in_child  # noqa: E402
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pyme" / "series.pcs"
+FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "pyme" / "series.pcs"
 SERVERFILTER = "bench"
 
 

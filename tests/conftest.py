@@ -16,14 +16,14 @@ def _private_name_service(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PYME_NAMESERVICE_DIR", str(tmp_path_factory.mktemp("nameservice")))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PYME_FIXTURES = REPO.parent / "shared" / "fixtures" / "pyme"
+#: Files written by PYME itself, copied byte for byte from ``../shared/fixtures/pyme`` (its README
+#: describes them) so that the suite stands on its own in a clone.
+PYME_FIXTURES = REPO / "tests" / "fixtures" / "pyme"
 
 
 @pytest.fixture(scope="session")
 def pyme_fixtures() -> pathlib.Path:
-    """``shared/fixtures/pyme``: a series and a results file written by PYME itself."""
-    if not PYME_FIXTURES.is_dir():
-        raise RuntimeError(f"PYME fixtures not found at {PYME_FIXTURES}")
+    """``tests/fixtures/pyme``: series, PZF codec cases and a results file written by PYME itself."""
     return PYME_FIXTURES
 
 
