@@ -6,23 +6,35 @@ Starts the embedded cluster (default worker count: cores − 1), then
 2. spools a live series at a fixed frame rate while a ``SpoolLocalLocalizationRule`` follows it,
    and reports how far analysis lags behind acquisition when spooling ends.
 
+Exits non-zero when a target is missed: the complete series gives localisations, and live
+analysis finishes within ``LIVE_LAG_TARGET_S`` of the last frame.
+
 Run: ``.venv/bin/python benchmarks/embedded_cluster.py [--frames 2000] [--fps 200]``.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 from cluster.local import default_worker_count, start_local_cluster
 from cluster.simulator import SimulatedAcquisition
 from rules import Cluster, LocalisationRuleFactory, SpoolLocalLocalizationRuleFactory
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.support import verdict  # noqa: E402
+
+#: Live analysis must finish this soon after the last frame (it keeps up with the camera).
+LIVE_LAG_TARGET_S = 5.0
+
 ANALYSIS = {"Analysis.FitModule": "LatGaussFitFR", "Analysis.DetectionThreshold": 1.0,
             "Analysis.BGRange": [-10, 0], "Analysis.StartAt": 10}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=2000)
     parser.add_argument("--fps", type=float, default=200.0, help="live acquisition frame rate")
@@ -63,7 +75,10 @@ def main() -> None:
         print(f"live at {args.fps:g} frames/s: acquisition took {spooled_s:.1f} s "
               f"({live.get_n_frames() / spooled_s:,.0f} frames/s achieved); "
               f"analysis finished {lag_s:.2f} s after the last frame")
+    return verdict([("complete series gives localisations", n > 0),
+                    (f"live analysis done <= {LIVE_LAG_TARGET_S:g} s after the last frame",
+                     lag_s <= LIVE_LAG_TARGET_S)])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.support import pct, serve_until_stdin_closes, servers_in_child  # noqa: E402
+from benchmarks.support import (pct, serve_until_stdin_closes, servers_in_child,  # noqa: E402
+                                verdict)
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "pyme" / "series.pcs"
 SERVERFILTER = "bench"
@@ -147,7 +148,7 @@ def bench_group_watcher(cluster, n_rules: int, cycles: int) -> dict:
             "p95": pct(times, 95), "create_s": create}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pushes", type=int, default=100)
     parser.add_argument("--fps", type=float, default=1000.0)
@@ -169,7 +170,10 @@ def main() -> None:
             r = bench_chain_push(cluster, args.pushes)
             print(f"get_rule+push, 3-step chain ({r['n']} pushes): p50 {ms(r['p50'])}, "
                   f"p95 {ms(r['p95'])}, max {ms(r['max'])}")
+            checks = []
             r = bench_live_release(cluster, args.fps, args.seconds)
+            checks.append(("live release: frame -> task available p95 <= 100 ms",
+                           r["p95"] <= 0.100))
             print(f"live release at {r['fps']:.0f} frames/s ({r['frames']} frames, {r['batches']} release "
                   f"calls, {r['posted']} posted): frame → task available p50 {ms(r['p50'])}, "
                   f"p95 {ms(r['p95'])}, max {ms(r['max'])}")
@@ -177,13 +181,15 @@ def main() -> None:
             print(f"RuleGroupWatcher over {r['rules']} rules: {r['requests_per_cycle']} request(s) per "
                   f"cycle, cycle p50 {ms(r['p50'])}, p95 {ms(r['p95'])} (creating them: "
                   f"{r['create_s']:.1f} s)")
+            checks.append(("RuleGroupWatcher: 1 request per cycle", r["requests_per_cycle"] == 1))
             cluster.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    return verdict(checks)
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve":
         serve(sys.argv[2])
     else:
-        main()
+        sys.exit(main())

@@ -16,11 +16,15 @@ import os
 import random
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from PyQt5.QtCore import QEvent, QObject
 from PyQt5.QtWidgets import QApplication
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.support import verdict  # noqa: E402
 from rules.watchers import RuleStatus
 from widgets.progress_graph import ProgressGraph
 from widgets.rule_table import RuleLabel, RuleTableModel, RuleTableView
@@ -134,6 +138,7 @@ def main(argv=None) -> int:
     parser.add_argument("--change", type=float, default=0.05, help="fraction of rules changing per update")
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    checks = []
     for with_graph in (False, True):
         r = run(args.rules, args.updates, args.change, with_graph)
         label = "rule table + progress graph" if with_graph else "rule table"
@@ -141,6 +146,7 @@ def main(argv=None) -> int:
               f"{r['updates']} updates")
         print(f"  GUI-thread time per update: p50 {r['p50_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms, "
               f"max {r['max_ms']:.2f} ms")
+        checks.append((f"{label}: GUI-thread time per update p95 <= 5 ms", r["p95_ms"] <= 5.0))
         print(f"  repaint: {r['paints_per_update']:.2f} paint events and "
               f"{r['rows_repainted_per_update']:.1f} rows per update "
               f"(of {r['visible_rows']:.0f} visible rows)")
@@ -150,7 +156,7 @@ def main(argv=None) -> int:
         if with_graph:
             print(f"  graph history buffers: {r['history_mib']:.1f} MiB (bounded by "
                   f"{r['history_bound_mib']:.0f} MiB: rules x max_points x 20 B)")
-    return 0
+    return verdict(checks)
 
 
 if __name__ == "__main__":

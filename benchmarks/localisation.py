@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                and r["fps"] >= 300)
     print("targets (RMSE <= 1.10 CRLB, recall >= 0.98, false+ <= 1 %, >= 300 frames/s):",
           "met" if ok else "NOT met")
-    return 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.support import pct, serve_until_stdin_closes, servers_in_child  # noqa: E402
+from benchmarks.support import (pct, serve_until_stdin_closes, servers_in_child,  # noqa: E402
+                                verdict)
 
 TEMPLATE = json.dumps({
     "id": "{{ruleID}}~{{taskID}}", "type": "localization",
@@ -239,13 +240,13 @@ def bench_followon(url, n_tasks=50, workers=4):
     return max(delays) * 1e3
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
-        return
+        return 0
     with servers_in_child([__file__, "--serve"], timeout=10) as (url, bare_url):
         floor1, floor4 = bench_floor(bare_url)
         push50, push95 = bench_push(url)
@@ -269,7 +270,12 @@ def main() -> None:
     print(f"{'measure':<{width}}  {'result':<32}  target")
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:<32}  {target}")
+    return verdict([("push latency p50 <= 2 ms", push50 <= 2.0),
+                    ("throughput >= 40,000 tasks/s", tput >= 40_000),
+                    ("live release p95 <= 100 ms, every task handed out",
+                     live95 <= 100.0 and n_live == n_total),
+                    ("follow-on delay <= 500 ms", follow <= 500.0)])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,4 +1,5 @@
-"""What the benchmarks share: servers in a child process (off this process's GIL), percentiles.
+"""What the benchmarks share: servers in a child process (off this process's GIL), percentiles, the
+exit status from targets met or missed.
 
 A benchmark script re-runs itself with a ``--serve`` argument in a child process; the child starts
 its servers and calls :func:`serve_until_stdin_closes`, the parent reads their URLs through
@@ -10,6 +11,17 @@ import contextlib
 import subprocess
 import sys
 from typing import Iterator, Sequence
+
+
+def verdict(checks) -> int:
+    """Print which targets were met and return the exit status: 1 if any ``(name, met)`` of
+    ``checks`` is not met, else 0 (so ``make bench`` fails on a miss)."""
+    missed = [name for name, met in checks if not met]
+    for name, met in checks:
+        print(f"target {'met' if met else 'MISSED'}: {name}")
+    if missed:
+        print(f"{len(missed)} target(s) missed", file=sys.stderr)
+    return 1 if missed else 0
 
 
 def pct(values, q):
