@@ -16,6 +16,8 @@ run: $(STAMP)
 	$(VENV)/bin/spoolside
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check --quiet .
+	$(VENV)/bin/mypy
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
 

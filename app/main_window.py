@@ -12,10 +12,19 @@ import platform
 import posixpath
 from pathlib import Path
 
-from PyQt5.QtCore import QT_VERSION_STR, PYQT_VERSION_STR, QThreadPool, Qt
+from PyQt5.QtCore import PYQT_VERSION_STR, QT_VERSION_STR, Qt, QThreadPool
 from PyQt5.QtGui import QIcon, QKeySequence
-from PyQt5.QtWidgets import (QAction, QLabel, QMainWindow, QMessageBox, QSplitter,
-                             QTabWidget, QToolBar, QVBoxLayout, QWidget)
+from PyQt5.QtWidgets import (
+    QAction,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QTabWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.launcher import ClusterAddress, Launcher
 from app.watcher import StatusWatcher, start_watcher, stop_watcher
@@ -25,8 +34,14 @@ from rules.presets import PresetError, load_preset, save_preset
 from rules.uris import make_cluster_uri
 from widgets.background import BackgroundCall, CallSignals
 from widgets.chain_editor import ChainEditor
-from widgets.chain_model import (LOCALISATION, ChainModel, ChainStep, expected_outputs,
-                                 from_factories, to_factories)
+from widgets.chain_model import (
+    LOCALISATION,
+    ChainModel,
+    ChainStep,
+    expected_outputs,
+    from_factories,
+    to_factories,
+)
 from widgets.metadata_panel import MetadataPanel
 from widgets.presets_menu import PresetsMenu, PresetStore
 from widgets.progress_graph import ProgressGraph

@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cluster.localisation import localise_frames  # noqa: E402
-from cluster.localisation.fitting import fisher_information  # noqa: E402
 from cluster.localisation.camera import CameraModel  # noqa: E402
+from cluster.localisation.fitting import fisher_information  # noqa: E402
 from cluster.localisation.synthetic import SIMULATED_CAMERA, match_to_truth, simulate_frames  # noqa: E402
 
 SETTINGS = [(1000, 50), (1000, 20), (300, 50), (300, 20)]

@@ -112,7 +112,7 @@ def _ensure_file(path: str | os.PathLike) -> None:
 def _shape_of(dtype: np.dtype):
     """Field names, kinds, sizes and sub-array shapes of a dtype, ignoring byte order."""
     if dtype.names is not None:
-        return tuple((name, _shape_of(dtype.fields[name][0])) for name in dtype.names)
+        return tuple((name, _shape_of(dtype[name])) for name in dtype.names)
     if dtype.subdtype is not None:
         base, shape = dtype.subdtype
         return ("subarray", _shape_of(base), shape)

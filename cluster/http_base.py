@@ -36,6 +36,8 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    #: The application object (rule server, data server) that handlers serve.
+    owner: Any = None
 
     def __init__(self, *args, **kwargs):
         self._connections: set[socket.socket] = set()
@@ -67,6 +69,7 @@ class Server(ThreadingHTTPServer):
 
 
 class RequestHandler(BaseHTTPRequestHandler):
+    server: Server
     """Base handler: body reading (with gzip), single-write replies, JSON helpers."""
 
     protocol_version = "HTTP/1.1"
@@ -137,14 +140,13 @@ class ServerThread:
     def __init__(self, handler_class: type[RequestHandler], bind: str = "127.0.0.1",
                  port: int = 0, name: str = "http"):
         self.server = Server((bind, port), handler_class)
-        self.server.owner = self  # handlers reach their application object through this
         self._thread = threading.Thread(target=self.server.serve_forever,
                                         kwargs={"poll_interval": 0.1},
                                         name=f"{name}-{self.port}", daemon=True)
 
     @property
     def host(self) -> str:
-        host = self.server.server_address[0]
+        host = str(self.server.server_address[0])
         return "127.0.0.1" if host in ("", "0.0.0.0") else host
 
     @property

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 from cluster.dataserver import DataServer
 from cluster.ruleserver import RuleServer
@@ -59,13 +60,13 @@ class WorkerPool:
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-        log = subprocess.DEVNULL
+        log: int | BinaryIO = subprocess.DEVNULL
         if self._log_dir is not None:
             self._log_dir.mkdir(parents=True, exist_ok=True)
             log = open(self._log_dir / "workers.log", "ab")  # noqa: SIM115 - owned by the child
         process = subprocess.Popen(self._command, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, env=env)
-        if log is not subprocess.DEVNULL:
+        if not isinstance(log, int):
             log.close()
         logger.info("started worker process %d", process.pid)
         return process
@@ -146,7 +147,8 @@ class LocalCluster:
 
     def _register_names(self) -> None:
         """List both servers in PYME's local name service, so PYME's clients find them too."""
-        entries = [(nameservice.RULESERVER_SERVICE, "PYMERuleServer", self.rule_server),
+        entries: list[tuple[str, str, RuleServer | DataServer]] = [
+                   (nameservice.RULESERVER_SERVICE, "PYMERuleServer", self.rule_server),
                    (nameservice.DATASERVER_SERVICE, f"PYMEDataServer [{self.serverfilter}]",
                     self.data_server)]
         for service_type, prefix, server in entries:

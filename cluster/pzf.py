@@ -28,15 +28,15 @@ HEADER_DTYPE = np.dtype([
     ("DataOffset", "<u4"), ("RESERVED1", "S12"),
 ])
 #: Version 1–2 header: the first 48 bytes of the version-3 layout.
-HEADER_DTYPE_V2 = np.dtype([(name, HEADER_DTYPE.fields[name][0]) for name in HEADER_DTYPE.names
-                            if HEADER_DTYPE.fields[name][1] < 48])
+HEADER_DTYPE_V2 = np.dtype([(name, field[0]) for name, field in (HEADER_DTYPE.fields or {}).items()
+                            if field[1] < 48])
 assert HEADER_DTYPE.itemsize == 64 and HEADER_DTYPE_V2.itemsize == 48
 
 MAGIC = b"BD"
 VERSION = 3
 
 FORMAT_UINT8, FORMAT_UINT16, FORMAT_FLOAT32 = 0, 1, 2
-_DTYPES = {FORMAT_UINT8: np.dtype("u1"), FORMAT_UINT16: np.dtype("<u2"),
+_DTYPES: dict[int, np.dtype] = {FORMAT_UINT8: np.dtype("u1"), FORMAT_UINT16: np.dtype("<u2"),
            FORMAT_FLOAT32: np.dtype("<f4")}
 _FORMATS = {np.dtype("u1"): FORMAT_UINT8, np.dtype("u2"): FORMAT_UINT16,
             np.dtype("f4"): FORMAT_FLOAT32}
@@ -152,7 +152,7 @@ def decode_frame(raw: bytes) -> np.ndarray:
             raise PZFError(f"PZF payload truncated: {len(payload)} bytes, expected {full_size} "
                            f"for {header.width}x{header.height}x{header.depth} {header.dtype}")
         flat = np.frombuffer(payload, header.dtype, count=n)
-    data = flat.reshape(header.shape, order=header.dim_order)
+    data = flat.reshape(header.shape, order="F" if header.dim_order == "F" else "C")
     if header.depth == 1:
         data = data[:, :, 0]
     return np.array(data, dtype=header.dtype.newbyteorder("="), order="C")

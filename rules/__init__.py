@@ -12,8 +12,12 @@ Importing does no work: no network, no threads. Typical use::
 from . import errors
 from .connection import Cluster, default_cluster, set_default_cluster
 from .errors import ClusterError, ClusterUnreachable, ProtocolError, RequestRefused
-from .factories import (LocalisationRuleFactory, RecipeRuleFactory, RuleFactory,
-                        SpoolLocalLocalizationRuleFactory)
+from .factories import (
+                        LocalisationRuleFactory,
+                        RecipeRuleFactory,
+                        RuleFactory,
+                        SpoolLocalLocalizationRuleFactory,
+)
 from .localisation import LocalisationRule, SpoolLocalLocalizationRule, verify_cluster_results_filename
 from .metadata import MetaDataHandler
 from .recipe import RecipeRule

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 import time
+from typing import Any
 
 from .connection import Cluster, default_cluster
 from .errors import ClusterError, ClusterUnreachable
@@ -43,7 +44,8 @@ def launch_context(series_uri: str, first_factory) -> dict:
     uri = series_uri
     parsed_dir = series_dir(uri)
     serverfilter = uri[len("PYME-CLUSTER://"):].split("/", 1)[0] if is_cluster_uri(uri) else ""
-    context = {"seriesName": uri, "output_dir": make_cluster_uri(parsed_dir, serverfilter)}
+    context: dict[str, Any] = {"seriesName": uri,
+                               "output_dir": make_cluster_uri(parsed_dir, serverfilter)}
     kwargs = first_factory.kwargs
     if first_factory.rule_type == "recipe" and not any(
             kwargs.get(k) for k in ("inputs", "input_templates", "input_patterns")):
@@ -168,7 +170,7 @@ def run_launch(args) -> int:
                 print(f"error: {rule.loop_error}", file=sys.stderr)
                 return 1
             return 0
-        ok = watch_chain(cluster, rule.rule_id, len(factories), interval=args.interval,
+        ok = watch_chain(cluster, rule._pushed_id(), len(factories), interval=args.interval,
                          timeout=args.timeout)
         rule.cleanup()
         if rule.loop_error is not None:

@@ -14,8 +14,14 @@ from urllib.parse import quote
 import numpy as np
 import requests
 
-from .errors import (ClusterError, ClusterUnreachable, ProtocolError, check_base_url,
-                     error_from_request_exception, refused_from_response)
+from .errors import (
+    ClusterError,
+    ClusterUnreachable,
+    ProtocolError,
+    check_base_url,
+    error_from_request_exception,
+    refused_from_response,
+)
 from .ruleserver_client import make_session
 from .uris import check_name, cluster_path, make_cluster_uri, parse_cluster_uri
 

@@ -12,8 +12,14 @@ from .rule import NoNewTasks, Rule
 from .series import ClusterSeries
 from .spooler import spooler_events, spooler_metadata
 from .templates import localisation_template, render_template
-from .uris import check_name, cluster_path, is_cluster_uri, make_cluster_uri, parse_cluster_uri, \
-    results_filename_for
+from .uris import (
+    check_name,
+    cluster_path,
+    is_cluster_uri,
+    make_cluster_uri,
+    parse_cluster_uri,
+    results_filename_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +241,7 @@ class LocalisationRule(Rule):
         return {}
 
     def _finish_release(self) -> None:
-        self.cluster.rules.mark_release_complete(self._rule_id)
+        self.cluster.rules.mark_release_complete(self._pushed_id())
         logger.info("rule %s: release complete (%d tasks)", self._rule_id,
                     max(0, self._released_end - self.startAt))
 

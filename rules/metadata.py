@@ -123,7 +123,10 @@ class MetaDataHandler:
         return f"MetaDataHandler({len(self._entries)} entries)"
 
 
-_EM_GAIN_REGISTER_TO_TRUE = {200: 100, 150: 20, 0: 1.0}
+#: What metadata readers accept: a plain mapping of dotted keys or a handler.
+MetadataLike = Mapping[str, Any] | MetaDataHandler
+
+_EM_GAIN_REGISTER_TO_TRUE: dict[float, float] = {200: 100, 150: 20, 0: 1.0}
 
 
 def fix_em_gain(md: MetaDataHandler) -> MetaDataHandler:

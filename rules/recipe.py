@@ -153,7 +153,7 @@ class RecipeRule(Rule):
     def n_tasks(self) -> int:
         """Number of tasks (input sets) this rule runs."""
         self._compute_inputs()
-        return int(self._n_tasks)
+        return int(self._n_tasks or 0)
 
     def _inputs_by_task(self) -> dict | None:
         self._compute_inputs()

@@ -90,6 +90,12 @@ class Rule:
         """The server's ID for this rule, once pushed."""
         return self._rule_id
 
+    def _pushed_id(self) -> str:
+        """The rule ID, for steps that only run after a successful push."""
+        if self._rule_id is None:
+            raise ClusterError("the rule has not been pushed")
+        return self._rule_id
+
     @property
     def cluster(self) -> Cluster:
         """The cluster this rule is (or will be) pushed to."""
@@ -204,7 +210,9 @@ class Rule:
         post_args = dict(self.prepare())
         rule = self.rule
         max_tasks = int(post_args.pop("max_tasks", DEFAULT_MAX_TASKS))
-        rule_id = cluster.rules.add_rule(rule, max_tasks=max_tasks, rule_timeout=RULE_TIMEOUT, **post_args)
+        rule_id = cluster.rules.add_rule(rule, max_tasks=max_tasks, rule_timeout=RULE_TIMEOUT,
+                                         release_start=post_args.get("release_start"),
+                                         release_end=post_args.get("release_end"))
         if not isinstance(rule_id, str) or not rule_id:
             raise ProtocolError(f"rule server gave no rule ID (got {rule_id!r})")
         self._rule_id = rule_id
@@ -221,7 +229,7 @@ class Rule:
             self._finish_release()
             return
         self.last_data_time = time.monotonic()
-        self._thread = threading.Thread(target=self._poll_loop, name=f"rule-{self._rule_id[:6]}",
+        self._thread = threading.Thread(target=self._poll_loop, name=f"rule-{self._pushed_id()[:6]}",
                                         daemon=True)
         self._thread.start()
 
@@ -251,7 +259,7 @@ class Rule:
             return False
         if end <= start:
             return False
-        self.cluster.rules.release_tasks(self._rule_id, start, end)
+        self.cluster.rules.release_tasks(self._pushed_id(), start, end)
         self._released_end = max(self._released_end, end)
         self.last_data_time = self._last_release = time.monotonic()
         logger.debug("rule %s: released tasks [%d, %d)", self._rule_id, start, end)

@@ -8,8 +8,13 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .errors import (ProtocolError, RequestRefused, check_base_url, error_from_request_exception,
-                     refused_from_response)
+from .errors import (
+    ProtocolError,
+    RequestRefused,
+    check_base_url,
+    error_from_request_exception,
+    refused_from_response,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +87,7 @@ class RuleServerClient:
         if (release_start is None) != (release_end is None):
             raise ValueError("give both release_start and release_end, or neither")
         params = {"timeout": _number(rule_timeout), "max_tasks": str(int(max_tasks))}
-        if release_start is not None:
+        if release_start is not None and release_end is not None:
             params["release_start"] = str(int(release_start))
             params["release_end"] = str(int(release_end))
         if rule_id is not None:

@@ -277,7 +277,7 @@ class RuleGroupWatcher(_PollingThread):
                          autostart=autostart)
         self._callbacks: list[Callable[[list[RuleStatus]], None]] = []
         self.latest: dict[str, RuleStatus] = {}
-        self._display = None
+        self._display: Any = None
 
     def watch(self, rule) -> str:
         """Add a pushed rule (or a rule ID) to the group; returns its ID."""

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 
+import helpers
 import numpy as np
 import pytest
 import tifffile
@@ -18,8 +19,6 @@ from cluster.simulator import SampleModel, SimulatedAcquisition
 from resources import resource_path
 from rules import Cluster, LocalisationRuleFactory, RecipeRuleFactory
 from rules.metadata import MetaDataHandler
-
-import helpers
 
 START_AT = 10
 ANALYSIS = {"Analysis.FitModule": "LatGaussFitFR", "Analysis.DetectionThreshold": 1.0,

@@ -10,13 +10,18 @@ import pytest
 
 from cluster.dataserver import DataServer
 from cluster.http_base import free_port
-from rules.connection import (DATASERVER_ENV, RULESERVER_ENV, Cluster, default_cluster,
-                              local_serverfilter, set_default_cluster)
+from rules.connection import (
+    DATASERVER_ENV,
+    RULESERVER_ENV,
+    Cluster,
+    default_cluster,
+    local_serverfilter,
+    set_default_cluster,
+)
 from rules.dataserver_client import DataClient
 from rules.errors import ClusterError, ClusterUnreachable, ProtocolError, RequestRefused
 from rules.ruleserver_client import RuleServerClient
-from rules.uris import (check_name, make_cluster_uri, parse_cluster_uri, results_filename_for,
-                        series_stub)
+from rules.uris import check_name, make_cluster_uri, parse_cluster_uri, results_filename_for, series_stub
 
 SERIES = "pyme/series.pcs"
 

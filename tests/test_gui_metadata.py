@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from widgets.metadata_panel import INVALID_BRUSH, MetadataModel, MetadataPanel, parse_value, SCHEMA
+from widgets.metadata_panel import INVALID_BRUSH, SCHEMA, MetadataModel, MetadataPanel, parse_value
 
 
 def _panel(qtbot) -> MetadataPanel:

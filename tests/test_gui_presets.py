@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import pytest
+from helpers import PYME_PRESET
 
 from resources import resource_path
 from rules.presets import PresetError, load_preset
 from widgets.chain_editor import ChainEditor
 from widgets.chain_model import LOCALISATION, RECIPE, ChainModel, from_factories
 from widgets.presets_menu import PresetsMenu, PresetStore
-
-from helpers import PYME_PRESET
 
 
 @pytest.fixture

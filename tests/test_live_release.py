@@ -6,10 +6,9 @@ import logging
 import shutil
 import threading
 
-import pytest
+from helpers import ANALYSIS, advert_for, queue_info, wait_for, work
 
 import rules
-from helpers import ANALYSIS, advert_for, queue_info, wait_for, work
 
 LIVE = "PYME-CLUSTER://testcluster/live/s1.pcs"
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from helpers import PYME_PRESET
 
 import rules
-from helpers import PYME_PRESET
 from rules.presets import PresetError, import_pyme_presets, load_preset, save_preset
 
 RECIPE = '- localisations.AddPipelineDerivedVars:\n    inputFitResults: FitResults\n    note: "a \\\\ b"\n'

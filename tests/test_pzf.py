@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cluster.pzf import (HEADER_DTYPE, PZFError, decode_frame, encode_frame, read_header)
+from cluster.pzf import HEADER_DTYPE, PZFError, decode_frame, encode_frame, read_header
 
 
 def _fixture_frames(pyme_fixtures):

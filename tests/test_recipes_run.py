@@ -11,8 +11,8 @@ import tables
 import tifffile
 
 from cluster.recipes import RecipeError, run_recipe
-from cluster.recipes.fileio import read_csv, read_results, read_tiff, write_tiff
 from cluster.recipes.datatypes import Image
+from cluster.recipes.fileio import read_csv, read_results, read_tiff, write_tiff
 
 RECIPES = pathlib.Path(__file__).resolve().parents[1] / "resources" / "recipes"
 CENTRES = [(2000.0, 3000.0), (2600.0, 3400.0), (3500.0, 2500.0)]

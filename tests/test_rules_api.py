@@ -8,14 +8,23 @@ import threading
 
 import pytest
 import tables
+from helpers import (
+    ANALYSIS,
+    COMPLETE,
+    FAILED,
+    SERIES,
+    advert_for,
+    followon,
+    queue_info,
+    run_fresh_python,
+    wait_for,
+    work,
+)
 
 import rules
 from cluster.http_base import free_port
 from rules import errors
 from rules.patterns import PatternError
-
-from helpers import (ANALYSIS, COMPLETE, FAILED, SERIES, advert_for, followon, queue_info,
-                     run_fresh_python, wait_for, work)
 
 
 def template_of(url: str, rule_id: str) -> dict:

@@ -9,10 +9,9 @@ import time
 
 import pytest
 import requests
+from helpers import wait_for
 
 from cluster.ruleserver import RuleServer
-
-from helpers import wait_for
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from rules.templates import (TASK_INPUTS, localisation_template, recipe_template,
-                             render_template)
+from rules.templates import TASK_INPUTS, localisation_template, recipe_template, render_template
 
 NASTY_RECIPE = ('- tablefilters.FilterTable:\n'
                 '    inputName: "loc\\"alisations"\n'

@@ -7,11 +7,11 @@ import threading
 
 import pytest
 import requests
+from helpers import FAILED, SERIES, followon, run_fresh_python, wait_for, work
 
 import rules
 from rules.ruleserver_client import RuleServerClient, make_session
 from rules.watchers import RuleStatus, fetch_statuses
-from helpers import FAILED, SERIES, followon, run_fresh_python, wait_for, work
 
 INFO = {"tasksPosted": 10, "tasksRunning": 2, "tasksCompleted": 5, "tasksFailed": 1,
         "averageExecutionCost": 0.01, "active": True, "tasksTimedOut": 3,

@@ -10,14 +10,28 @@ from __future__ import annotations
 import logging
 
 from PyQt5.QtCore import Qt, QThreadPool, QTimer, pyqtSignal
-from PyQt5.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QListView, QPushButton,
-                             QSplitter, QStackedWidget, QVBoxLayout, QWidget)
+from PyQt5.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from widgets.background import BackgroundCall, CallSignals
-from widgets.chain_model import (LOCALISATION, ChainModel, ChainStep, StepProblem, chain_problems,
-                                 preview_context)
-from widgets.step_editors import (LocalisationStepEditor, RecipeStepEditor, bundled_recipes,
-                                  show_problem_list)
+from widgets.chain_model import (
+    LOCALISATION,
+    ChainModel,
+    ChainStep,
+    StepProblem,
+    chain_problems,
+    preview_context,
+)
+from widgets.step_editors import LocalisationStepEditor, RecipeStepEditor, bundled_recipes, show_problem_list
 
 logger = logging.getLogger(__name__)
 

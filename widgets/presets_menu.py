@@ -11,8 +11,17 @@ import re
 from pathlib import Path
 
 from PyQt5.QtCore import pyqtSignal
-from PyQt5.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QInputDialog,
-                             QLabel, QLineEdit, QMenu, QMessageBox)
+from PyQt5.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QMessageBox,
+)
 
 from rules.presets import PresetError, import_pyme_presets, load_preset, save_preset
 

@@ -11,10 +11,9 @@ import time
 from typing import Iterable
 
 import numpy as np
+import pyqtgraph as pg
 from PyQt5.QtCore import Qt
 from PyQt5.QtWidgets import QVBoxLayout, QWidget
-
-import pyqtgraph as pg
 
 logger = logging.getLogger(__name__)
 

@@ -15,14 +15,32 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import tifffile
-from PyQt5.QtCore import (QAbstractTableModel, QCoreApplication, QModelIndex, QObject, Qt, QThread,
-                          pyqtSignal, pyqtSlot)
-from PyQt5.QtGui import QFontDatabase, QGuiApplication
-from PyQt5.QtWidgets import (QAction, QLabel, QPlainTextEdit, QSplitter, QStackedWidget,
-                             QTableView, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
-
 import pyqtgraph as pg
+import tifffile
+from PyQt5.QtCore import (
+    QAbstractTableModel,
+    QCoreApplication,
+    QModelIndex,
+    QObject,
+    Qt,
+    QThread,
+    pyqtSignal,
+    pyqtSlot,
+)
+from PyQt5.QtGui import QFontDatabase, QGuiApplication
+from PyQt5.QtWidgets import (
+    QAction,
+    QLabel,
+    QPlainTextEdit,
+    QSplitter,
+    QStackedWidget,
+    QTableView,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
 from rules.errors import ClusterError
 from rules.uris import parse_cluster_uri
 

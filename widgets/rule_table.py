@@ -13,11 +13,19 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
-from PyQt5.QtCore import (QAbstractTableModel, QItemSelection, QItemSelectionModel, QModelIndex, Qt,
-                          pyqtSignal)
+from PyQt5.QtCore import QAbstractTableModel, QItemSelection, QItemSelectionModel, QModelIndex, Qt, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QGuiApplication, QKeySequence
-from PyQt5.QtWidgets import (QAbstractItemView, QAction, QHeaderView, QLabel, QMessageBox, QStyle,
-                             QTableView, QVBoxLayout, QWidget)
+from PyQt5.QtWidgets import (
+    QAbstractItemView,
+    QAction,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QStyle,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
 from widgets.progress_delegate import PROGRESS_COLOUR_ROLE, PROGRESS_ROLE, ProgressBarDelegate
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from PyQt5.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit,
-                             QVBoxLayout)
+from PyQt5.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QVBoxLayout
 
 logger = logging.getLogger(__name__)
 

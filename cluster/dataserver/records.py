@@ -22,8 +22,8 @@ NPY_MAGIC = b"\x93NUMPY"
 def flat_fields(dtype: np.dtype, prefix: str = "",
                 path: tuple[str, ...] = ()) -> Iterator[tuple[str, tuple[str, ...]]]:
     """``(flattened name, field path)`` of every leaf field of a structured dtype."""
-    for name in dtype.names:
-        sub = dtype.fields[name][0]
+    for name in dtype.names or ():
+        sub = dtype[name]
         if sub.names is not None:
             yield from flat_fields(sub, f"{prefix}{name}_", path + (name,))
         else:
@@ -47,7 +47,7 @@ def _flatten_record(record: dict, prefix: str = "") -> dict:
 
 
 def _infer_dtype(record: dict, flat: list[dict], prefix: str = "") -> np.dtype:
-    fields = []
+    fields: list[tuple[str, Any]] = []
     for key, value in record.items():
         if not isinstance(key, str) or not key:
             raise HTTPError(400, "JSON record keys must be non-empty strings")

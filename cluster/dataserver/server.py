@@ -49,7 +49,7 @@ class DataRequestHandler(RequestHandler):
     # -- plumbing -------------------------------------------------------------------------
     @property
     def app(self) -> "DataServer":
-        return self.server.dataserver
+        return self.server.owner
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         self._dispatch(self._get)
@@ -395,7 +395,7 @@ class DataServer:
         self.serverfilter = serverfilter if serverfilter is not None else socket.gethostname()
         self.bind = bind
         self._http = ServerThread(DataRequestHandler, bind=bind, port=port, name="dataserver")
-        self._http.server.dataserver = self
+        self._http.server.owner = self
         self._started = time.time()
         self._running = False
         self._locks: dict[str, threading.Lock] = {}

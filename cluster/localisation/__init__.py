@@ -27,16 +27,25 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+
+from rules.metadata import MetadataLike
 
 from . import background as _background
 from .camera import CameraError, CameraModel
 from .detection import detect
 from .fitting import fit_rois
-from .results import (FIT_RESULTS_DTYPE, NOT_ESTIMABLE, RESULT_NOT_CONVERGED, RESULT_OK,
-                      RESULT_SINGULAR, empty_results, pack_results)
+from .results import (
+    FIT_RESULTS_DTYPE,
+    NOT_ESTIMABLE,
+    RESULT_NOT_CONVERGED,
+    RESULT_OK,
+    RESULT_SINGULAR,
+    empty_results,
+    pack_results,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +81,7 @@ class FitSettings:
     voxel_nm: tuple[float, float]
 
     @classmethod
-    def from_metadata(cls, md: Mapping[str, Any]) -> "FitSettings":
+    def from_metadata(cls, md: MetadataLike) -> "FitSettings":
         module = md.get("Analysis.FitModule", None)
         if module not in SUPPORTED_FIT_MODULES:
             raise LocalisationError(
@@ -83,8 +92,8 @@ class FitSettings:
             bg_range = md.get("Analysis.BGRange", None)
             bg_range = (-n_bg, 0) if bg_range is None else (int(bg_range[0]), int(bg_range[1]))
             start_at = int(md.get("Analysis.StartAt", 0))
-            vx = float(md.get("voxelsize.x")) * 1000.0
-            vy = float(md.get("voxelsize.y", md.get("voxelsize.x"))) * 1000.0
+            vx = float(md["voxelsize.x"]) * 1000.0
+            vy = float(md.get("voxelsize.y", md["voxelsize.x"])) * 1000.0
             settings = cls(
                 threshold=float(md.get("Analysis.DetectionThreshold", 1.0)),
                 bg_range=bg_range,
@@ -141,7 +150,7 @@ def _block_means(maps: np.ndarray, block: int) -> np.ndarray:
         xs = np.minimum(np.arange(w) // block, bx - 1)
         ys = np.minimum(np.arange(h) // block, by - 1)
         sums = np.zeros((n, bx, by))
-        np.add.at(sums, (slice(None), xs[:, None], ys[None, :]), maps)
+        np.add.at(sums, (slice(None), xs[:, None], ys[None, :]), maps)  # type: ignore[arg-type]
         counts = np.bincount(xs, minlength=bx)[:, None] * np.bincount(ys, minlength=by)[None, :]
         return (sums / counts).astype(np.float32)
     return maps.reshape(n, bx, block, by, block).mean(axis=(2, 4), dtype=np.float32)
@@ -184,7 +193,7 @@ def _background_stack(cache: _FrameCache, batch: Sequence[int],
 
 
 def localise_frames(get_frame: Callable[[int], np.ndarray], frame_indices: Sequence[int],
-                    md: Mapping[str, Any]) -> np.ndarray:
+                    md: MetadataLike) -> np.ndarray:
     """Localise every spot in the given frames; returns rows of :data:`FIT_RESULTS_DTYPE`.
 
     ``get_frame(i)`` returns frame ``i`` as a 2-D array in ADU (axis 0 = x); it is also called for

@@ -9,9 +9,11 @@ noise adds a constant variance ``gamma``, so ``d + gamma`` is close to Poisson w
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
+
+from rules.metadata import MetadataLike
 
 
 class CameraError(ValueError):
@@ -29,7 +31,7 @@ class CameraModel:
     noise_factor: float = 1.0
 
     @classmethod
-    def from_metadata(cls, md: Mapping[str, Any]) -> "CameraModel":
+    def from_metadata(cls, md: MetadataLike) -> "CameraModel":
         def num(key, default):
             value = md.get(key, default)
             try:

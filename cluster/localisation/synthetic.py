@@ -12,7 +12,6 @@ from scipy.special import erf
 
 from .camera import CameraModel
 
-
 #: The sCMOS-like camera both simulators (these frames and ``cluster.simulator``) default to.
 SIMULATED_CAMERA = CameraModel(ad_offset=100.0, electrons_per_count=0.5, em_gain=1.0,
                                read_noise=1.5, noise_factor=1.0)

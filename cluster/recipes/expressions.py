@@ -26,7 +26,7 @@ FUNCTIONS: dict[str, Callable] = {
     "maximum": np.maximum,
 }
 
-_BINARY = {
+_BINARY: dict[type, Callable] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
@@ -35,8 +35,8 @@ _BINARY = {
     ast.BitAnd: np.logical_and,
     ast.BitOr: np.logical_or,
 }
-_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
-_COMPARE = {
+_UNARY: dict[type, Callable] = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_COMPARE: dict[type, Callable] = {
     ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
     ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne,
 }
@@ -114,7 +114,7 @@ def _check(node: ast.AST, text: str, depth: int) -> None:
 
 def _eval(node: ast.AST, lookup: Callable[[str], np.ndarray], text: str):
     if isinstance(node, ast.Constant):
-        return np.float64(node.value)
+        return np.float64(node.value)  # type: ignore[arg-type]  # numbers only (checked by _check)
     if isinstance(node, ast.Name):
         try:
             return lookup(node.id)
@@ -133,7 +133,7 @@ def _eval(node: ast.AST, lookup: Callable[[str], np.ndarray], text: str):
             result = part if result is None else np.logical_and(result, part)
             left = right
         return result
-    if isinstance(node, ast.Call):
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         args = [_eval(a, lookup, text) for a in node.args]
         try:
             return FUNCTIONS[node.func.id](*args)

@@ -22,7 +22,7 @@ from cluster import h5r  # also installs the safe unpickler PyTables uses for at
 from .datatypes import Image, Table
 
 _counter = itertools.count()
-_UNITS_NM = {"nm": 1.0, "um": 1e3, "µm": 1e3, "\u00b5m": 1e3, "micron": 1e3, "microns": 1e3,
+_UNITS_NM = {"nm": 1.0, "um": 1e3, "µm": 1e3, "\u03bcm": 1e3, "micron": 1e3, "microns": 1e3,
              "mm": 1e6, "cm": 1e7, "m": 1e9}
 
 
@@ -76,7 +76,7 @@ def _utf8_columns(records: np.ndarray) -> np.ndarray:
     if not any(records.dtype[n].kind == "U" for n in records.dtype.names or ()):
         return records
     dtype, columns = [], {}
-    for name in records.dtype.names:
+    for name in records.dtype.names or ():
         column = records[name]
         if column.dtype.kind == "U":
             column = np.char.encode(column, "utf-8")
@@ -145,7 +145,7 @@ def read_tiff(data: bytes) -> Image:
         raise FormatError(f"TIFF of shape {array.shape}: only 2-D images and z stacks are supported")
     pixels = array.T  # TIFF's ([z,] y, x) → PYME's (x, y[, z])
     metadata: dict[str, Any] = {}
-    if vx is None:
+    if vx is None or vy is None:
         vx = vy = 1.0
         metadata["voxelsize.unknown"] = True
     unit_nm = _UNITS_NM.get(str(imagej.get("unit", "um")).lower(), 1e3)

@@ -26,7 +26,7 @@ def parse_recipe(text: str) -> list[RecipeModule]:
         raise RecipeError(f"recipe YAML error: {exc}") from exc
     finally:
         loader.dispose()
-    if data is None:
+    if data is None or node is None:
         raise RecipeError("recipe is empty")
     if not isinstance(data, list):
         raise RecipeError(f"recipe must be a YAML list of modules, got a {type(data).__name__}"

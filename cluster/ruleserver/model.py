@@ -222,7 +222,7 @@ class Rule:
             self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
 
     def _clear_bids(self, idx) -> None:
-        if self._bid_owner is not None:
+        if self._bid_owner is not None and self._bid_cost is not None:
             self._bid_owner[idx] = -1
             self._bid_cost[idx] = np.inf
 
@@ -286,15 +286,18 @@ class Rule:
         return ids
 
     def place_bids(self, ids: np.ndarray, costs: np.ndarray, bidder: int) -> None:
-        if self._bid_owner is None:
+        if self._bid_owner is None or self._bid_cost is None:
             self._bid_cost = np.full(self.max_tasks, np.inf, np.float32)
             self._bid_owner = np.full(self.max_tasks, -1, np.int64)
-        better = costs < self._bid_cost[ids]
-        self._bid_cost[ids[better]] = costs[better]
-        self._bid_owner[ids[better]] = bidder
+        bid_cost, bid_owner = self._bid_cost, self._bid_owner
+        better = costs < bid_cost[ids]
+        bid_cost[ids[better]] = costs[better]
+        bid_owner[ids[better]] = bidder
 
     def close_bids(self, ids: np.ndarray, bidder: int) -> np.ndarray:
         """End ``bidder``'s auction: mask of ``ids`` it won (their pending bids are cleared)."""
+        if self._bid_owner is None:
+            return np.zeros(len(ids), bool)
         won = self._bid_owner[ids] == bidder
         self._clear_bids(ids[won])
         return won
@@ -480,7 +483,7 @@ class RuleTable:
             self._forget(old)
         self._rules[rule_id] = rule
         if release is not None:
-            rule.release(*release, now)
+            rule.release(release[0], release[1], now)
         self._changed()
         return rule_id
 

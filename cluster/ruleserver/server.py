@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Any, Callable
+from typing import Any, Callable, overload
 from urllib.parse import parse_qs, urlsplit
 
 from cluster.http_base import HTTPError, RequestHandler, ServerThread
@@ -18,6 +18,10 @@ OK = b'{"ok": "True"}'
 LONGPOLL_SECONDS = 0.5
 
 
+@overload
+def _int_param(params: dict[str, str], name: str, default: int) -> int: ...
+@overload
+def _int_param(params: dict[str, str], name: str, default: None = None) -> int | None: ...
 def _int_param(params: dict[str, str], name: str, default: int | None = None) -> int | None:
     value = params.get(name)
     if value is None:
@@ -117,7 +121,7 @@ class RuleRequestHandler(RequestHandler):
             raise HTTPError(400, "give both release_start and release_end, or neither")
         release = None
         if start is not None:
-            release = (_int_param(params, "release_start"), _int_param(params, "release_end"))
+            release = (_int_param(params, "release_start", 0), _int_param(params, "release_end", 0))
         rule_id = self.table.add_rule(spec, max_tasks=max_tasks, rule_timeout=timeout,
                                       release=release, rule_id=params.get("ruleID"))
         self.send_json({"ok": "True", "ruleID": rule_id})
@@ -214,7 +218,8 @@ class RuleServer:
 STATUS_PAGE = b"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Spoolside rule server</title>
 <style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}
-td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td.id{text-align:left;font-family:monospace}</style>
+td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
+td.id{text-align:left;font-family:monospace}</style>
 </head><body><h1>Rule server</h1>
 <table><thead><tr><th>rule</th><th>posted</th><th>running</th><th>completed</th><th>failed</th>
 <th>timed out</th><th>state</th><th></th></tr></thead><tbody id="rules"></tbody></table>
@@ -225,7 +230,8 @@ function show(q){var rows=[];for(var id in q){var r=q[id];
  var state=r.finished?'finished':(r.active?'active':'aborted');
  rows.push('<tr><td class="id">'+esc(id)+'</td><td>'+r.tasksPosted+'</td><td>'+r.tasksRunning+
  '</td><td>'+r.tasksCompleted+'</td><td>'+r.tasksFailed+'</td><td>'+r.tasksTimedOut+'</td><td>'+state+
- '</td><td>'+(r.active&&!r.finished?'<button onclick="abort(\\''+esc(id)+'\\')">Abort</button>':'')+'</td></tr>');}
+ '</td><td>'+(r.active&&!r.finished?
+   '<button onclick="abort(\\''+esc(id)+'\\')">Abort</button>':'')+'</td></tr>');}
  document.getElementById('rules').innerHTML=rows.join('');}
 function poll(){fetch('/queue_info_longpoll').then(function(r){return r.json();})
  .then(function(j){show(j.result);setTimeout(poll,500);}).catch(function(){setTimeout(poll,2000);});}

@@ -91,13 +91,13 @@ def coerce(module: str, param: Param, value: Any) -> Any:
     if kind == "ranges":
         if not isinstance(value, dict):
             raise _fail(module, param, value)
-        out = {}
+        ranges: dict[str, tuple[float, float]] = {}
         for key, bounds in value.items():
             if (not isinstance(key, str) or not isinstance(bounds, (list, tuple)) or len(bounds) != 2
                     or not all(_number(b) for b in bounds)):
                 raise _fail(module, param, value, f"entry {key!r}: {bounds!r}")
-            out[key] = (float(bounds[0]), float(bounds[1]))
-        return out
+            ranges[key] = (float(bounds[0]), float(bounds[1]))
+        return ranges
     if kind == "strmap":
         if not isinstance(value, dict):
             raise _fail(module, param, value)

@@ -96,7 +96,8 @@ class Measure2D(RecipeModule):
                     ndimage.minimum(intensity, labels, ids) if len(ids) else [], float)
                 columns["max_intensity"] = np.asarray(
                     ndimage.maximum(intensity, labels, ids) if len(ids) else [], float)
-                columns["x_weighted"] = labelled.pixel_centres_nm(0, pick(sums(ii * intensity.ravel())) / total)
-                columns["y_weighted"] = labelled.pixel_centres_nm(1, pick(sums(jj * intensity.ravel())) / total)
+                weights = intensity.ravel()
+                columns["x_weighted"] = labelled.pixel_centres_nm(0, pick(sums(ii * weights)) / total)
+                columns["y_weighted"] = labelled.pixel_centres_nm(1, pick(sums(jj * weights)) / total)
         metadata = dict(labelled.metadata)
         self.put(namespace, "outputName", Table(columns, metadata=metadata))
