@@ -21,8 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.support import (pct, serve_until_stdin_closes, servers_in_child,  # noqa: E402
-                                verdict)
+from benchmarks.support import pct, serve_until_stdin_closes, servers_in_child, verdict  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "pyme" / "series.pcs"
 SERVERFILTER = "bench"

@@ -18,8 +18,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.support import (pct, serve_until_stdin_closes, servers_in_child,  # noqa: E402
-                                verdict)
+from benchmarks.support import pct, serve_until_stdin_closes, servers_in_child, verdict  # noqa: E402
 
 TEMPLATE = json.dumps({
     "id": "{{ruleID}}~{{taskID}}", "type": "localization",

@@ -8,8 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cluster.localisation.fitting import (N_PARAMS, _curvature_correction, _model_only,
-                                          _model_terms, model_and_jacobian)
+from cluster.localisation.fitting import (
+    N_PARAMS,
+    _curvature_correction,
+    _model_only,
+    _model_terms,
+    model_and_jacobian,
+)
 
 SHAPE = (11, 11)
 #: Parameters (N, x, y, s, b) away from any symmetry: off-centre, σ not 1, a sizeable background.
