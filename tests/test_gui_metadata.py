@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from widgets.metadata_panel import INVALID_BRUSH, SCHEMA, MetadataModel, MetadataPanel, parse_value
+from rules.settings import parse_setting
+from widgets.metadata_panel import INVALID_BRUSH, MetadataModel, MetadataPanel
 
 
 def _panel(qtbot) -> MetadataPanel:
@@ -40,16 +41,16 @@ def test_invalid_values_are_flagged_and_not_exported(qtbot, pyme_fixtures, tmp_p
     original = model.metadata()["voxelsize.x"]
     with qtbot.waitSignal(model.problemsChanged, timeout=2000) as blocker:
         model.set_text("voxelsize.x", "abc")
-    assert blocker.args[0] == [("voxelsize.x", "'abc' is not a number")]
+    assert blocker.args[0] == [("voxelsize.x", "voxelsize.x must be a number, not 'abc'")]
     assert "voxelsize.x" not in model.metadata()
     assert model.value_item("voxelsize.x").background() == INVALID_BRUSH
     assert "will not be sent" in model.value_item("voxelsize.x").toolTip()
     assert panel.status_label.text().startswith("⚠")
 
     model.set_text("voxelsize.x", "-0.1")
-    assert model.problems() == [("voxelsize.x", "must be above 0")]
+    assert model.problems() == [("voxelsize.x", "voxelsize.x must be above 0, not -0.1")]
     model.set_text("Analysis.BGRange", "[0, -3]")
-    assert dict(model.problems())["Analysis.BGRange"].startswith("the first frame offset")
+    assert dict(model.problems())["Analysis.BGRange"].startswith("Analysis.BGRange: the first frame offset")
 
     saved = tmp_path / "out.json"
     panel.save_file(str(saved))
@@ -83,9 +84,9 @@ def test_unreadable_file_gives_a_message(qtbot, tmp_path):
 
 
 def test_parse_value_types():
-    assert parse_value("12", SCHEMA["Analysis.StartAt"]) == 12
-    assert parse_value("yes", SCHEMA["Analysis.SNRThreshold"]) is True
-    assert parse_value("[-30, 0]", SCHEMA["Analysis.BGRange"]) == [-30, 0]
+    assert parse_setting("Analysis.StartAt", "12") == 12
+    assert parse_setting("Analysis.SNRThreshold", "yes") is True
+    assert parse_setting("Analysis.BGRange", "[-30, 0]") == [-30, 0]
 
 
 def test_metadata_model_passes_qt_checks(qtmodeltester):
@@ -108,3 +109,25 @@ def test_a_failed_save_leaves_no_file_and_an_existing_one_intact(qtbot, tmp_path
     assert json.loads(target.read_text()) == {"Custom.Note": "kept", "voxelsize.x": 0.1}
     with pytest.raises(OSError):
         panel.save_file(str(tmp_path / "no" / "such" / "folder.json"))
+
+
+@pytest.mark.parametrize("key, text", [
+    ("Analysis.ROISize", "1"), ("Analysis.ROISize", "1000000"), ("Analysis.DetectionThreshold", "0"),
+    ("Analysis.BGRange", "[0, -3]"), ("Analysis.BGRange", "[-5000, 0]"),
+    ("Analysis.FitModule", "Nope"), ("voxelsize.x", "0"), ("Camera.ElectronsPerCount", "0"),
+    ("Analysis.PSFSigmaGuess", "two")])
+def test_every_value_a_worker_refuses_is_flagged_where_it_is_typed(qtbot, key, text):
+    from cluster.localisation import FitSettings, LocalisationError
+    md = {"Analysis.FitModule": "LatGaussFitFR", "voxelsize.x": 0.1, "voxelsize.y": 0.1}
+    model = MetadataModel()
+    model.set_metadata({**md, key: {"Analysis.BGRange": [-30, 0], "Analysis.FitModule": "LatGaussFitFR"}
+                        .get(key, 5)})
+    model.set_text(key, text)
+    flagged = dict(model.problems())[key]
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text
+    with pytest.raises(LocalisationError) as refused:
+        FitSettings.from_metadata({**md, key: value})
+    assert flagged == str(refused.value)

@@ -2,7 +2,7 @@
 
 :class:`MetadataModel` (a ``QStandardItemModel``) holds flat dotted keys (``Camera.ADOffset``)
 grouped by their first component, with one row per key: name, value, type, unit. Edited values
-are parsed and checked against :data:`SCHEMA`; invalid ones are flagged in place (red, with the
+are parsed and checked against ``rules.settings`` (the schema the workers use); invalid ones are flagged in place (red, with the
 reason as tooltip) and left out of :meth:`MetadataModel.metadata`, so they are never sent.
 :class:`MetadataPanel` wraps a tree view, load/save buttons and loading off the GUI thread.
 """
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from PyQt5.QtCore import Qt, QThreadPool, pyqtSignal
@@ -28,137 +26,14 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
+from rules.settings import SettingError, format_value, parse_setting, setting_for, \
+    setting_problem
 from widgets.background import BackgroundCall, CallSignals
 
 logger = logging.getLogger(__name__)
 
 INVALID_BRUSH = QBrush(QColor(255, 205, 205))
 EDITED_BRUSH = QBrush(QColor(255, 244, 200))
-
-
-@dataclass(frozen=True)
-class KeySpec:
-    """Type, unit and range of one metadata key."""
-
-    type: str              # "float", "int", "bool", "str", "range" (two ints), "list"
-    unit: str = ""
-    minimum: float | None = None
-    exclusive_minimum: bool = False
-    choices: tuple = ()
-
-
-SCHEMA: dict[str, KeySpec] = {
-    "Analysis.FitModule": KeySpec("str", choices=("LatGaussFitFR",)),
-    "Analysis.DetectionThreshold": KeySpec("float", "× noise σ", 0.0, True),
-    "Analysis.StartAt": KeySpec("int", "frame", 0),
-    "Analysis.BGRange": KeySpec("range", "frames"),
-    "Analysis.NumBGFrames": KeySpec("int", "frames", 0),
-    "Analysis.SNRThreshold": KeySpec("bool"),
-    "Analysis.subtractBackground": KeySpec("bool"),
-    "Analysis.FitBackground": KeySpec("bool"),
-    "Analysis.TrackFiducials": KeySpec("bool"),
-    "Analysis.PCTBackground": KeySpec("float", "fraction", 0.0),
-    "Analysis.ROISize": KeySpec("int", "px", 1),
-    "Analysis.PSFSigmaGuess": KeySpec("float", "nm", 0.0, True),
-    "Analysis.DebounceRadius": KeySpec("float", "px", 0.0),
-    "Camera.ADOffset": KeySpec("float", "ADU"),
-    "Camera.ElectronsPerCount": KeySpec("float", "e⁻/ADU", 0.0, True),
-    "Camera.TrueEMGain": KeySpec("float", "", 0.0, True),
-    "Camera.EMGain": KeySpec("float", "register", 0.0),
-    "Camera.ReadNoise": KeySpec("float", "e⁻", 0.0),
-    "Camera.NoiseFactor": KeySpec("float", "", 0.0, True),
-    "Camera.ROIWidth": KeySpec("int", "px", 1),
-    "Camera.ROIHeight": KeySpec("int", "px", 1),
-    "Camera.ROIOriginX": KeySpec("int", "px", 0),
-    "Camera.ROIOriginY": KeySpec("int", "px", 0),
-    "Camera.IntegrationTime": KeySpec("float", "s", 0.0, True),
-    "Camera.Name": KeySpec("str"),
-    "voxelsize.x": KeySpec("float", "µm", 0.0, True),
-    "voxelsize.y": KeySpec("float", "µm", 0.0, True),
-    "voxelsize.z": KeySpec("float", "µm", 0.0, True),
-    "voxelsize.units": KeySpec("str"),
-    "EstimatedLaserOnFrameNo": KeySpec("int", "frame", 0),
-    "StartTime": KeySpec("float", "s (epoch)"),
-    "SizeC": KeySpec("int"),
-    "SizeT": KeySpec("int"),
-    "SizeZ": KeySpec("int"),
-}
-
-
-class MetadataValueError(ValueError):
-    """A typed-in value does not fit its key's type or range."""
-
-
-def spec_for(key: str, value=None) -> KeySpec:
-    """The spec of ``key``; unknown keys get a type inferred from their current value."""
-    if key in SCHEMA:
-        return SCHEMA[key]
-    if isinstance(value, bool):
-        return KeySpec("bool")
-    if isinstance(value, int):
-        return KeySpec("int")
-    if isinstance(value, float):
-        return KeySpec("float")
-    if isinstance(value, (list, dict)):
-        return KeySpec("list")
-    return KeySpec("str")
-
-
-def format_value(value) -> str:
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def parse_value(text: str, spec: KeySpec):
-    """Parse the text typed for a key of ``spec``; raise :class:`MetadataValueError` if it is bad."""
-    text = text.strip()
-    if spec.type == "str":
-        if spec.choices and text not in spec.choices:
-            raise MetadataValueError(f"must be one of {', '.join(spec.choices)}")
-        return text
-    if spec.type == "bool":
-        lowered = text.lower()
-        if lowered in ("true", "yes", "1", "on"):
-            return True
-        if lowered in ("false", "no", "0", "off"):
-            return False
-        raise MetadataValueError(f"{text!r} is not true or false")
-    if spec.type in ("range", "list"):
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise MetadataValueError(f"{text!r} is not a list such as [-30, 0]") from exc
-        if spec.type == "range":
-            if (not isinstance(value, list) or len(value) != 2
-                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-                raise MetadataValueError("must be two whole numbers, e.g. [-30, 0]")
-            if value[0] >= value[1]:
-                raise MetadataValueError("the first frame offset must be below the second")
-        return value
-    try:
-        value = int(text) if spec.type == "int" else float(text)
-    except ValueError as exc:
-        kind = "a whole number" if spec.type == "int" else "a number"
-        raise MetadataValueError(f"{text!r} is not {kind}") from exc
-    if isinstance(value, float) and not math.isfinite(value):
-        raise MetadataValueError("must be finite")
-    if spec.minimum is not None:
-        if value < spec.minimum or (spec.exclusive_minimum and value == spec.minimum):
-            relation = "above" if spec.exclusive_minimum else "at least"
-            raise MetadataValueError(f"must be {relation} {spec.minimum:g}")
-    return value
-
-
-def check_value(key: str, value) -> str:
-    """Problem with a loaded (already typed) value, or ``""``."""
-    try:
-        parse_value(format_value(value), spec_for(key, value) if key not in SCHEMA else SCHEMA[key])
-    except MetadataValueError as exc:
-        return str(exc)
-    return ""
 
 
 class MetadataModel(QStandardItemModel):
@@ -208,7 +83,7 @@ class MetadataModel(QStandardItemModel):
             for key, value in values.items():
                 if key in self._items:
                     self._items[key].setText(format_value(value))
-                    self._store(key, value, self._items[key], check_value(key, value))
+                    self._store(key, value, self._items[key], setting_problem(key, value))
                 else:
                     self._add_row(key, value)
         finally:
@@ -259,7 +134,7 @@ class MetadataModel(QStandardItemModel):
     def _add_row(self, key: str, value) -> None:
         group, _, name = key.partition(".")
         parent = self._group_item(group) if name else self.invisibleRootItem()
-        spec = SCHEMA.get(key) or spec_for(key, value)
+        spec = setting_for(key, value)
         name_item = self._readonly(name or key)
         name_item.setToolTip(key)
         name_item.setData(key, self.KeyRole)
@@ -267,14 +142,14 @@ class MetadataModel(QStandardItemModel):
         value_item.setData(key, self.KeyRole)
         parent.appendRow([name_item, value_item, self._readonly(spec.type), self._readonly(spec.unit)])
         self._items[key] = value_item
-        self._store(key, value, value_item, check_value(key, value))
+        self._store(key, value, value_item, setting_problem(key, value))
 
     def _store(self, key: str, value, item: QStandardItem, problem: str) -> None:
         self._values[key] = value
         if problem:
             self._problems[key] = problem
             item.setBackground(INVALID_BRUSH)
-            item.setToolTip(f"{key}: {problem} — this value will not be sent")
+            item.setToolTip(f"{problem} — this value will not be sent")
         else:
             self._problems.pop(key, None)
             edited = key in self._original and self._original[key] != value
@@ -287,12 +162,12 @@ class MetadataModel(QStandardItemModel):
         key = item.data(self.KeyRole)
         if key is None:
             return
-        spec = SCHEMA.get(key) or spec_for(key, self._original.get(key, self._values.get(key)))
+        current = self._original.get(key, self._values.get(key))
         self._loading = True  # setBackground re-emits itemChanged
         try:
             try:
-                value = parse_value(item.text(), spec)
-            except MetadataValueError as exc:
+                value = parse_setting(key, item.text(), current)
+            except SettingError as exc:
                 self._store(key, item.text(), item, str(exc))
             else:
                 self._store(key, value, item, "")

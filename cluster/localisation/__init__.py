@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from rules.metadata import MetadataLike
+from rules.settings import FIT_MODULES, SettingError, check_analysis
 
 from . import background as _background
 from .camera import CameraError, CameraModel
@@ -52,7 +53,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["localise_frames", "FIT_RESULTS_DTYPE", "LocalisationError", "FitSettings",
            "CameraModel"]
 
-SUPPORTED_FIT_MODULES = ("LatGaussFitFR",)
+SUPPORTED_FIT_MODULES = FIT_MODULES
 #: Pixels detected and fitted together (64 frames of 256×256): larger batches amortise numpy's
 #: per-call overhead, this bound keeps the working set to a few hundred MB for any frame size.
 BATCH_PIXELS = 64 * 256 * 256
@@ -82,6 +83,10 @@ class FitSettings:
 
     @classmethod
     def from_metadata(cls, md: MetadataLike) -> "FitSettings":
+        try:
+            check_analysis(md)  # the schema the metadata panel and the chain check use
+        except SettingError as exc:
+            raise LocalisationError(str(exc)) from exc
         module = md.get("Analysis.FitModule", None)
         if module not in SUPPORTED_FIT_MODULES:
             raise LocalisationError(
