@@ -11,10 +11,12 @@ import itertools
 import logging
 import posixpath
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from PyQt5.QtCore import QObject, QThreadPool, pyqtSignal
 
+from rules.chain import pushed_outputs, rule_for_series
 from rules.connection import Cluster
 from rules.errors import ClusterError, ClusterUnreachable, RequestRefused
 from rules.patterns import PatternError
@@ -47,7 +49,7 @@ class LaunchRequest:
     series_uri: str
     step_names: list[str]
     address: ClusterAddress
-    extra_context: dict = field(default_factory=dict)
+    spooler: Any = None
 
     @property
     def label(self) -> str:
@@ -69,27 +71,20 @@ def describe_error(exc: BaseException) -> str:
 
 
 def push_first_rule(request: LaunchRequest) -> tuple:
-    """Push ``request``'s first rule; returns ``(request, rule, cluster)``.
+    """Push ``request``'s first rule; returns ``(request, rule, cluster, outputs)`` where
+    ``outputs`` are the ``(label, URI)`` files the chain really writes.
 
     Runs on a pool thread. On failure the cluster connection is closed and the error raised.
     """
     cluster = request.address.connect()
     try:
-        context = launch_context(request.series_uri, request.extra_context)
-        rule = request.factories[0].get_rule(context)
+        rule = rule_for_series(request.factories, request.series_uri, request.spooler)
         rule.push(cluster)
+        outputs = pushed_outputs(rule)
     except BaseException:
         cluster.close()
         raise
-    return request, rule, cluster
-
-
-def launch_context(series_uri: str, extra: dict | None = None) -> dict:
-    """What a chain's first factory gets for ``series_uri`` (PYME's launch context plus variables)."""
-    from widgets.chain_model import launch_context as chain_context
-    context = chain_context(series_uri)
-    context.update(extra or {})
-    return context
+    return request, rule, cluster, outputs
 
 
 def series_label(series_uri: str) -> str:
@@ -122,6 +117,7 @@ class Launcher(QObject):
         self._rules: list = []
         self._clusters: list[Cluster] = []
         self._pending = 0
+        self._outputs: dict[str, list[tuple[str, str]]] = {}
         self._signals = CallSignals(self)
         self._signals.done.connect(self._on_succeeded)
         self._signals.failed.connect(self._on_failed)
@@ -129,6 +125,10 @@ class Launcher(QObject):
     @property
     def labels(self) -> dict[str, RuleLabel]:
         return dict(self._labels)
+
+    def outputs(self, rule_id: str) -> list[tuple[str, str]]:
+        """``(label, URI)`` of the files the chain launched as ``rule_id`` really writes."""
+        return list(self._outputs.get(rule_id, []))
 
     @property
     def busy(self) -> bool:
@@ -140,15 +140,16 @@ class Launcher(QObject):
         return list(self._rules)
 
     def launch(self, factories: list, series_uri: str, step_names: list[str],
-               address: ClusterAddress, extra_context: dict | None = None) -> int:
-        """Start pushing ``factories`` (already chained) for ``series_uri``; returns the launch number.
+               address: ClusterAddress, spooler: Any = None) -> int:
+        """Start pushing ``factories`` (already chained) for ``series_uri`` (live from an in-process
+        ``spooler`` when given); returns the launch number.
 
         The result arrives as :attr:`launched` or :attr:`launchFailed`.
         """
         if not factories:
             raise ValueError("the chain is empty")
         request = LaunchRequest(next(self._numbers), list(factories), series_uri,
-                                list(step_names), address, dict(extra_context or {}))
+                                list(step_names), address, spooler)
         self._pending += 1
         self._pool.start(BackgroundCall(f"launch {request.number}",
                                         lambda: push_first_rule(request), self._signals,
@@ -166,8 +167,9 @@ class Launcher(QObject):
         return done
 
     def _on_succeeded(self, _tag: str, pushed: tuple) -> None:
-        request, rule, cluster = pushed
+        request, rule, cluster, outputs = pushed
         self._pending -= 1
+        self._outputs[rule.rule_id] = list(outputs)
         self._rules.append(rule)
         self._clusters.append(cluster)
         names = request.step_names or ["step 1"]

@@ -28,20 +28,14 @@ from PyQt5.QtWidgets import (
 
 from app.launcher import ClusterAddress, Launcher
 from app.watcher import StatusWatcher, start_watcher, stop_watcher
+from rules.chain import LOCALISATION, ChainStep, expected_outputs, from_factories, to_factories
 from rules.dataserver_client import DataClient
 from rules.errors import ClusterError
 from rules.presets import PresetError, load_preset, save_preset
 from rules.uris import make_cluster_uri
 from widgets.background import BackgroundCall, CallSignals
 from widgets.chain_editor import ChainEditor
-from widgets.chain_model import (
-    LOCALISATION,
-    ChainModel,
-    ChainStep,
-    expected_outputs,
-    from_factories,
-    to_factories,
-)
+from widgets.chain_model import ChainModel
 from widgets.metadata_panel import MetadataPanel
 from widgets.presets_menu import PresetsMenu, PresetStore
 from widgets.progress_graph import ProgressGraph
@@ -495,7 +489,7 @@ class MainWindow(QMainWindow):
         return steps
 
     def launch(self, *, series: str | None = None, steps: list[ChainStep] | None = None,
-               extra_context: dict | None = None) -> int | None:
+               spooler=None) -> int | None:
         """Push the chain for the current series in the background; None if it cannot start."""
         if series is None:
             self.chain_editor.validate_now()
@@ -514,7 +508,7 @@ class MainWindow(QMainWindow):
         # The table's Step column is narrow: "render image" says enough without "Recipe: ".
         names = [s.title().removeprefix("Recipe: ") for s in steps]
         number = self.launcher.launch(factories, series_uri, names,
-                                      self.address, extra_context)
+                                      self.address, spooler)
         self._launch_outputs[str(number)] = self._expected_outputs(steps, series_uri)
         self.statusBar().showMessage(f"Launching #{number} on {posixpath.basename(series_uri)}…")
         self._update_launch_enabled()
@@ -530,7 +524,10 @@ class MainWindow(QMainWindow):
 
     def _on_launched(self, launch: str, rule_id: str) -> None:
         number = launch.split()[0].lstrip("#")
-        outputs = self._launch_outputs.pop(number, [])
+        previewed = self._launch_outputs.pop(number, [])
+        # what the chain really writes (the ``_N`` names it got), else the preview
+        outputs = [ResultOutput(name, uri) for name, uri in self.launcher.outputs(rule_id)] \
+            or previewed
         self._launch_outputs[rule_id] = outputs
         self.results_view.set_outputs(outputs)
         self.statusBar().showMessage(f"Launched {launch}: rule {rule_id}", 10000)
@@ -624,9 +621,6 @@ class MainWindow(QMainWindow):
             acquisition = result
             self._acquisitions.append(acquisition)
             steps = self.launch_steps()
-            for step in steps:
-                if step.kind == LOCALISATION:
-                    step.factory_class = "SpoolLocalLocalizationRuleFactory"
             self.set_series(acquisition.series_path)
             self.chain_editor.validate_now()
             blockers = self.launch_blockers()
@@ -635,7 +629,7 @@ class MainWindow(QMainWindow):
                                  "chain was not launched: " + "; ".join(blockers) + ".")
             else:
                 self.launch(series=acquisition.series_path, steps=steps,
-                            extra_context={"spooler": acquisition})
+                            spooler=acquisition)
             self.series_browser.refresh()
         elif what == "abort":
             self.statusBar().showMessage(f"Rule {str(result)[:6]}… aborted", 8000)

@@ -10,13 +10,13 @@ import argparse
 import logging
 import sys
 import time
-from typing import Any
 
+from .chain import rule_for_series
 from .connection import Cluster, default_cluster
 from .errors import ClusterError, ClusterUnreachable
 from .patterns import PatternError
 from .presets import PresetError, load_preset
-from .uris import check_name, is_cluster_uri, make_cluster_uri, series_dir
+from .uris import check_name, is_cluster_uri
 from .watchers import RuleStatus
 
 logger = logging.getLogger(__name__)
@@ -36,21 +36,6 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between progress lines")
     parser.add_argument("--timeout", type=float, default=None, help="give up watching after this many s")
     return parser
-
-
-def launch_context(series_uri: str, first_factory) -> dict:
-    """The context PYMEAcquire gives a chain (§7): series name, its folder as ``output_dir``, and the
-    series as the recipe input when the chain starts with a recipe that names no inputs."""
-    uri = series_uri
-    parsed_dir = series_dir(uri)
-    serverfilter = uri[len("PYME-CLUSTER://"):].split("/", 1)[0] if is_cluster_uri(uri) else ""
-    context: dict[str, Any] = {"seriesName": uri,
-                               "output_dir": make_cluster_uri(parsed_dir, serverfilter)}
-    kwargs = first_factory.kwargs
-    if first_factory.rule_type == "recipe" and not any(
-            kwargs.get(k) for k in ("inputs", "input_templates", "input_patterns")):
-        context["inputs"] = {"input": [uri]}
-    return context
 
 
 def _cluster(args) -> Cluster:
@@ -156,8 +141,7 @@ def run_launch(args) -> int:
         if not is_cluster_uri(args.series):
             raise ValueError(f"--series must be a PYME-CLUSTER:// URI, got {args.series!r}")
         cluster = _cluster(args)
-        first = factories[0]
-        rule = first.get_rule(launch_context(args.series, first))
+        rule = rule_for_series(factories, args.series)
         rule.push(cluster)
         print(f"pushed rule {rule.rule_id} ({len(factories)} step{'s' if len(factories) != 1 else ''})",
               flush=True)

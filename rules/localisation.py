@@ -165,6 +165,11 @@ class LocalisationRule(Rule):
     def output_files(self) -> dict[str, str]:
         return {"results": self.results_uri}
 
+    def output_bindings(self) -> dict[str, str]:
+        """The default (or given) results name → the ``_N`` name really used."""
+        nominal = cluster_path(self.resultsFilename or results_filename_for(self.series_uri))
+        return {nominal: self.results_uri}
+
     def _task_template(self) -> str:
         names = self._resolve()
         return render_template(localisation_template(self.series_uri, names["metadata_uri"],

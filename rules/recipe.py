@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import logging
+import posixpath
 from typing import Any
 
 from .patterns import substitute
+from .recipe_check import recipe_file_outputs
 from .rule import Rule
 from .templates import recipe_template, render_template
+from .uris import cluster_path, make_cluster_uri, parse_cluster_uri
 
 logger = logging.getLogger(__name__)
 
@@ -15,6 +18,19 @@ _GLOB_CHARS = set("*?[")
 
 def _is_glob(text: str) -> bool:
     return any(c in _GLOB_CHARS for c in text)
+
+
+def _bind(uri: str, bound: dict) -> str:
+    """``uri`` with its path replaced by the file really written for it (query kept), if bound."""
+    path, sep, query = uri.partition("?")
+    actual = bound.get(cluster_path(path))
+    if actual is None:
+        return uri
+    return actual.partition("?")[0] + sep + query
+
+
+def _stub(uri: str) -> str:
+    return posixpath.splitext(posixpath.basename(cluster_path(uri).rstrip("/")))[0]
 
 
 class RecipeRule(Rule):
@@ -47,6 +63,7 @@ class RecipeRule(Rule):
         templates = kwargs.pop("input_templates", None)
         patterns = kwargs.pop("input_patterns", None)
         rule_outputs = kwargs.pop("rule_outputs", None)
+        self._bound: dict[str, str] = dict(kwargs.get("bound_outputs") or {})
         super().__init__(**kwargs)
         if recipe is not None and not isinstance(recipe, str) and hasattr(recipe, "toYAML"):
             recipe = recipe.toYAML()
@@ -77,6 +94,8 @@ class RecipeRule(Rule):
             self._context["rule_outputs"] = dict(rule_outputs)
         self._task_inputs: dict | None = None
         self._n_tasks: int | None = None
+        self._nominal_input = ""
+        self._bindings: dict[str, str] | None = None
 
     # -- patterns ---------------------------------------------------------------------------
     def _substitute(self, text: str) -> str:
@@ -124,11 +143,17 @@ class RecipeRule(Rule):
         resolved = self._resolved_inputs()
         if self.rule_outputs is not None:  # chained: one task, literal inputs
             inputs: dict[str, str] = {k: v for k, v in self.rule_outputs.items()}
+            nominal = dict(inputs)
             for name, values in resolved.items():
                 if len(values) != 1 or _is_glob(values[0]):
                     raise ValueError(f"input {name!r} of a follow-on recipe step must be one URI "
                                      f"(follow-on inputs are fixed when the chain is pushed), got {values}")
-                inputs[name] = values[0]
+                nominal[name] = values[0]
+                # a pattern names what an earlier step would write; read what it really writes
+                inputs[name] = _bind(values[0], self._bound)
+            reverse = {cluster_path(v): k for k, v in self._bound.items()}
+            main = nominal.get("input", "")
+            self._nominal_input = reverse.get(cluster_path(main), main) if main else ""
             if not inputs:
                 logger.warning("follow-on recipe step has no inputs (its parent names no outputs "
                                "and it has no input patterns)")
@@ -148,6 +173,53 @@ class RecipeRule(Rule):
             k: {name: (values[k] if len(values) > 1 else values[0]) for name, values in lists.items()}
             for k in range(n)}
         self._n_tasks = n
+
+    def output_bindings(self) -> dict[str, str]:
+        """For a one-task rule: the files its ``output.*`` modules would write for the nominal
+        input → the files they will write for the bound one (the first free ``_N`` name, as the
+        workers choose it). {} for a rule of several tasks or a recipe that cannot be read."""
+        if self._bindings is not None:
+            return dict(self._bindings)
+        self._compute_inputs()
+        bindings: dict[str, str] = {}
+        if self._n_tasks == 1:
+            assert self._task_inputs is not None
+            task = self._task_inputs if self.rule_outputs is not None else self._task_inputs[0]
+            actual_input = str(task.get("input", ""))
+            nominal_input = self._nominal_input or actual_input
+            text = self.recipe or self._recipe_text()
+            output_dir = self.output_dir or posixpath.dirname(cluster_path(actual_input))
+            output_dir = cluster_path(output_dir).rstrip("/")
+            serverfilter = parse_cluster_uri(actual_input).serverfilter \
+                or parse_cluster_uri(str(self._context.get("seriesName", ""))).serverfilter
+            for pattern in recipe_file_outputs(text):
+                try:
+                    nominal = pattern.format(output_dir=output_dir, file_stub=_stub(nominal_input))
+                    wanted = pattern.format(output_dir=output_dir, file_stub=_stub(actual_input))
+                except (KeyError, IndexError, ValueError):
+                    continue  # names other context values: not predictable here
+                actual = self._free_name(cluster_path(wanted))
+                bindings[cluster_path(nominal)] = make_cluster_uri(actual, serverfilter)
+        self._bindings = bindings
+        return dict(bindings)
+
+    def _recipe_text(self) -> str:
+        if not self.recipeURI:
+            return ""
+        try:
+            return self.cluster.data.get_file(self.recipeURI).decode("utf-8")
+        except (OSError, ValueError, UnicodeDecodeError):
+            logger.warning("recipe %s could not be read to predict its outputs", self.recipeURI)
+            return ""
+
+    def _free_name(self, path: str) -> str:
+        """``path``, or ``<stem>_1<ext>``, ``_2``, ... as the workers' write-once saves choose."""
+        stem, ext = posixpath.splitext(path)
+        for n in range(1000):
+            candidate = path if n == 0 else f"{stem}_{n}{ext}"
+            if not self.cluster.data.exists(candidate):
+                return candidate
+        return path
 
     @property
     def n_tasks(self) -> int:

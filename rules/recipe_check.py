@@ -118,3 +118,23 @@ def recipe_inputs(text: str) -> set[str]:
         needed.update(name for name in _params(params, "input") if name not in written)
         written.update(_params(params, "output"))
     return needed
+
+
+#: File extension each ``output.*`` module writes when its ``filePattern`` is left at PYME's default.
+_OUTPUT_EXTENSIONS = {"ImageOutput": ".tif", "CSVOutput": ".csv", "HDFOutput": ".hdf",
+                      "H5ROutput": ".h5r"}
+
+
+def recipe_file_outputs(text: str) -> list[str]:
+    """``str.format`` patterns (``{output_dir}``, ``{file_stub}``) of the files a recipe's
+    ``output.*`` modules write; empty if it does not parse."""
+    data, _, problems = _parse(text or "")
+    if problems:
+        return []
+    outputs = []
+    for _, name, params in _modules(data):
+        short = name.rsplit(".", 1)[-1]
+        if short in _OUTPUT_EXTENSIONS:
+            outputs.append(str(params.get("filePattern",
+                                          "{output_dir}/{file_stub}" + _OUTPUT_EXTENSIONS[short])))
+    return outputs

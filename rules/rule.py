@@ -136,6 +136,12 @@ class Rule:
         """Files this rule writes, by role (``results`` for localisation); {} if unknown."""
         return {}
 
+    def output_bindings(self) -> dict[str, str]:
+        """``{name a pattern predicts: URI this rule really writes}`` for its files (bare cluster
+        paths as keys). They differ when a file existed and the new one got a ``_N`` suffix; the
+        follow-on steps' inputs are bound through this map. {} when unknown."""
+        return {}
+
     def _child_context(self) -> dict[str, Any]:
         context = {k: v for k, v in self._context.items() if k not in _PARENT_ONLY}
         series = self._series_for_patterns()
@@ -145,6 +151,9 @@ class Rule:
         if "results" in outputs:
             outputs["input"] = outputs.pop("results")
         context["rule_outputs"] = outputs
+        bound = dict(self._context.get("bound_outputs") or {})
+        bound.update(self.output_bindings())
+        context["bound_outputs"] = bound
         return context
 
     @property

@@ -188,3 +188,29 @@ def test_cluster_command_prints_urls_and_stops_on_sigterm(tmp_path):
         out, err = process.communicate(timeout=15)
     assert process.returncode == 0, err
     assert "cluster stopped" in out
+
+
+def test_re_analysis_from_the_command_line_reads_its_own_new_results(engine, local_cluster, tmp_path,
+                                                                      capsys):
+    from rules.cli import run_launch
+
+    acquisition = simulate(engine, "sim/again", frames=60, seed=5)
+    default = resource_path("presets", "default.yaml").read_text()
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(default.replace("Analysis.DetectionThreshold: 1.0",
+                                      "Analysis.DetectionThreshold: 4.0"))
+    args = ["--series", acquisition.series_uri, "--server", local_cluster.ruleserver_url,
+            "--dataserver", local_cluster.dataserver_url, "--serverfilter", engine.serverfilter,
+            "--watch", "--interval", "0.2", "--timeout", "120"]
+    assert run_launch([str(resource_path("presets", "default.yaml"))] + args) == 0
+    assert run_launch([str(strict)] + args) == 0, capsys.readouterr().out
+
+    root = local_cluster.root / "sim" / "analysis"
+    first = engine.data.read_table("sim/analysis/again.h5r", "FitResults")
+    second = engine.data.read_table("sim/analysis/again_1.h5r", "FitResults")
+    assert 0 < len(second) < len(first)
+    # the re-run's render and blob table come from its own results, not the first run's
+    assert (root / "again_1.tif").exists() and (root / "again_1_blobs.csv").exists()
+    assert not (root / "again_2.tif").exists()
+    assert (root / "again_1.tif").read_bytes() != (root / "again.tif").read_bytes()
+    assert (root / "again_1_blobs.csv").read_bytes() != (root / "again_blobs.csv").read_bytes()

@@ -4,9 +4,10 @@ from __future__ import annotations
 from PyQt5.QtCore import QModelIndex, Qt
 
 from resources import resource_path
+from rules.chain import LOCALISATION, RECIPE, ChainStep, from_factories
 from rules.factories import LocalisationRuleFactory, RecipeRuleFactory
 from widgets.chain_editor import ChainEditor, bundled_recipes
-from widgets.chain_model import LOCALISATION, RECIPE, ChainModel, ChainStep, from_factories
+from widgets.chain_model import ChainModel
 
 SERIES = "PYME-CLUSTER://testcluster/sim/cells_01.pcs"
 H5R = "{{spool_dir}}/analysis/{{series_stub}}.h5r"

@@ -5,9 +5,10 @@ import pytest
 from helpers import PYME_PRESET
 
 from resources import resource_path
+from rules.chain import LOCALISATION, RECIPE, from_factories
 from rules.presets import PresetError, load_preset
 from widgets.chain_editor import ChainEditor
-from widgets.chain_model import LOCALISATION, RECIPE, ChainModel, from_factories
+from widgets.chain_model import ChainModel
 from widgets.presets_menu import PresetsMenu, PresetStore
 
 

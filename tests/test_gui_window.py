@@ -12,7 +12,7 @@ from app.cli import parse_args
 from app.gui import ClusterChoiceError, EmbeddedCluster, choose_cluster
 from app.launcher import ClusterAddress
 from app.main_window import LAST_CHAIN, MainWindow
-from widgets.chain_model import LOCALISATION
+from rules.chain import LOCALISATION
 
 SERIES = "pyme/series.pcs"
 

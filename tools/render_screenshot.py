@@ -98,7 +98,7 @@ def render(out: Path, workers: int, frames: int, fps: float, states: Path | None
 
 def _render_states(app, window, cluster, rule_id: str, folder: Path) -> None:
     """The other tabs and states a user sees, one PNG each."""
-    from widgets.chain_model import ChainStep
+    from rules.chain import ChainStep
     from widgets.series_browser import SimulateDialog
 
     _wait(app, lambda: all(window.rule_model.rule_state(r) in ("finished", "failed")

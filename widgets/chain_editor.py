@@ -1,7 +1,7 @@
 """The chain editor: the list of steps and an editor for the selected one.
 
 Steps are edited through :class:`~widgets.chain_model.ChainModel`; problems are found by
-:func:`~widgets.chain_model.chain_problems` after a short pause in typing (a single-shot timer)
+:func:`~rules.chain.chain_problems` after a short pause in typing (a single-shot timer)
 and shown next to the field they concern: the YAML line that does not parse, an unknown
 ``{{variable}}`` in an input pattern, an input no earlier step produces.
 """
@@ -22,15 +22,9 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
+from rules.chain import LOCALISATION, ChainStep, StepProblem, chain_problems, preview_context
 from widgets.background import BackgroundCall, CallSignals
-from widgets.chain_model import (
-    LOCALISATION,
-    ChainModel,
-    ChainStep,
-    StepProblem,
-    chain_problems,
-    preview_context,
-)
+from widgets.chain_model import ChainModel
 from widgets.step_editors import LocalisationStepEditor, RecipeStepEditor, bundled_recipes, show_problem_list
 
 logger = logging.getLogger(__name__)

@@ -2,8 +2,9 @@
 
 :class:`MetadataModel` (a ``QStandardItemModel``) holds flat dotted keys (``Camera.ADOffset``)
 grouped by their first component, with one row per key: name, value, type, unit. Edited values
-are parsed and checked against ``rules.settings`` (the schema the workers use); invalid ones are flagged in place (red, with the
-reason as tooltip) and left out of :meth:`MetadataModel.metadata`, so they are never sent.
+are parsed and checked against ``rules.settings`` (the schema the workers use); invalid
+ones are flagged in place (red, with the reason as tooltip) and left out of
+:meth:`MetadataModel.metadata`, so they are never sent.
 :class:`MetadataPanel` wraps a tree view, load/save buttons and loading off the GUI thread.
 """
 from __future__ import annotations
@@ -26,8 +27,7 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from rules.settings import SettingError, format_value, parse_setting, setting_for, \
-    setting_problem
+from rules.settings import SettingError, format_value, parse_setting, setting_for, setting_problem
 from widgets.background import BackgroundCall, CallSignals
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from widgets.chain_model import ChainStep, StepProblem, resolve
+from rules.chain import ChainStep, StepProblem, resolve
 
 logger = logging.getLogger(__name__)
 
