@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=100.0)
     p.add_argument("--structure", choices=("filaments", "rings"), default="filaments")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--scmos", action="store_true",
+                   help="an sCMOS camera with per-pixel offset and read noise; its dark and "
+                        "variance maps are written beside the frames and named in the metadata")
     _add_cluster_arguments(p)
 
     from rules.cli import add_launch_arguments

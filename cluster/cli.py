@@ -56,7 +56,8 @@ def run_simulate(args) -> int:
         else:
             cluster = default_cluster()
         acquisition = SimulatedAcquisition(cluster.data, args.name, frames=args.frames, fps=args.fps,
-                                           structure=args.structure, seed=args.seed)
+                                           structure=args.structure, seed=args.seed,
+                                           scmos=getattr(args, "scmos", False))
         acquisition.start()
     except (ClusterError, ValueError, FileExistsError, OSError) as exc:
         print(f"spoolside simulate: {exc}", file=sys.stderr)

@@ -5,7 +5,10 @@ pixel-integrated Gaussian PSFs (σ ≈ 130 nm at 100 nm pixels) over a uniform b
 photon shot noise, camera read noise, gain and offset matching the metadata written with the
 series. Frames go out in PYME's layout (``metadata.json`` first, ``frame%05d.pzf``, then
 ``events.json`` last) at the requested frame rate, and the ground truth (``frame, x_nm, y_nm,
-photons`` per emitter and frame) is written beside them as ``ground_truth.npy``.
+photons`` per emitter and frame) is written beside them as ``ground_truth.npy``.  With ``scmos``
+the camera has per-pixel offset and read noise (hot pixels included); its dark and variance maps
+are written beside the frames (``camera_dark.npy``, ``camera_variance.npy``) before the metadata,
+which names them in ``Camera.DarkMapID`` / ``Camera.VarianceMapID``.
 
 :class:`SimulatedAcquisition` follows the engine's spooler protocol (``rules.spooler``), so a
 ``SpoolLocalLocalizationRule`` can analyse the series live while it spools.
@@ -23,7 +26,8 @@ from typing import Callable
 import numpy as np
 
 from cluster.localisation.camera import CameraModel
-from cluster.localisation.synthetic import SIMULATED_CAMERA, expected_image
+from cluster.localisation.camera_maps import DARK_KEY, VARIANCE_KEY, CameraMaps
+from cluster.localisation.synthetic import SIMULATED_CAMERA, expected_image, simulate_scmos_maps
 from cluster.pzf import encode_frame
 from rules.dataserver_client import DataClient
 from rules.metadata import MetaDataHandler
@@ -93,9 +97,12 @@ class FrameSimulator:
     """Generates frames (uint16, axis 0 = x) and their ground truth, reproducibly from a seed."""
 
     def __init__(self, size: int = 256, structure: str = "filaments", seed: int | None = None,
-                 camera: CameraModel = SIMULATED_CAMERA, sample: SampleModel = SampleModel()):
+                 camera: CameraModel = SIMULATED_CAMERA, sample: SampleModel = SampleModel(),
+                 scmos: bool = False):
         self.size, self.camera, self.sample = size, camera, sample
         self.rng = np.random.default_rng(seed)
+        self.maps = (simulate_scmos_maps((size, size), np.random.default_rng(self.rng.integers(2**31)))
+                     if scmos else CameraMaps())
         self.positions = _structure_points(structure, size * sample.pixel_size_nm, self.rng)
         n = len(self.positions)
         on_fraction = min(0.5, sample.emitters_per_frame / max(n, 1))
@@ -113,7 +120,8 @@ class FrameSimulator:
         expected = expected_image(xy, photons, self.sample.psf_sigma_nm, (self.size, self.size),
                                   pixel=self.sample.pixel_size_nm,
                                   background=self.sample.background_photons)
-        frame = self.camera.expose(expected, self.rng)
+        frame = self.camera.expose(expected, self.rng, offset=self.maps.dark,
+                                   read_variance=self.maps.variance)
         truth = np.column_stack([np.full(len(xy), index, float), xy, photons])
         return frame, truth
 
@@ -144,7 +152,7 @@ class SimulatedAcquisition:
 
     def __init__(self, data: DataClient, name: str, frames: int = 2000, fps: float = 100.0,
                  structure: str = "filaments", size: int = 256, seed: int | None = None,
-                 serverfilter: str = "", sample: SampleModel = SampleModel()):
+                 serverfilter: str = "", sample: SampleModel = SampleModel(), scmos: bool = False):
         if frames < 1:
             raise ValueError("frames must be at least 1")
         if fps <= 0:
@@ -153,8 +161,15 @@ class SimulatedAcquisition:
         self.series_path = series_path_for(name)
         self.series_uri = make_cluster_uri(self.series_path, serverfilter)
         self.n_target, self.fps = frames, fps
-        self.simulator = FrameSimulator(size, structure, seed, sample=sample)
+        self.simulator = FrameSimulator(size, structure, seed, sample=sample, scmos=scmos)
         self.metadata = self.simulator.metadata()
+        self._map_files = {}
+        for key, stem, array in ((DARK_KEY, "camera_dark", self.simulator.maps.dark),
+                                 (VARIANCE_KEY, "camera_variance", self.simulator.maps.variance)):
+            if array is not None:
+                path = f"{self.series_path}/{stem}.npy"
+                self._map_files[path] = array
+                self.metadata[key] = make_cluster_uri(path, serverfilter)
         self.metadata["imageID"] = int(self.simulator.rng.integers(1, 2**31))
         self.evtLogger = self.event_logger = EventLogger()
         self._n_spooled = 0
@@ -179,6 +194,10 @@ class SimulatedAcquisition:
         """Write the metadata (so the series exists), then spool frames in a thread."""
         if self.data.exists(f"{self.series_path}/metadata.json"):
             raise FileExistsError(f"series {self.series_path} already exists on the cluster")
+        for path, array in self._map_files.items():     # maps first: analysis needs them
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            self.data.put_file(path, buffer.getvalue())
         self.metadata["StartTime"] = time.time()
         self.data.put_file(f"{self.series_path}/metadata.json", self.metadata.to_JSON().encode())
         self.evtLogger.logEvent("StartAq", "0")

@@ -150,6 +150,8 @@ class TaskRunner:
         self.files = files
         self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
         self._frames = _FrameCache()
+        from cluster.localisation.camera_maps import CameraMapCache
+        self._camera_maps = CameraMapCache()
         self._metadata: dict[str, MetaDataHandler] = {}
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -211,12 +213,21 @@ class TaskRunner:
             indices = [int(t.description["taskdef"]["frameIndex"]) for t in tasks]
         except (KeyError, TypeError, ValueError) as exc:
             raise TaskError(f"localisation task without a usable taskdef.frameIndex: {exc}") from exc
-        records = localise_frames(lambda i: self._frame(series, i), indices, md)
+        records = localise_frames(
+            lambda i: self._frame(series, i), indices, md,
+            maps=lambda shape: self._camera_maps.get(series, md, shape, self._read_map))
         target = first.get("outputs", {}).get("fitResults")
         if len(records):
             if not target:
                 raise TaskError("localisation task has no outputs.fitResults URL")
             self._put_records(target, records)
+
+    def _read_map(self, name: str) -> bytes:
+        """A camera map's bytes: a local file on this node, else a cluster file."""
+        local = Path(name).expanduser()
+        if "://" not in name and local.is_absolute() and local.is_file():
+            return local.read_bytes()
+        return self.files.read(name)
 
     def _frame(self, series: str, index: int) -> np.ndarray:
         from cluster.pzf import decode_frame

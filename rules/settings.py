@@ -62,6 +62,12 @@ SETTINGS: dict[str, Setting] = {
     "Camera.ROIHeight": Setting("int", "px", 1, 65536),
     "Camera.ROIOriginX": Setting("int", "px", 0),
     "Camera.ROIOriginY": Setting("int", "px", 0),
+    "Camera.ROIPosX": Setting("int", "px, 1-based", 1),
+    "Camera.ROIPosY": Setting("int", "px, 1-based", 1),
+    # sCMOS maps: a cluster path/URI or a local file (.npy, .tif, .h5); see cluster/localisation
+    "Camera.DarkMapID": Setting("str", "map: offset, ADU"),
+    "Camera.VarianceMapID": Setting("str", "map: read-noise variance, e⁻²"),
+    "Camera.FlatfieldMapID": Setting("str", "map: flat-field factor"),
     "Camera.IntegrationTime": Setting("float", "s", 0.0, None, True),
     "Camera.Name": Setting("str"),
     "voxelsize.x": Setting("float", "µm", 0.0, 1000.0, True),

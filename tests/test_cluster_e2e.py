@@ -55,9 +55,10 @@ def engine(local_cluster):
         yield c
 
 
-def simulate(engine, name, frames, fps=2000.0, seed=1, run=True):
+def simulate(engine, name, frames, fps=2000.0, seed=1, run=True, scmos=False):
     acquisition = SimulatedAcquisition(engine.data, name, frames=frames, fps=fps, size=96,
-                                       seed=seed, serverfilter=engine.serverfilter, sample=SPARSE)
+                                       seed=seed, serverfilter=engine.serverfilter, sample=SPARSE,
+                                       scmos=scmos)
     if run:
         acquisition.run()
     return acquisition
@@ -134,6 +135,48 @@ def test_live_series_is_analysed_while_it_spools(engine, local_cluster):
     assert status["tasksCompleted"] == 150 and status["tasksFailed"] == 0
     events = engine.data.read_table("sim/analysis/live.h5r", "Events")
     assert b"StopAq" in set(events["EventName"])
+
+
+def test_scmos_series_uses_the_maps_it_names_on_the_cluster(engine, local_cluster):
+    acquisition = simulate(engine, "sim/scmos", frames=60, seed=6, scmos=True)
+    md = MetaDataHandler.from_JSON(engine.data.get_file("sim/scmos.pcs/metadata.json").decode())
+    assert md["Camera.DarkMapID"].endswith("sim/scmos.pcs/camera_dark.npy")
+    assert md["Camera.VarianceMapID"].endswith("sim/scmos.pcs/camera_variance.npy")
+    rule = LocalisationRuleFactory(analysisMetadata=MetaDataHandler(
+        {**ANALYSIS, "Analysis.StartAt": 0, "Analysis.BGRange": [0, 0]})).get_rule(
+        context={"seriesName": acquisition.series_uri})
+    rule.push(cluster=engine)
+    rule.join(timeout=120)
+    assert rule.status()["tasksFailed"] == 0
+    fits = engine.data.read_table("sim/analysis/scmos.h5r", "FitResults")
+    truth = np.load(io.BytesIO(engine.data.get_file("sim/scmos.pcs/ground_truth.npy")))
+    variance = np.load(io.BytesIO(engine.data.get_file("sim/scmos.pcs/camera_variance.npy")))
+    hot = variance > 10.0 ** 2
+    assert hot.any()
+    # localisations far from every emitter that is on (a fit between two close emitters of a
+    # filament lands within 400 nm): few, and none on a hot pixel
+    false = on_hot = 0
+    for row in fits:
+        on = truth[truth[:, 0] == row["tIndex"]]
+        x, y = row["fitResults"]["x0"], row["fitResults"]["y0"]
+        d = np.hypot(on[:, 1] - x, on[:, 2] - y)
+        if not (len(d) and d.min() < 400):
+            false += 1
+            px, py = int(round(x / 100.0)), int(round(y / 100.0))
+            on_hot += bool(hot[max(px - 1, 0):px + 2, max(py - 1, 0):py + 2].any())
+    assert len(fits) > 200 and false <= 0.01 * len(fits) and on_hot == 0, (false, on_hot)
+
+
+def test_missing_camera_map_fails_the_task_naming_the_map(engine, local_cluster):
+    acquisition = simulate(engine, "sim/nomap", frames=5, seed=7)
+    rule = LocalisationRuleFactory(analysisMetadata=MetaDataHandler(
+        {**ANALYSIS, "Analysis.StartAt": 0,
+         "Camera.VarianceMapID": "PYME-CLUSTER://e2e/maps/missing_variance.tif"})).get_rule(
+        context={"seriesName": acquisition.series_uri})
+    rule.push(cluster=engine)
+    wait_for(lambda: rule.status()["tasksFailed"] == 5, 60, "the failed tasks")
+    log = engine.data.get_file(f"LOGS/rules/{rule.rule_id}.log").decode()
+    assert "Camera.VarianceMapID" in log and "missing_variance.tif" in log
 
 
 def test_bad_recipe_fails_with_a_log_naming_the_module(engine, local_cluster):

@@ -34,6 +34,22 @@ def test_loads_series_metadata_json_with_types_and_units(qtbot, pyme_fixtures):
     assert index.parent().data() == "voxelsize"
 
 
+def test_shows_the_camera_map_ids_of_an_scmos_series(qtbot, tmp_path):
+    md = {"Camera.DarkMapID": "PYME-CLUSTER://lab/maps/dark_1.tif",
+          "Camera.VarianceMapID": "PYME-CLUSTER://lab/maps/variance_1.tif",
+          "Camera.FlatfieldMapID": "<none>", "Camera.ROIPosX": 1}
+    path = tmp_path / "metadata.json"
+    path.write_text(json.dumps(md))
+    panel = _panel(qtbot)
+    _load(qtbot, panel, path)
+    model = panel.model
+    assert model.metadata() == md and model.problems() == []
+    dark = model.value_index("Camera.DarkMapID")
+    assert dark.data() == md["Camera.DarkMapID"] and dark.parent().data() == "Camera"
+    assert dark.siblingAtColumn(3).data() == "map: offset, ADU"
+    assert "variance" in model.value_index("Camera.VarianceMapID").siblingAtColumn(3).data()
+
+
 def test_invalid_values_are_flagged_and_not_exported(qtbot, pyme_fixtures, tmp_path):
     panel = _panel(qtbot)
     _load(qtbot, panel, pyme_fixtures / "series.pcs" / "metadata.json")

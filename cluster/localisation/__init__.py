@@ -2,11 +2,12 @@
 
 :func:`localise_frames` takes a frame getter, the frame indices of a task and the series metadata
 (flat dotted keys) and returns rows of :data:`FIT_RESULTS_DTYPE`.  Steps: camera model (ADU →
-effective photons, :mod:`.camera`); background from the ``Analysis.BGRange`` frames (running
+effective photons, :mod:`.camera`, with sCMOS dark, variance and flat-field maps from
+:mod:`.camera_maps`); background from the ``Analysis.BGRange`` frames (running
 mean, or percentile with ``Analysis.PCTBackground``) or, with none, from the frame itself
 (:mod:`.background`); candidates where the PSF-matched filter exceeds ``Analysis.
 DetectionThreshold`` × 5 σ of its noise, σ from the camera noise model at the local background
-(:mod:`.detection`); a Poisson + read-noise maximum-likelihood fit of a pixel-integrated Gaussian
+plus each pixel's read-noise variance (:mod:`.detection`); a Poisson + read-noise maximum-likelihood fit of a pixel-integrated Gaussian
 with flat background, Newton's method on all candidates of a batch at once (:mod:`.fitting`).
 
 Differences from PYME, on purpose:
@@ -36,7 +37,8 @@ from rules.settings import FIT_MODULES, SettingError, check_analysis
 
 from . import background as _background
 from .camera import CameraError, CameraModel
-from .detection import detect
+from .camera_maps import CameraMapError, CameraMaps, load_camera_maps
+from .detection import detect, kernel_mean_variance
 from .fitting import fit_rois
 from .results import (
     FIT_RESULTS_DTYPE,
@@ -51,7 +53,7 @@ from .results import (
 logger = logging.getLogger(__name__)
 
 __all__ = ["localise_frames", "FIT_RESULTS_DTYPE", "LocalisationError", "FitSettings",
-           "CameraModel"]
+           "CameraModel", "CameraMaps"]
 
 SUPPORTED_FIT_MODULES = FIT_MODULES
 #: Pixels detected and fitted together (64 frames of 256×256): larger batches amortise numpy's
@@ -127,17 +129,21 @@ class _FrameCache:
     def __init__(self, get_frame: Callable[[int], np.ndarray], camera: CameraModel):
         self._get = get_frame
         self._camera = camera
+        self.maps = CameraMaps()
         self._frames: dict[int, np.ndarray] = {}
+
+    def raw(self, index: int) -> np.ndarray:
+        raw = np.asarray(self._get(index))
+        if raw.ndim == 3 and raw.shape[2] == 1:
+            raw = raw[:, :, 0]
+        if raw.ndim != 2:
+            raise LocalisationError(f"frame {index} has shape {raw.shape}, expected 2-D")
+        return raw
 
     def __getitem__(self, index: int) -> np.ndarray:
         frame = self._frames.get(index)
         if frame is None:
-            raw = np.asarray(self._get(index))
-            if raw.ndim == 3 and raw.shape[2] == 1:
-                raw = raw[:, :, 0]
-            if raw.ndim != 2:
-                raise LocalisationError(f"frame {index} has shape {raw.shape}, expected 2-D")
-            frame = self._camera.to_units(raw)
+            frame = self.maps.to_units(self._camera, self.raw(index))
             self._frames[index] = frame
         return frame
 
@@ -198,12 +204,15 @@ def _background_stack(cache: _FrameCache, batch: Sequence[int],
 
 
 def localise_frames(get_frame: Callable[[int], np.ndarray], frame_indices: Sequence[int],
-                    md: MetadataLike) -> np.ndarray:
+                    md: MetadataLike, *,
+                    maps: CameraMaps | Callable[[tuple[int, int]], CameraMaps] | None = None
+                    ) -> np.ndarray:
     """Localise every spot in the given frames; returns rows of :data:`FIT_RESULTS_DTYPE`.
 
     ``get_frame(i)`` returns frame ``i`` as a 2-D array in ADU (axis 0 = x); it is also called for
     the background frames of ``Analysis.BGRange``.  Frames before ``Analysis.StartAt`` give no
-    results.
+    results.  ``maps`` are the series' camera maps, or a function of the frame shape returning
+    them (a worker's cache); by default the maps ``md`` names are read as local files.
     """
     settings = FitSettings.from_metadata(md)
     try:
@@ -215,19 +224,59 @@ def localise_frames(get_frame: Callable[[int], np.ndarray], frame_indices: Seque
     out = []
     if not indices:
         return empty_results(0)
+    shape = cache.raw(indices[0]).shape
+    try:
+        if maps is None:
+            maps = load_camera_maps(md, shape)
+        elif callable(maps):
+            maps = maps(shape)
+    except CameraMapError as exc:
+        raise LocalisationError(str(exc)) from exc
+    cache.maps = maps
+    pixel_var = maps.read_variance_units(camera)
+    noise = _NoiseModel(camera, pixel_var, settings.psf_sigma_nm / settings.voxel_nm[0])
     batch_frames = max(1, BATCH_PIXELS // cache[indices[0]].size)
     for start in range(0, len(indices), batch_frames):
         batch = indices[start:start + batch_frames]
         cache.forget_before(min(_background.bg_frame_indices(
             batch[0], settings.bg_range, settings.laser_on).start, batch[0]))
-        out.append(_localise_batch(cache, batch, settings, camera))
+        out.append(_localise_batch(cache, batch, settings, camera, noise))
     if not out:
         return empty_results(0)
     return np.concatenate(out)
 
 
+class _NoiseModel:
+    """Noise of the data in effective photon units: shot noise from the camera model, read
+    noise uniform (``Camera.ReadNoise``) or per pixel (a variance map)."""
+
+    def __init__(self, camera: CameraModel, pixel_var: np.ndarray | None, psf_px: float):
+        self.pixel_var = pixel_var
+        if pixel_var is None:
+            self.shot = camera
+            self.gamma = camera.gamma
+            self.detect_var = None
+        else:
+            self.shot = dataclasses.replace(camera, read_noise=0.0)
+            self.gamma = pixel_var
+            # matched-filter noise: each pixel's variance weighted by the squared kernel
+            self.detect_var = kernel_mean_variance(pixel_var, psf_px)
+
+    def sigma(self, level, xi=None, yi=None):
+        """Noise σ of a pixel at background ``level`` (at pixels ``xi, yi`` for a map)."""
+        sigma = self.shot.noise_sigma_units(level)
+        if self.detect_var is None:
+            return sigma
+        read = self.detect_var.min() if xi is None else self.detect_var[xi, yi]
+        return np.sqrt(sigma * sigma + read)
+
+    def rois(self, gx, gy):
+        """Read-noise variance of the fit: one value, or per ROI pixel."""
+        return self.gamma if self.pixel_var is None else self.pixel_var[gx, gy]
+
+
 def _localise_batch(cache: _FrameCache, batch: Sequence[int], settings: FitSettings,
-                    camera: CameraModel) -> np.ndarray:
+                    camera: CameraModel, noise: _NoiseModel) -> np.ndarray:
     t0 = time.perf_counter()
     frames = np.stack([cache[i] for i in batch])
     bg, rel_var = _background_stack(cache, batch, settings)
@@ -237,12 +286,12 @@ def _localise_batch(cache: _FrameCache, batch: Sequence[int], settings: FitSetti
     # BLOCK×BLOCK tiles), inflated by the noise of the background estimate itself
     levels = _block_means(bg, NOISE_BLOCK)
     inflate = np.sqrt(1.0 + rel_var)
-    floor = camera.noise_sigma_units(np.maximum(levels.min(axis=(1, 2)), 0.0)) * inflate
+    floor = noise.sigma(np.maximum(levels.min(axis=(1, 2)), 0.0)) * inflate
 
     def noise_at(fi, xi, yi):
         level = levels[fi, np.minimum(xi // NOISE_BLOCK, levels.shape[1] - 1),
                        np.minimum(yi // NOISE_BLOCK, levels.shape[2] - 1)]
-        return camera.noise_sigma_units(level) * inflate[fi]
+        return noise.sigma(level, xi, yi) * inflate[fi]
 
     f, ix, iy = detect(frames, bg, floor, noise_at, threshold=settings.threshold,
                        psf_sigma_px=psf_px)
@@ -261,7 +310,9 @@ def _localise_batch(cache: _FrameCache, batch: Sequence[int], settings: FitSetti
     mask = (gx >= 0) & (gx < w) & (gy >= 0) & (gy < h)
     gx, gy = np.clip(gx, 0, w - 1), np.clip(gy, 0, h - 1)
     rois = frames[f[:, None, None], gx, gy]
-    chunks = [fit_rois(rois[i:i + FIT_CHUNK], mask[i:i + FIT_CHUNK], camera.gamma, psf_px)
+    gamma = noise.rois(gx, gy)
+    chunks = [fit_rois(rois[i:i + FIT_CHUNK], mask[i:i + FIT_CHUNK],
+                       gamma if np.ndim(gamma) == 0 else gamma[i:i + FIT_CHUNK], psf_px)
               for i in range(0, n, FIT_CHUNK)]
     theta, cov, converged, nchi2 = (np.concatenate(parts) for parts in zip(*chunks))
     t2 = time.perf_counter()

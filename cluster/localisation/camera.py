@@ -58,17 +58,23 @@ class CameraModel:
                 "Camera.TrueEMGain": self.em_gain, "Camera.ReadNoise": self.read_noise,
                 "Camera.NoiseFactor": self.noise_factor}
 
-    def expose(self, photons: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def expose(self, photons: np.ndarray, rng: np.random.Generator, *,
+               offset: np.ndarray | None = None,
+               read_variance: np.ndarray | None = None) -> np.ndarray:
         """A uint16 ADU frame from expected photo-electrons per pixel: Poisson shot noise, EM
-        multiplication (gamma-distributed when ``em_gain > 1``), Gaussian read noise, gain, offset."""
+        multiplication (gamma-distributed when ``em_gain > 1``), Gaussian read noise, gain, offset.
+        An sCMOS camera has a per-pixel ``offset`` (ADU) and ``read_variance`` (e⁻²) instead of
+        ``ad_offset`` and ``read_noise``."""
         electrons = rng.poisson(photons).astype(np.float64)
         if self.em_gain > 1:
             hit = electrons > 0
             electrons[hit] = rng.gamma(electrons[hit], self.em_gain)
         else:
             electrons *= self.em_gain
-        electrons += rng.normal(0.0, self.read_noise, size=electrons.shape)
-        adu = np.round(electrons / self.electrons_per_count + self.ad_offset)
+        read_sigma = self.read_noise if read_variance is None else np.sqrt(read_variance)
+        electrons += rng.normal(0.0, 1.0, size=electrons.shape) * read_sigma
+        adu = np.round(electrons / self.electrons_per_count
+                       + (self.ad_offset if offset is None else offset))
         return np.clip(adu, 0, 65535).astype(np.uint16)
 
     @property

@@ -40,6 +40,17 @@ def _filtered_noise_factor(shape: tuple[int, int], sigma: float) -> np.ndarray:
     return np.sqrt(s).astype(np.float32)
 
 
+def kernel_mean_variance(variance: np.ndarray, sigma: float) -> np.ndarray:
+    """Per-pixel variance map ``(W, H)`` averaged with the squared kernel's weights,
+    ``Σ k² v / Σ k²``: the variance that, times ``Σ k²``, gives the matched filter's noise
+    variance from pixels of unequal noise (sCMOS read noise)."""
+    k2 = _kernel(sigma) ** 2
+    v = ndimage.correlate1d(np.asarray(variance, np.float64), k2, axis=0, mode="constant")
+    v = ndimage.correlate1d(v, k2, axis=1, mode="constant")
+    return (v / _filtered_noise_factor(variance.shape, sigma).astype(np.float64) ** 2).astype(
+        np.float32)
+
+
 def _smooth_axis1(a: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Correlate ``(n, W, H)`` with the symmetric kernel ``k`` along axis 1, zero padding
     (shifted whole-row sums: faster than a strided ``correlate1d`` along that axis)."""

@@ -3,8 +3,9 @@
 Model per ROI pixel ``(i, j)`` (ROI coordinates, pixel centres at integers):
 ``μ = N · Ex(i) · Ey(j) + b`` with ``Ex(i) = Φ((i+½−x)/s) − Φ((i−½−x)/s)``.  Parameters
 ``θ = (N, x, y, s, b)``: photon count, centre (px), PSF σ (px), background per pixel.  The data
-``d`` (effective photon units, see :mod:`.camera`) plus the read-noise variance ``gamma`` are
-treated as Poisson with mean ``μ + gamma``; the log-likelihood is maximised by Fisher scoring
+``d`` (effective photon units, see :mod:`.camera`) plus the read-noise variance ``gamma`` (one
+value, or one per pixel for an sCMOS camera: Huang et al., Nat. Methods 2013) are treated as
+Poisson with mean ``μ + gamma``; the log-likelihood is maximised by Fisher scoring
 (iteratively re-weighted Gauss–Newton with Levenberg damping), for all ROIs at once.
 """
 from __future__ import annotations
@@ -67,9 +68,10 @@ def model_and_jacobian(theta: np.ndarray, shape: tuple[int, int]):
     return mu, jac.reshape(theta.shape[0], N_PARAMS, -1)
 
 
-def fisher_information(theta: np.ndarray, shape: tuple[int, int], gamma: float,
+def fisher_information(theta: np.ndarray, shape: tuple[int, int], gamma,
                        weights: np.ndarray | None = None) -> np.ndarray:
-    """Fisher information ``(n, 5, 5)`` of the model at ``theta`` (Poisson + read noise)."""
+    """Fisher information ``(n, 5, 5)`` of the model at ``theta`` (Poisson + read noise;
+    ``gamma`` one value or per pixel, ``(n, W·H)``)."""
     mu, jac = model_and_jacobian(np.atleast_2d(theta), shape)
     w = 1.0 / np.maximum(mu.reshape(mu.shape[0], -1) + gamma, 1e-6)
     if weights is not None:
@@ -154,10 +156,12 @@ def _model_only(theta: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
             + b[:, None, None]).reshape(theta.shape[0], -1)
 
 
-def fit_rois(rois: np.ndarray, mask: np.ndarray, gamma: float, sigma_px: float, *,
+def fit_rois(rois: np.ndarray, mask: np.ndarray, gamma, sigma_px: float, *,
              max_iter: int = 25, tol: float = 1e-3, scoring_iter: int = 2,
              sigma_prior: float | None = SIGMA_PRIOR_REL):
     """Fit every ROI of ``rois`` ``(n, W, H)`` (pixels with ``mask`` False are ignored).
+
+    ``gamma`` is the read-noise variance: one value, or one per ROI pixel ``(n, W, H)``.
 
     Newton's method on the exact log-likelihood (the observed information, computed separably),
     after ``scoring_iter`` Fisher-scoring steps from the initial guess; a step that does not
@@ -175,7 +179,19 @@ def fit_rois(rois: np.ndarray, mask: np.ndarray, gamma: float, sigma_px: float, 
     shape = (w, h)
     maskb = np.broadcast_to(mask, rois.shape)
     maskf = maskb.reshape(n, -1).astype(np.float64)
-    data = rois.reshape(n, -1) + gamma                    # shifted to Poisson-like counts
+    per_pixel = np.ndim(gamma) > 0
+    if per_pixel:
+        gam_all = np.asarray(gamma, np.float64).reshape(n, -1)
+        gam_floor = gam_all.min(axis=1)
+
+        def gam(idx):
+            return gam_all[idx]
+    else:
+        gam_all = gam_floor = float(gamma)
+
+        def gam(idx):
+            return gam_all
+    data = rois.reshape(n, -1) + gam_all                  # shifted to Poisson-like counts
     data = np.maximum(data, 0.0) * maskf
     theta = initial_guess(rois, maskb, sigma_px)
     lam = np.full(n, 1e-3)
@@ -192,7 +208,7 @@ def fit_rois(rois: np.ndarray, mask: np.ndarray, gamma: float, sigma_px: float, 
 
     active = np.arange(n)
     mu, jac, ax, ay = _model_terms(theta, shape)
-    mu = np.maximum(mu + gamma, 1e-6)
+    mu = np.maximum(mu + gam_all, 1e-6)
     ll = loglik(mu, active, theta[:, 3])
     for it in range(max_iter):
         if active.size == 0:
@@ -236,10 +252,11 @@ def fit_rois(rois: np.ndarray, mask: np.ndarray, gamma: float, sigma_px: float, 
         trial[:, 0] = np.maximum(trial[:, 0], 0.1 * th_old[:, 0])
         trial[:, 3] = np.clip(trial[:, 3], np.maximum(0.7 * th_old[:, 3], lo_s),
                               np.minimum(1.4 * th_old[:, 3], hi_s))
-        trial[:, 4] = np.maximum(trial[:, 4], 0.1 * th_old[:, 4] - 0.5 * gamma - 1e-3)
+        g_floor = gam_floor[active] if per_pixel else gam_floor
+        trial[:, 4] = np.maximum(trial[:, 4], 0.1 * th_old[:, 4] - 0.5 * g_floor - 1e-3)
         trial[:, 1] = np.clip(trial[:, 1], -1.0, w)
         trial[:, 2] = np.clip(trial[:, 2], -1.0, h)
-        mu_trial = np.maximum(_model_only(trial, shape) + gamma, 1e-6)
+        mu_trial = np.maximum(_model_only(trial, shape) + gam(active), 1e-6)
         ll_trial = loglik(mu_trial, active, trial[:, 3])
         better = ll_trial >= ll[active] - 1e-9 * np.abs(ll[active])
         idx_b = active[better]
@@ -256,11 +273,11 @@ def fit_rois(rois: np.ndarray, mask: np.ndarray, gamma: float, sigma_px: float, 
         active = active[keep]
         if active.size:
             mu, jac, ax, ay = _model_terms(theta[active], shape)
-            mu = np.maximum(mu + gamma, 1e-6)
+            mu = np.maximum(mu + gam(active), 1e-6)
 
     # covariance from the Fisher information at the estimate
     mu_all, jac_all, _, _ = _model_terms(theta, shape)
-    mu_all = np.maximum(mu_all + gamma, 1e-6)
+    mu_all = np.maximum(mu_all + gam_all, 1e-6)
     wts = maskf / mu_all
     fisher = np.matmul(jac_all * wts[:, None, :], jac_all.transpose(0, 2, 1))
     fisher[:, 3, 3] += prior_info

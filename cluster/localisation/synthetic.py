@@ -11,10 +11,26 @@ from scipy.spatial import cKDTree
 from scipy.special import erf
 
 from .camera import CameraModel
+from .camera_maps import CameraMaps
 
 #: The sCMOS-like camera both simulators (these frames and ``cluster.simulator``) default to.
 SIMULATED_CAMERA = CameraModel(ad_offset=100.0, electrons_per_count=0.5, em_gain=1.0,
                                read_noise=1.5, noise_factor=1.0)
+
+
+def simulate_scmos_maps(shape: tuple[int, int], rng: np.random.Generator, *,
+                        median_read_noise: float = 2.0, log_spread: float = 0.4,
+                        hot_fraction: float = 0.002, hot_read_noise: tuple = (10.0, 50.0),
+                        offset: float = 100.0, offset_spread: float = 3.0) -> CameraMaps:
+    """sCMOS camera maps like a real sensor's: read noise (e⁻) lognormal around
+    ``median_read_noise``, a ``hot_fraction`` of hot pixels with read noise log-uniform in
+    ``hot_read_noise``, and a per-pixel offset (ADU) around ``offset``."""
+    noise = median_read_noise * np.exp(rng.normal(0.0, log_spread, shape))
+    hot = rng.random(shape) < hot_fraction
+    lo, hi = np.log(hot_read_noise[0]), np.log(hot_read_noise[1])
+    noise[hot] = np.exp(rng.uniform(lo, hi, int(hot.sum())))
+    dark = offset + rng.normal(0.0, offset_spread, shape)
+    return CameraMaps(dark=dark.astype(np.float32), variance=(noise ** 2).astype(np.float32))
 
 
 def integrated_psf(centres: np.ndarray, sigma: float, size: int, pixel: float = 1.0) -> np.ndarray:
@@ -58,8 +74,10 @@ def simulate_frames(n_frames: int, *, shape: tuple[int, int] = (256, 256),
                     emitters_per_frame: int = 30, photons: float = 1000.0,
                     background: float = 50.0, psf_sigma_nm: float = 130.0,
                     pixel_nm: float = 100.0, camera: CameraModel = SIMULATED_CAMERA,
-                    min_distance_px: float = 8.0, margin_px: float = 3.0, seed: int = 0):
-    """Simulate frames with new isolated emitters in each frame.
+                    min_distance_px: float = 8.0, margin_px: float = 3.0, seed: int = 0,
+                    maps: CameraMaps | None = None):
+    """Simulate frames with new isolated emitters in each frame (an sCMOS camera's per-pixel
+    offset and read noise from ``maps``, when given).
 
     Returns ``(frames, truth, metadata)``: uint16 ``(n_frames, W, H)`` ADU, a ``(k, 3)`` array of
     ``frame, x_nm, y_nm`` (PYME's convention: pixel ``i`` centred at ``i × pixel_nm``) and
@@ -73,7 +91,9 @@ def simulate_frames(n_frames: int, *, shape: tuple[int, int] = (256, 256),
         pos = place_isolated(rng, emitters_per_frame, shape, min_distance=min_distance_px,
                              margin=margin_px)
         expected = expected_image(pos, photons, sigma_px, shape, background=background)
-        frames[t] = camera.expose(expected, rng)
+        frames[t] = camera.expose(expected, rng,
+                                  offset=None if maps is None else maps.dark,
+                                  read_variance=None if maps is None else maps.variance)
         truth.append(np.column_stack([np.full(len(pos), t), pos * pixel_nm]))
     md = {**camera.metadata(), "voxelsize.x": pixel_nm / 1000.0, "voxelsize.y": pixel_nm / 1000.0,
           "voxelsize.units": "um", "Analysis.FitModule": "LatGaussFitFR",
