@@ -8,8 +8,14 @@ import tables
 import tifffile
 
 from cluster.localisation import CameraMaps, LocalisationError, localise_frames
-from cluster.localisation.camera_maps import (CameraMapCache, CameraMapError, camera_roi,
-                                              cut_to_roi, load_camera_maps, map_ids)
+from cluster.localisation.camera_maps import (
+    CameraMapCache,
+    CameraMapError,
+    camera_roi,
+    cut_to_roi,
+    load_camera_maps,
+    map_ids,
+)
 from cluster.localisation.synthetic import match_to_truth, simulate_frames, simulate_scmos_maps
 
 SENSOR = (40, 30)

@@ -7,8 +7,9 @@ effective photons, :mod:`.camera`, with sCMOS dark, variance and flat-field maps
 mean, or percentile with ``Analysis.PCTBackground``) or, with none, from the frame itself
 (:mod:`.background`); candidates where the PSF-matched filter exceeds ``Analysis.
 DetectionThreshold`` × 5 σ of its noise, σ from the camera noise model at the local background
-plus each pixel's read-noise variance (:mod:`.detection`); a Poisson + read-noise maximum-likelihood fit of a pixel-integrated Gaussian
-with flat background, Newton's method on all candidates of a batch at once (:mod:`.fitting`).
+plus each pixel's read-noise variance (:mod:`.detection`); a Poisson + read-noise
+maximum-likelihood fit of a pixel-integrated Gaussian with flat background, Newton's method on
+all candidates of a batch at once (:mod:`.fitting`).
 
 Differences from PYME, on purpose:
 
@@ -252,6 +253,8 @@ class _NoiseModel:
 
     def __init__(self, camera: CameraModel, pixel_var: np.ndarray | None, psf_px: float):
         self.pixel_var = pixel_var
+        self.gamma: float | np.ndarray
+        self.detect_var: np.ndarray | None
         if pixel_var is None:
             self.shot = camera
             self.gamma = camera.gamma

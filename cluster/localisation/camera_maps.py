@@ -63,10 +63,11 @@ def camera_roi(md: MetadataLike) -> tuple[int, int, int, int] | None:
         width, height = md.get("Camera.ROIWidth", None), md.get("Camera.ROIHeight", None)
         if width is None or height is None:
             return None
-        if md.get("Camera.ROIOriginX", None) is not None:
-            x0, y0 = int(md.get("Camera.ROIOriginX")), int(md.get("Camera.ROIOriginY", 0))
-        elif md.get("Camera.ROIPosX", None) is not None:
-            x0, y0 = int(md.get("Camera.ROIPosX")) - 1, int(md.get("Camera.ROIPosY", 1)) - 1
+        origin_x, pos_x = md.get("Camera.ROIOriginX", None), md.get("Camera.ROIPosX", None)
+        if origin_x is not None:
+            x0, y0 = int(origin_x), int(md.get("Camera.ROIOriginY", 0))
+        elif pos_x is not None:
+            x0, y0 = int(pos_x) - 1, int(md.get("Camera.ROIPosY", 1)) - 1
         else:
             x0 = y0 = 0
         return x0, y0, int(width), int(height)

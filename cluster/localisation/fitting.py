@@ -11,6 +11,7 @@ Poisson with mean ``μ + gamma``; the log-likelihood is maximised by Fisher scor
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from scipy.special import erf
@@ -180,6 +181,8 @@ def fit_rois(rois: np.ndarray, mask: np.ndarray, gamma, sigma_px: float, *,
     maskb = np.broadcast_to(mask, rois.shape)
     maskf = maskb.reshape(n, -1).astype(np.float64)
     per_pixel = np.ndim(gamma) > 0
+    gam_all: Any
+    gam_floor: Any
     if per_pixel:
         gam_all = np.asarray(gamma, np.float64).reshape(n, -1)
         gam_floor = gam_all.min(axis=1)
