@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from rules.cli import add_launch_arguments
     add_launch_arguments(sub.add_parser("launch", help="push a chain preset for a series and show progress"))
+    from rules.cli import add_watch_arguments
+    add_watch_arguments(sub.add_parser("watch", help="launch a chain preset on every new series "
+                                                     "matching a pattern"))
     return parser
 
 
@@ -71,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "launch":
         from rules.cli import run_launch
         return run_launch(args)
+    if args.command == "watch":
+        from rules.cli import run_watch
+        return run_watch(args)
     from app.gui import run_gui
     return run_gui(args)
 

@@ -174,6 +174,61 @@ def run_launch(args) -> int:
             cluster.close()
 
 
+def add_watch_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``watch`` arguments (hands-free analysis) to ``parser`` (used by ``app.cli``)."""
+    parser.add_argument("preset", help="chain preset YAML ([[FactoryClass, settings], ...])")
+    parser.add_argument("--pattern", required=True,
+                        help="series to analyse: a glob on the cluster path (e.g. 'auto/*.pcs') or "
+                             "a folder")
+    parser.add_argument("--server", help="rule server URL (default: $PYME_RULESERVER_URL or discovery)")
+    parser.add_argument("--dataserver", help="data server URL(s), comma separated")
+    parser.add_argument("--serverfilter", help="cluster name used in URIs")
+    parser.add_argument("--interval", type=float, default=0.2, help="seconds between looks")
+    return parser
+
+
+def run_watch(args, stop=None) -> int:
+    """Run ``spoolside watch``: launch the preset on every new matching series, printing each
+    launch, until Ctrl-C (or until the ``stop`` event is set). Returns 0, or 1 on a bad start."""
+    from .autolaunch import AutoLauncher, Launch
+
+    if not isinstance(args, argparse.Namespace):
+        args = add_watch_arguments(argparse.ArgumentParser(prog="spoolside watch")).parse_args(
+            list(args))
+
+    def report(launch: Launch) -> None:
+        if launch.error is None:
+            print(f"launched rule {launch.rule_id} on {launch.series_uri}", flush=True)
+        else:
+            print(f"error: launch on {launch.series_uri} failed: {launch.error}", flush=True)
+
+    cluster = None
+    launcher = None
+    try:
+        factories = load_preset(args.preset)
+        cluster = _cluster(args)
+        launcher = AutoLauncher(cluster, factories, args.pattern, on_launch=report,
+                                interval=args.interval)
+        launcher.poll()  # series already there are left alone; an unreachable cluster fails here
+        print(f"watching {launcher.glob} on {cluster.ruleserver_url} for new series "
+              "(Ctrl-C to stop)", flush=True)
+        launcher.start()
+        while stop is None or not stop.is_set():
+            time.sleep(0.2)
+        return 0
+    except (PresetError, ClusterError, ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopped watching", flush=True)
+        return 0
+    finally:
+        if launcher is not None:
+            launcher.stop()
+        if cluster is not None:
+            cluster.close()
+
+
 def main(argv=None) -> int:
     """Entry point for ``python -m rules.cli``."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
