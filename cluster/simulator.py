@@ -28,7 +28,7 @@ import numpy as np
 from cluster.localisation.camera import CameraModel
 from cluster.localisation.camera_maps import DARK_KEY, VARIANCE_KEY, CameraMaps
 from cluster.localisation.synthetic import SIMULATED_CAMERA, expected_image, simulate_scmos_maps
-from cluster.pzf import encode_frame
+from cluster.pzf import COMPRESSION_HUFFMAN, encode_frame
 from rules.dataserver_client import DataClient
 from rules.metadata import MetaDataHandler
 from rules.uris import check_name, make_cluster_uri
@@ -236,7 +236,8 @@ class SimulatedAcquisition:
                 truth.append(rows)
                 self.data.put_file(f"{self.series_path}/frame{i:05d}.pzf",
                                    encode_frame(frame, frame_num=i, sequence_id=self.metadata["imageID"],
-                                                timestamp=int(time.time() * 1e6)))
+                                                timestamp=int(time.time() * 1e6),
+                                                compression=COMPRESSION_HUFFMAN))  # as PYME Acquire
                 self._n_spooled = i + 1
                 for callback in list(self._listeners):
                     callback()
