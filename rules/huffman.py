@@ -2,15 +2,16 @@
 
 A stream is the code tree, written depth first (``0`` = inner node followed by its ``0`` and ``1``
 branches, ``1`` = leaf followed by its 8-bit symbol), then every input byte's code, most
-significant bit first, zero-padded to a whole byte.  A tree that is a single leaf codes nothing: the
-output is that symbol repeated.  The stream does not record its decoded length; the PZF header does.
+significant bit first, zero-padded to a whole byte.  A tree that is a single leaf is read with no
+code bits (the output is that symbol repeated; BCL's encoder still writes one bit per byte).  The
+stream does not record its decoded length; the PZF header does.
 
-Written from the format, not from BCL's code: the decoder looks codes up in a 2**12-entry table
-(longer codes finish with a walk down the tree); the encoder builds the tree as BCL does (so its
-output is byte for byte what PYME writes).  Inner loops are compiled with numba (wheels for Linux, macOS and Windows, no compiler needed on the
-acquisition PC), cached on disk after the first call.  pymecompress, PYME's own C extension, is not
-used: it builds only with ``numpy.distutils`` (gone from Python 3.12) and a C compiler, and decodes
-about half as fast.
+The decoder is table-driven (a 2**12-entry table; longer codes finish with a walk down the tree);
+the encoder builds its tree as BCL (zlib licence) does, so its output is byte for byte what PYME
+writes.  Inner loops are compiled with numba (wheels for Linux, macOS and Windows: no compiler is
+needed on an acquisition PC) and cached on disk after the first call.  pymecompress, PYME's own C
+extension, is not used: it builds only with ``numpy.distutils`` (gone from Python 3.12) and a C
+compiler, and decodes a third as fast.
 """
 from __future__ import annotations
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import functools
 import shutil
 
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from cluster.local import start_local_cluster
 from cluster.simulator import SimulatedAcquisition
 from resources import resource_path

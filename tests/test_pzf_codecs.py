@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 from rules.huffman import HuffmanError, huffman_decode, huffman_encode
-from rules.pzf import (COMPRESSION_HUFFMAN, HEADER_DTYPE, QUANT_SQRT, PZFError, decode_frame,
-                       encode_frame, quantise, read_header)
+from rules.pzf import (
+    COMPRESSION_HUFFMAN,
+    HEADER_DTYPE,
+    QUANT_SQRT,
+    PZFError,
+    decode_frame,
+    encode_frame,
+    quantise,
+    read_header,
+)
 
 
 @pytest.fixture(scope="module")
