@@ -3,22 +3,62 @@
 Both speak HTTP/1.1 with keep-alive, answer every request with a ``Content-Length`` and write
 each response in a single ``sendall`` (headers and body together), so a kept-alive client never
 meets the 40 ms delayed-ACK stall. Replies are gzip-compressed only when the client asks.
+
+Requests are framed strictly (RFC 9112), so no request can hide another one in its body:
+exactly one decimal ``Content-Length`` or none; ``Transfer-Encoding`` is refused with 411 (no
+client of either server sends chunked bodies); ``PUT``/``POST`` without a length get 411; a body
+where the endpoint takes none gets 400; a body above the endpoint's limit 413 (before any of it is
+read); oversized header sections 431; other protocol versions (an HTTP/2 preface) 505. A body the
+handler left unread is drained (or the connection closed) before the next request is parsed.
+Gzip bodies are decompressed in bounded steps, never beyond the limit. Connections idle longer
+than ``Limits.idle_timeout`` are closed, and a request head must arrive within
+``Limits.header_timeout`` of its first byte (a byte-a-second client is cut off with 408); every
+connection has its own thread, so a slow client never delays the others.
 """
 from __future__ import annotations
 
 import gzip
+import http.client
+import io
 import json
 import logging
+import re
 import socket
 import threading
+import time
+import zlib
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Iterator
 
 logger = logging.getLogger(__name__)
 
 #: Replies shorter than this go out uncompressed even when gzip is accepted (cheaper for both).
 GZIP_MIN_BYTES = 1024
+#: Unread request bodies up to this size are read and dropped to keep the connection usable.
+MAX_DRAIN_BYTES = 64 << 20
+#: Read and decompression step.
+CHUNK = 1 << 20
+#: Methods whose requests carry no body unless the endpoint says otherwise.
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
+
+_DECIMAL = re.compile(r"[0-9]{1,19}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size and time bounds of one server (all configurable; defaults fit a 2,000-frame series
+    spooled or PUT whole, and a 1,000,000-task rule)."""
+
+    #: Largest body streamed to disk (a data-server PUT of a file), after decompression.
+    max_body: int = 8 << 30
+    #: Largest body held in memory (rules, bids, hand-ins, appends), after decompression.
+    max_memory_body: int = 256 << 20
+    #: A kept-alive connection with no new request, or a body/reply that stalls, is closed after this.
+    idle_timeout: float = 60.0
+    #: The request line and headers must all arrive within this many seconds of their first byte.
+    header_timeout: float = 10.0
 
 
 class HTTPError(Exception):
@@ -39,7 +79,8 @@ class Server(ThreadingHTTPServer):
     #: The application object (rule server, data server) that handlers serve.
     owner: Any = None
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, limits: Limits | None = None, **kwargs):
+        self.limits = limits or Limits()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(*args, **kwargs)
@@ -68,35 +109,178 @@ class Server(ThreadingHTTPServer):
         logger.debug("connection from %s closed with an error", client_address, exc_info=True)
 
 
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads that give up after ``idle`` seconds without data or at ``deadline``."""
+
+    def __init__(self, sock: socket.socket, idle: float):
+        super().__init__()
+        self.sock = sock
+        self.idle = idle
+        self.deadline: float | None = None
+        self.expired = False  # the deadline passed (or a read stalled) while it was set
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        timeout = self.idle
+        if self.deadline is not None:
+            timeout = min(timeout, self.deadline - time.monotonic())
+            if timeout <= 0:
+                self.expired = True
+                raise TimeoutError("request head not complete in time")
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv_into(buffer)
+        except TimeoutError:
+            self.expired = self.deadline is not None
+            raise
+
+
 class RequestHandler(BaseHTTPRequestHandler):
     server: Server
-    """Base handler: body reading (with gzip), single-write replies, JSON helpers."""
+    """Base handler: strict framing, bounded body reading (with gzip), single-write replies."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     server_version = "Spoolside"
     sys_version = ""
 
-    # -- requests -------------------------------------------------------------------------
-    def read_body(self) -> bytes:
-        """Read the request body by ``Content-Length``; gunzip it if it says so."""
+    # -- connection and framing ------------------------------------------------------------
+    @property
+    def limits(self) -> Limits:
+        return self.server.limits
+
+    def setup(self) -> None:
+        super().setup()
+        self._reader = _DeadlineReader(self.connection, self.limits.idle_timeout)
+        self.rfile = io.BufferedReader(self._reader, CHUNK // 16)
+        self.body_left = 0
+        self._framed = False
+
+    def handle_one_request(self) -> None:
+        """Wait (at most the idle timeout) for a request, read its head against the header
+        deadline, run ``do_<METHOD>``, then drain what the handler left of the body."""
+        self._reader.deadline = None
+        self.body_left, self._framed = 0, False
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError as exc:
-            raise HTTPError(400, "Content-Length is not an integer") from exc
-        if length < 0:
-            raise HTTPError(400, "negative Content-Length")
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            raise HTTPError(411, "chunked request bodies are not supported; send Content-Length")
-        body = self.rfile.read(length) if length else b""
-        if len(body) != length:
-            raise HTTPError(400, "request body shorter than its Content-Length")
-        if body and "gzip" in self.headers.get("Content-Encoding", "").lower():
+            if not self.rfile.peek(1):
+                self.close_connection = True
+                return
+        except (TimeoutError, OSError):
+            self.close_connection = True
+            return
+        self._reader.deadline = time.monotonic() + self.limits.header_timeout
+        self._reader.expired = False
+        super().handle_one_request()  # parse_request → do_<METHOD>; a timeout closes
+        if self._reader.expired:  # a slow (or slowloris) client: say why, then hang up
+            self._reader.deadline = None
+            self.connection.settimeout(1.0)
+            self.send_error(408, "request head not received in time")
+            return
+        if not self.close_connection:
+            self.finish_body()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self._reader.deadline = None
+        self.connection.settimeout(self.limits.idle_timeout)
+        return ok and self._check_framing()
+
+    def handle_expect_100(self) -> bool:
+        # Refuse a bad or oversized body before the client sends it.
+        return self._check_framing() and super().handle_expect_100()
+
+    def _check_framing(self) -> bool:
+        if self._framed:
+            return True
+        self._framed = True
+        try:
+            self.body_left = self._body_length()
+        except HTTPError as exc:
+            self.close_connection = True
+            self.send_error_json(exc.status, exc.message)
+            return False
+        return True
+
+    def _body_length(self) -> int:
+        lengths = self.headers.get_all("Content-Length") or []
+        if self.headers.get_all("Transfer-Encoding"):
+            if lengths:
+                raise HTTPError(400, "a request may not have both Transfer-Encoding and "
+                                     "Content-Length")
+            raise HTTPError(411, "chunked (Transfer-Encoding) request bodies are not supported; "
+                                 "send Content-Length")
+        if len(lengths) > 1:
+            raise HTTPError(400, "more than one Content-Length header")
+        if not lengths:
+            if self.command in ("PUT", "POST"):
+                raise HTTPError(411, f"{self.command} needs a Content-Length header")
+            return 0
+        text = lengths[0].strip()
+        if not _DECIMAL.fullmatch(text):
+            raise HTTPError(400, f"Content-Length must be a non-negative decimal integer, "
+                                 f"got {lengths[0]!r}")
+        length = int(text)
+        if length:
+            limit = self.body_limit()
+            if limit == 0:
+                raise HTTPError(400, f"{self.command} {self.path.partition('?')[0]} takes no "
+                                     "request body")
+            if length > limit:
+                raise HTTPError(413, f"request body of {length} bytes is over this server's "
+                                     f"limit of {limit} bytes")
+        return length
+
+    def body_limit(self) -> int:
+        """Largest body this request may carry (0: none). Servers refine this per endpoint."""
+        if self.command in BODYLESS_METHODS:
+            return 0
+        return self.limits.max_memory_body
+
+    def finish_body(self) -> None:
+        """Consume what the handler left of the body (or close), so the next request parses."""
+        if self.body_left <= 0:
+            return
+        if self.body_left > MAX_DRAIN_BYTES:
+            self.close_connection = True
+            return
+        try:
+            for _ in self._raw_body():
+                pass
+        except HTTPError:
+            self.close_connection = True
+
+    # -- requests -------------------------------------------------------------------------
+    def _raw_body(self) -> Iterator[bytes]:
+        while self.body_left > 0:
             try:
-                body = gzip.decompress(body)
-            except (OSError, EOFError) as exc:
-                raise HTTPError(400, f"body says gzip but does not decompress: {exc}") from exc
-        return body
+                chunk = self.rfile.read1(min(self.body_left, CHUNK))
+            except (TimeoutError, OSError):
+                chunk = b""
+            if not chunk:
+                self.body_left = 0
+                self.close_connection = True
+                raise HTTPError(400, "request body ended before its Content-Length")
+            self.body_left -= len(chunk)
+            yield chunk
+
+    def iter_body(self, limit: int | None = None) -> Iterator[bytes]:
+        """The request body in pieces, gunzipped if it says so; 413 once it passes ``limit``
+        (default: the in-memory limit), 415 for encodings other than gzip."""
+        limit = self.limits.max_memory_body if limit is None else limit
+        encoding = self.headers.get("Content-Encoding", "").strip().lower()
+        if encoding in ("", "identity"):
+            yield from self._raw_body()
+        elif encoding in ("gzip", "x-gzip"):
+            yield from _gunzip(self._raw_body(), limit)
+        else:
+            self.close_connection = True
+            raise HTTPError(415, f"Content-Encoding {encoding!r} is not supported (gzip is)")
+
+    def read_body(self) -> bytes:
+        """The whole request body in memory (gunzipped if it says so), within the limit."""
+        return b"".join(self.iter_body())
 
     # -- replies --------------------------------------------------------------------------
     def send_payload(self, status: int, body: bytes, content_type: str = "application/json",
@@ -119,7 +303,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         try:
             self.wfile.write(head + body if self.command != "HEAD" else head)
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
         self.log_request(status, len(body))
 
@@ -130,16 +314,66 @@ class RequestHandler(BaseHTTPRequestHandler):
         """PYME-shaped error: ``{"ok": "False", "error": "..."}``."""
         self.send_json({"ok": "False", "error": message}, status)
 
+    def send_error(self, code, message=None, explain=None) -> None:
+        """Errors found by ``http.server`` itself (bad request line, 431, 505, 501), as JSON."""
+        if not hasattr(self, "headers"):
+            self.headers = http.client.HTTPMessage()
+        for name in ("command", "requestline"):
+            if not hasattr(self, name):
+                setattr(self, name, "")
+        self.close_connection = True
+        if not message:
+            try:
+                message = HTTPStatus(code).phrase
+            except ValueError:
+                message = str(code)
+        self.send_error_json(int(code), message)
+
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         logger.debug("%s %s", self.address_string(), format % args)
+
+
+def _gunzip(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    """Decompress (possibly multi-member) gzip ``chunks`` in bounded steps; 413 past ``limit``."""
+    inflater, fed, produced = zlib.decompressobj(wbits=31), False, 0
+
+    def step(data: bytes) -> bytes:
+        nonlocal produced
+        try:
+            out = inflater.decompress(data, CHUNK)
+        except zlib.error as exc:
+            raise HTTPError(400, f"body says gzip but does not decompress: {exc}") from exc
+        produced += len(out)
+        if produced > limit:
+            raise HTTPError(413, f"decompressed body is over this server's limit of "
+                                 f"{limit} bytes")
+        return out
+
+    for data in chunks:
+        while data or (fed and not inflater.eof):
+            fed = True
+            out = step(data)
+            if out:
+                yield out
+            if inflater.eof:  # a next gzip member may follow
+                data = inflater.unused_data
+                inflater, fed = zlib.decompressobj(wbits=31), False
+            elif inflater.unconsumed_tail:
+                data = inflater.unconsumed_tail
+            elif out:
+                data = b""  # all input taken; collect what zlib still holds
+            else:
+                break
+    if fed and not inflater.eof:
+        raise HTTPError(400, "body says gzip but is truncated")
 
 
 class ServerThread:
     """Runs a :class:`Server` in a daemon thread; ``url`` is where it listens."""
 
     def __init__(self, handler_class: type[RequestHandler], bind: str = "127.0.0.1",
-                 port: int = 0, name: str = "http"):
-        self.server = Server((bind, port), handler_class)
+                 port: int = 0, name: str = "http", limits: Limits | None = None):
+        self.server = Server((bind, port), handler_class, limits=limits)
         self._thread = threading.Thread(target=self.server.serve_forever,
                                         kwargs={"poll_interval": 0.1},
                                         name=f"{name}-{self.port}", daemon=True)

@@ -8,7 +8,6 @@ appended to ``.h5r`` files through :mod:`cluster.h5r`, which serialises all HDF5
 from __future__ import annotations
 
 import glob
-import http.client
 import json
 import logging
 import mimetypes
@@ -19,14 +18,13 @@ import socket
 import tempfile
 import threading
 import time
-from http import HTTPStatus
 from urllib.parse import parse_qs
 
 from cluster import h5r
 from cluster.dataserver import paths
 from cluster.dataserver.listing import list_directory
 from cluster.dataserver.records import decode_batch, to_csv, to_json, to_npy
-from cluster.http_base import HTTPError, RequestHandler, ServerThread
+from cluster.http_base import HTTPError, Limits, RequestHandler, ServerThread
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +34,6 @@ METADATA_PARTS = ("MetaData", "Metadata")
 
 #: Files up to this size go out in one send with their headers; larger ones are streamed.
 SINGLE_SEND_BYTES = 1 << 20
-#: Bodies of refused requests up to this size are read and dropped to keep the connection usable.
-MAX_DRAIN_BYTES = 64 << 20
-CHUNK = 1 << 20
 
 
 class DataRequestHandler(RequestHandler):
@@ -61,56 +56,21 @@ class DataRequestHandler(RequestHandler):
         self._dispatch(self._put)
 
     def _dispatch(self, handler) -> None:
-        self._body_done = self.command != "PUT"
         try:
             handler()
         except HTTPError as exc:
-            self._drain()
             self.send_error_json(exc.status, exc.message)
         except Exception as exc:  # noqa: BLE001 - last resort: answer instead of dropping
             logger.exception("%s %s failed", self.command, self.path)
-            self._drain()
             self.send_error_json(500, f"internal error: {type(exc).__name__}: {exc}")
 
-    def _drain(self) -> None:
-        """Consume an unread request body so the next pipelined request parses correctly."""
-        if self._body_done:
-            return
-        self._body_done = True
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if (length < 0 or length > MAX_DRAIN_BYTES
-                or self.headers.get("Transfer-Encoding", "").lower() == "chunked"):
-            self.close_connection = True
-            return
-        while length > 0:
-            chunk = self.rfile.read(min(length, CHUNK))
-            if not chunk:
-                self.close_connection = True
-                return
-            length -= len(chunk)
-
-    def _body(self) -> bytes:
-        self._body_done = True
-        try:
-            return self.read_body()
-        except HTTPError:
-            self.close_connection = True  # the stream position is unknown now
-            raise
-
-    def send_error(self, code, message=None, explain=None) -> None:
-        """Errors raised by ``http.server`` itself (bad request line, 501), as JSON."""
-        if not hasattr(self, "headers"):
-            self.headers = http.client.HTTPMessage()
-        self.close_connection = True
-        if not message:
-            try:
-                message = HTTPStatus(code).phrase
-            except ValueError:
-                message = str(code)
-        self.send_error_json(code, message)
+    def body_limit(self) -> int:
+        """PUTs of files are streamed to disk; appends are held in memory; GETs carry no body."""
+        if self.command != "PUT":
+            return 0
+        if self.path.startswith("/__"):
+            return self.limits.max_memory_body
+        return self.limits.max_body
 
     def _send_empty(self, status: int = 200, headers: dict[str, str] | None = None) -> None:
         self.send_payload(status, b"", "text/plain", headers)
@@ -228,7 +188,6 @@ class DataRequestHandler(RequestHandler):
             raise HTTPError(405, f"{target.name!r} already exists") from exc
         except (NotADirectoryError, PermissionError) as exc:
             raise HTTPError(409, f"cannot create directory {target.name!r}: {exc.strerror}") from exc
-        self._drain()
         self._send_empty()
 
     def _make_parent(self, target: paths.Target) -> str:
@@ -247,9 +206,7 @@ class DataRequestHandler(RequestHandler):
         fd, tmp = tempfile.mkstemp(prefix=paths.TMP_PREFIX, dir=parent)
         try:
             with os.fdopen(fd, "wb") as out:
-                if not self._receive_into(out):
-                    logger.info("PUT %s: connection dropped mid-body, nothing stored", target.name)
-                    return
+                self._receive_into(out)
             os.chmod(tmp, 0o444)
             try:
                 os.link(tmp, target.path)  # atomic and never clobbers an existing file
@@ -265,33 +222,14 @@ class DataRequestHandler(RequestHandler):
                 os.unlink(tmp)
         self._send_empty()
 
-    def _receive_into(self, out) -> bool:
-        """Copy the request body into ``out``; False (and close) if the client went away."""
-        encoding = self.headers.get("Content-Encoding", "").lower()
-        if "gzip" in encoding or self.headers.get("Transfer-Encoding"):
-            out.write(self._body())
-            return True
-        self._body_done = True
-        try:
-            remaining = int(self.headers.get("Content-Length") or 0)
-        except ValueError as exc:
-            self.close_connection = True
-            raise HTTPError(400, "Content-Length is not an integer") from exc
-        while remaining > 0:
-            try:
-                chunk = self.rfile.read(min(remaining, CHUNK))
-            except (ConnectionError, TimeoutError):
-                chunk = b""
-            if not chunk:
-                self.close_connection = True
-                return False
+    def _receive_into(self, out) -> None:
+        """Stream the request body (gunzipped if it says so) into ``out``, within the limit."""
+        for chunk in self.iter_body(self.limits.max_body):
             out.write(chunk)
-            remaining -= len(chunk)
-        return True
 
     def _aggregate_txt(self, name: str) -> None:
         target = paths.resolve_name(self.app.root_path, name)
-        body = self._body()
+        body = self.read_body()
         if os.path.isdir(target.path) or target.trailing_slash:
             raise HTTPError(409, f"{target.name!r} is a directory")
         self._make_parent(target)
@@ -317,7 +255,7 @@ class DataRequestHandler(RequestHandler):
         if not sep or not table or "/" in table:
             raise HTTPError(400, "expected /__aggregate_h5r/<path>.h5r/<Table>")
         target = paths.resolve_name(self.app.root_path, file_name + ".h5r")
-        body = self._body()
+        body = self.read_body()
         if os.path.isdir(target.path):
             raise HTTPError(409, f"{target.name!r} is a directory")
         self._make_parent(target)
@@ -387,14 +325,15 @@ class DataServer:
     """A PYME-compatible data server over ``root`` (binds 127.0.0.1 and a free port by default)."""
 
     def __init__(self, root: str | os.PathLike, bind: str = "127.0.0.1", port: int = 0,
-                 serverfilter: str | None = None):
+                 serverfilter: str | None = None, limits: Limits | None = None):
         self.root_path = os.path.realpath(os.fspath(root))
         if not os.path.isdir(self.root_path):
             raise NotADirectoryError(f"data root {os.fspath(root)!r} is not a directory")
         self.root = pathlib.Path(self.root_path)
         self.serverfilter = serverfilter if serverfilter is not None else socket.gethostname()
         self.bind = bind
-        self._http = ServerThread(DataRequestHandler, bind=bind, port=port, name="dataserver")
+        self._http = ServerThread(DataRequestHandler, bind=bind, port=port, name="dataserver",
+                                  limits=limits)
         self._http.server.owner = self
         self._started = time.time()
         self._running = False
