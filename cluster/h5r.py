@@ -195,9 +195,20 @@ def _split_key(key: str) -> list[str]:
     return parts
 
 
+#: HDF5 keeps attributes in the object header, which holds at most 64 KiB.
+MAX_METADATA_VALUE_BYTES = 60_000
+
+
 def _storable(value: Any) -> Any:
     """Metadata values as PYME's handler stores them (PyTables pickles lists and dicts)."""
-    if isinstance(value, (bool, int, float, str, list, dict, tuple)) or value is None:
+    if isinstance(value, (str, list, dict, tuple)):
+        size = len(value.encode("utf-8", "replace") if isinstance(value, str)
+                   else pickle.dumps(value))
+        if size > MAX_METADATA_VALUE_BYTES:
+            raise H5RError(f"a metadata value of {size} bytes is over the {MAX_METADATA_VALUE_BYTES}"
+                           "-byte limit of an HDF5 attribute")
+        return value
+    if isinstance(value, (bool, int, float)) or value is None:
         return value
     if isinstance(value, np.generic):
         return value.item()

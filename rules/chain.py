@@ -29,6 +29,7 @@ from .metadata import MetaDataHandler
 from .patterns import PatternError, pattern_context, substitute
 from .recipe_check import check_recipe, recipe_file_outputs
 from .rule import Rule
+from .safeload import load_yaml
 from .settings import analysis_problems
 from .uris import (
     cluster_path,
@@ -169,7 +170,7 @@ def recipe_label(text: str) -> str:
         if body == stripped:
             return name.replace("_", " ")
     try:
-        modules = yaml.safe_load(text)
+        modules = load_yaml(text)
     except yaml.YAMLError:
         return "(YAML with errors)"
     names = [str(next(iter(m))).rsplit(".", 1)[-1] for m in modules

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .factories import FACTORIES, RuleFactory, link
+from .safeload import load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def load_preset(path) -> list[RuleFactory]:
     except (OSError, UnicodeDecodeError) as exc:
         raise PresetError(path, f"cannot read the file: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -6,6 +6,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from .safeload import compose_yaml
+
 
 class RecipeProblem(NamedTuple):
     """One problem; ``line`` is 1-based (None when it is not about one line)."""
@@ -20,8 +22,7 @@ class RecipeProblem(NamedTuple):
 def _parse(text: str) -> tuple[Any, yaml.Node | None, list[RecipeProblem]]:
     """The loaded recipe, its YAML node tree (for line numbers) and any parse problem."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = compose_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None

@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from rules.safeload import load_json
+
 from cluster.http_base import HTTPError
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -117,6 +119,7 @@ def decode_batch(body: bytes, table_dtype: Callable[[], np.dtype | None]) -> np.
     if not body:
         raise HTTPError(400, "empty body: send .npy bytes or a JSON list of records")
     if body.startswith(NPY_MAGIC):
+        _check_npy_header(body)
         try:
             array = np.load(io.BytesIO(body), allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
@@ -128,11 +131,30 @@ def decode_batch(body: bytes, table_dtype: Callable[[], np.dtype | None]) -> np.
         raise HTTPError(415, "pickled bodies are refused (unpickling network bytes can run "
                              "code); send .npy bytes (numpy.save) or a JSON list of records")
     try:
-        items = json.loads(body)
+        items = load_json(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HTTPError(400, "body is neither .npy bytes nor a JSON list of records: "
                              f"{exc}") from exc
     return records_from_json(items, table_dtype())
+
+
+def _check_npy_header(body: bytes) -> None:
+    """Refuse a ``.npy`` body whose header promises more (or less) data than it holds, before
+    numpy allocates the array it describes."""
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(stream)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+        raise HTTPError(400, f"body is not a valid .npy array: {exc}") from exc
+    if dtype.hasobject:
+        raise HTTPError(400, "records with object fields are refused (they need pickle)")
+    expected = math.prod(shape) * dtype.itemsize
+    if expected != len(body) - stream.tell():
+        raise HTTPError(400, f".npy header describes {expected} bytes of data but the body "
+                             f"holds {len(body) - stream.tell()}")
 
 
 def _jsonable(value: Any) -> Any:

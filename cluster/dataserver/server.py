@@ -20,6 +20,8 @@ import threading
 import time
 from urllib.parse import parse_qs
 
+from rules.safeload import load_json
+
 from cluster import h5r
 from cluster.dataserver import paths
 from cluster.dataserver.listing import list_directory
@@ -261,7 +263,7 @@ class DataRequestHandler(RequestHandler):
         self._make_parent(target)
         if table in METADATA_PARTS:
             try:
-                metadata = json.loads(body)
+                metadata = load_json(body)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise HTTPError(400, f"metadata body is not JSON: {exc}") from exc
             if not isinstance(metadata, dict):

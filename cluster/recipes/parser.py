@@ -5,6 +5,8 @@ from typing import Any
 
 import yaml
 
+from rules.safeload import compose_yaml
+
 from .errors import RecipeError
 from .modules.base import RecipeModule
 from .registry import lookup
@@ -14,18 +16,14 @@ def parse_recipe(text: str) -> list[RecipeModule]:
     """Modules of a recipe, in order; :class:`RecipeError` names the line, module or parameter."""
     if not isinstance(text, str):
         raise RecipeError(f"recipe must be YAML text, got {type(text).__name__}")
-    loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        node, data = compose_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise RecipeError(f"recipe YAML error{where}: {exc.problem or exc}") from exc
     except yaml.YAMLError as exc:
         raise RecipeError(f"recipe YAML error: {exc}") from exc
-    finally:
-        loader.dispose()
     if data is None or node is None:
         raise RecipeError("recipe is empty")
     if not isinstance(data, list):

@@ -1,11 +1,12 @@
 """HTTP endpoints of the rule server (PYME's paths, verbs and reply shapes) and ``RuleServer``."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 from typing import Any, Callable, overload
 from urllib.parse import parse_qs, urlsplit
+
+from rules.safeload import load_json
 
 from cluster.http_base import HTTPError, Limits, RequestHandler, ServerThread
 
@@ -48,7 +49,7 @@ def _json_body(body: bytes) -> Any:
     if not body:
         raise HTTPError(400, "this endpoint needs a JSON body")
     try:
-        return json.loads(body.decode("utf-8"), strict=False)
+        return load_json(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise HTTPError(400, f"malformed JSON body: {exc}") from exc
 
