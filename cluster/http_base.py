@@ -30,7 +30,7 @@ import zlib
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, overload
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ CHUNK = 1 << 20
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 
 _DECIMAL = re.compile(r"[0-9]{1,19}")
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,27 @@ class HTTPError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+@overload
+def query_int(params: Mapping[str, str], name: str, default: int,
+              minimum: int | None = None) -> int: ...
+@overload
+def query_int(params: Mapping[str, str], name: str, default: None = None,
+              minimum: int | None = None) -> int | None: ...
+def query_int(params: Mapping[str, str], name: str, default: int | None = None,
+              minimum: int | None = None) -> int | None:
+    """Integer query parameter ``name`` (plain decimal; absent or blank: ``default``); 400 if it
+    is not one or is below ``minimum``. The one parser both servers use."""
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    if not _INTEGER.fullmatch(value):
+        raise HTTPError(400, f"query parameter {name} must be an integer, got {value!r}")
+    number = int(value)
+    if minimum is not None and number < minimum:
+        raise HTTPError(400, f"query parameter {name} must be at least {minimum}, got {number}")
+    return number
 
 
 class Server(ThreadingHTTPServer):
@@ -154,7 +176,8 @@ class RequestHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self._reader = _DeadlineReader(self.connection, self.limits.idle_timeout)
-        self.rfile = io.BufferedReader(self._reader, CHUNK // 16)
+        self._buffer = io.BufferedReader(self._reader, CHUNK // 16)
+        self.rfile = self._buffer
         self.body_left = 0
         self._framed = False
 
@@ -164,7 +187,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         self._reader.deadline = None
         self.body_left, self._framed = 0, False
         try:
-            if not self.rfile.peek(1):
+            if not self._buffer.peek(1):
                 self.close_connection = True
                 return
         except (TimeoutError, OSError):
@@ -255,7 +278,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _raw_body(self) -> Iterator[bytes]:
         while self.body_left > 0:
             try:
-                chunk = self.rfile.read1(min(self.body_left, CHUNK))
+                chunk = self._buffer.read1(min(self.body_left, CHUNK))
             except (TimeoutError, OSError):
                 chunk = b""
             if not chunk:

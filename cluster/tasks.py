@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
+from cluster.dataserver.paths import inside
 from rules.dataserver_client import DataClient
 from rules.errors import ClusterError, RequestRefused
 from rules.metadata import MetaDataHandler
@@ -98,9 +99,9 @@ class ClusterFiles:
             rel = parsed.path
         else:
             rel = uri
-        candidate = (self.root / rel.lstrip("/")).resolve()
-        if candidate.is_relative_to(self.root) and candidate.is_file():
-            return candidate
+        candidate = self.root / rel.lstrip("/")
+        if inside(str(self.root), candidate) and candidate.is_file():
+            return candidate.resolve()
         return None
 
     def read(self, uri: str) -> bytes:

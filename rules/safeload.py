@@ -10,7 +10,7 @@ way (a 100,000-deep JSON array is refused, never a ``RecursionError``).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
@@ -128,7 +128,7 @@ def check_depth(data: Any, max_depth: int = MAX_DEPTH) -> None:
     while stack:
         value, depth = stack.pop()
         if isinstance(value, dict):
-            children = value.values()
+            children: Iterable[Any] = value.values()
         elif isinstance(value, list):
             children = value
         else:

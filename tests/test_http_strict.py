@@ -240,3 +240,20 @@ def test_slowloris_is_cut_off_and_never_delays_others(small_data_server):
     assert result["reply"].startswith(b"HTTP/1.1 408")
     assert result["seconds"] < 2.5
     assert len(latencies) > 5 and max(latencies) < 0.5
+
+
+def test_one_integer_parser_for_both_servers(data_server, rule_server):
+    """``int()`` would take ``1_0``, `` 5`` and ``+5``; query parameters are plain decimals."""
+    records = json.dumps([{"x": 1.0}, {"x": 2.0}])
+    assert requests.put(data_server.url + "/__aggregate_h5r/r.h5r/FitResults", data=records,
+                        timeout=5).status_code == 200
+    table = f"{data_server.url}/r.h5r/FitResults.json"
+    assert requests.get(table + "?from=1", timeout=5).json() == [{"x": 2.0}]
+    for bad in ("1_0", "+5", "%205", "5.0", "-1"):
+        reply = requests.get(f"{table}?from={bad}", timeout=5)
+        assert reply.status_code == 400, reply.text
+        if bad == "-1":  # an integer, refused by the data server as a negative row
+            continue
+        reply = requests.get(f"{rule_server.url}/release_rule_tasks?ruleID=x&release_start={bad}"
+                             "&release_end=3", timeout=5)
+        assert reply.status_code == 400 and "integer" in reply.json()["error"]

@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import os
 
-from cluster.dataserver.paths import TMP_PREFIX
+from cluster.dataserver.paths import TMP_PREFIX, inside
 
 FLAG_DIRECTORY = 1
 FLAG_SERIES = 2
 FLAG_COMPLETE = 4
-
-
-def _inside(root: str, path: str) -> bool:
-    real = os.path.realpath(path)
-    return real == root or real.startswith(root + os.sep)
 
 
 def _directory_entry(path: str) -> list[int]:
@@ -46,7 +41,7 @@ def list_directory(root: str, path: str) -> dict[str, list[int]]:
             if entry.name.startswith(TMP_PREFIX):
                 continue
             try:
-                if entry.is_symlink() and not _inside(root, entry.path):
+                if entry.is_symlink() and not inside(root, entry.path):
                     continue
                 if entry.is_dir():
                     listing[entry.name + "/"] = _directory_entry(entry.path)

@@ -58,10 +58,17 @@ def check_name(name: str, pattern: re.Pattern = NAME_RE) -> None:
         raise HTTPError(403, f"name {name!r} holds a '.' or '..' component")
 
 
+def inside(root: str, path: str | os.PathLike) -> bool:
+    """Whether ``path`` (symlinks resolved) is ``root`` or lies inside it; ``root`` must be a
+    real path. The one root-confinement check of the cluster."""
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root + os.sep)
+
+
 def confine(root: str, name: str) -> str:
     """Real path of ``root/name``; 403 unless it is the root or inside it."""
     path = os.path.realpath(os.path.join(root, name))
-    if path != root and not path.startswith(root + os.sep):
+    if not inside(root, path):
         raise HTTPError(403, f"{name!r} resolves outside the data root")
     return path
 

@@ -14,9 +14,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from rules.safeload import load_json
-
 from cluster.http_base import HTTPError
+from rules.safeload import load_json
 
 NPY_MAGIC = b"\x93NUMPY"
 

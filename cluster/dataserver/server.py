@@ -8,7 +8,6 @@ appended to ``.h5r`` files through :mod:`cluster.h5r`, which serialises all HDF5
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import mimetypes
 import os
@@ -20,13 +19,12 @@ import threading
 import time
 from urllib.parse import parse_qs
 
-from rules.safeload import load_json
-
 from cluster import h5r
 from cluster.dataserver import paths
 from cluster.dataserver.listing import list_directory
 from cluster.dataserver.records import decode_batch, to_csv, to_json, to_npy
-from cluster.http_base import HTTPError, Limits, RequestHandler, ServerThread
+from cluster.http_base import HTTPError, Limits, RequestHandler, ServerThread, query_int
+from rules.safeload import load_json
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +131,7 @@ class DataRequestHandler(RequestHandler):
         for name in glob.glob(pattern, root_dir=root):
             if os.path.basename(name.rstrip("/")).startswith(paths.TMP_PREFIX):
                 continue
-            real = os.path.realpath(os.path.join(root, name))
-            if real == root or real.startswith(root + os.sep):
+            if paths.inside(root, os.path.join(root, name)):
                 found.append(name)
         self.send_json(sorted(found))
 
@@ -150,9 +147,9 @@ class DataRequestHandler(RequestHandler):
         if ext not in (".npy", ".json", ".csv"):
             raise HTTPError(400, "tables are served as .npy, .json or .csv "
                                  "(pickled arrays are not served)")
-        params = parse_qs(query)
-        start = _int_param(params, "from", 0)
-        stop = _int_param(params, "to", None)
+        params = {key: values[0] for key, values in parse_qs(query).items()}
+        start = query_int(params, "from", 0, minimum=0)
+        stop = query_int(params, "to", None, minimum=0)
         try:
             rows = _h5r_call(h5r.read_table, target.path, table, start, stop)
         except KeyError as exc:
@@ -290,19 +287,6 @@ def _check_appendable(target: paths.Target) -> None:
         return
     if not mode & 0o222:
         raise HTTPError(409, f"{target.name!r} is a read-only (write-once) file")
-
-
-def _int_param(params: dict, name: str, default):
-    values = params.get(name)
-    if not values or values[0] == "":
-        return default
-    try:
-        value = int(values[0])
-    except ValueError as exc:
-        raise HTTPError(400, f"query parameter {name!r} must be an integer") from exc
-    if value < 0:
-        raise HTTPError(400, f"query parameter {name!r} must not be negative")
-    return value
 
 
 def _memory() -> dict:

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, overload
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from cluster.http_base import HTTPError, Limits, RequestHandler, ServerThread, query_int
 from rules.safeload import load_json
-
-from cluster.http_base import HTTPError, Limits, RequestHandler, ServerThread
 
 from .model import DEFAULT_MAX_TASKS, DEFAULT_RULE_TIMEOUT, RuleServerError, RuleTable
 
@@ -22,20 +21,6 @@ LONGPOLL_SECONDS = 0.5
 LIMITS = Limits(max_body=32 << 20, max_memory_body=32 << 20)
 #: The only endpoints that take a request body (PYME's node server bids with a GET body).
 BODY_ROUTES = frozenset({"/add_integer_id_rule", "/bid_on_tasks", "/handin"})
-
-
-@overload
-def _int_param(params: dict[str, str], name: str, default: int) -> int: ...
-@overload
-def _int_param(params: dict[str, str], name: str, default: None = None) -> int | None: ...
-def _int_param(params: dict[str, str], name: str, default: int | None = None) -> int | None:
-    value = params.get(name)
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise HTTPError(400, f"query parameter {name} must be an integer, got {value!r}") from None
 
 
 def _required(params: dict[str, str], name: str) -> str:
@@ -113,7 +98,7 @@ class RuleRequestHandler(RequestHandler):
     # -- PYME endpoints ---------------------------------------------------------------------
     def h_add_rule(self, params: dict[str, str], body: bytes) -> None:
         spec = _json_body(body)
-        max_tasks = _int_param(params, "max_tasks", DEFAULT_MAX_TASKS)
+        max_tasks = query_int(params, "max_tasks", DEFAULT_MAX_TASKS)
         timeout = DEFAULT_RULE_TIMEOUT
         if "timeout" in params:
             try:
@@ -127,15 +112,15 @@ class RuleRequestHandler(RequestHandler):
             raise HTTPError(400, "give both release_start and release_end, or neither")
         release = None
         if start is not None:
-            release = (_int_param(params, "release_start", 0), _int_param(params, "release_end", 0))
+            release = (query_int(params, "release_start", 0), query_int(params, "release_end", 0))
         rule_id = self.table.add_rule(spec, max_tasks=max_tasks, rule_timeout=timeout,
                                       release=release, rule_id=params.get("ruleID"))
         self.send_json({"ok": "True", "ruleID": rule_id})
 
     def h_release(self, params: dict[str, str], body: bytes) -> None:
         rule_id = _required(params, "ruleID")
-        start = _int_param(params, "release_start")
-        end = _int_param(params, "release_end")
+        start = query_int(params, "release_start")
+        end = query_int(params, "release_end")
         if start is None or end is None:
             raise HTTPError(400, "missing query parameter release_start or release_end")
         self.table.release(rule_id, start, end)
@@ -143,7 +128,7 @@ class RuleRequestHandler(RequestHandler):
 
     def h_mark_release_complete(self, params: dict[str, str], body: bytes) -> None:
         self.table.mark_release_complete(_required(params, "ruleID"),
-                                         _int_param(params, "n_tasks"))
+                                         query_int(params, "n_tasks"))
         self.send_payload(200, OK)
 
     def h_inactivate(self, params: dict[str, str], body: bytes) -> None:
