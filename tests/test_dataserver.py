@@ -242,7 +242,7 @@ def test_h5r_metadata_merged_and_served(data_root, data_server):
 def test_h5r_bad_bodies_write_nothing(data_root, data_server, pyme_fixtures):
     url = data_server.url + "/__aggregate_h5r/bad/r.h5r/FitResults"
     for body, status in ((b"not npy, not json", 400), (b"", 400), (b'{"a": 1}', 400),
-                         (b"\x80\x02cnumpy\n...", 415), (_npy(np.arange(5)), 400),
+                         (b"\x80\x02cnumpy\n...", 400), (b"\x80\x02cos\nsystem\n.", 415), (_npy(np.arange(5)), 400),
                          (_npy(np.array([object()], dtype=object)), 400)):
         reply = requests.put(url, data=body)
         assert reply.status_code == status, body[:20]

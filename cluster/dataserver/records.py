@@ -1,8 +1,11 @@
-"""Record batches on the wire: ``.npy`` or JSON in, ``.npy``/JSON/CSV out (protocol §4.3).
+"""Record batches on the wire: ``.npy``, pickled numpy arrays or JSON in, ``.npy``/JSON/CSV out
+(protocol §4.3).
 
-Pickled bodies (what PYME's own workers send) are refused: unpickling bytes from the network can
-run arbitrary code. Nested field names are flattened with ``_`` (``fitResults_x0``) as PYME's
-readers do.
+Pickled bodies are what PYME's own workers and ``clusterResults.fileResults`` send
+(``ndarray.dumps()``, protocol 2).  Unpickling network bytes could run any code, so they go through
+:class:`NumpyOnlyUnpickler`, which can build numpy arrays, record arrays and dtypes and nothing
+else; anything else is refused with 415.  Nested field names are flattened with ``_``
+(``fitResults_x0``) as PYME's readers do.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import csv
 import io
 import json
 import math
+import pickle
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -18,6 +22,74 @@ from cluster.http_base import HTTPError
 from rules.safeload import load_json
 
 NPY_MAGIC = b"\x93NUMPY"
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes, limited to latin-1."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise PickleRefused("only latin-1 byte strings may be built")
+    return text.encode("latin-1")
+
+
+#: Everything a pickled numpy array (numpy 1.x or 2.x, protocols 2-5) refers to.
+_NUMPY_GLOBALS: dict[tuple[str, str], Any] = {
+    ("_codecs", "encode"): _latin1_encode,
+    ("numpy", "dtype"): np.dtype,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "record"): np.record,
+    **{(module, "recarray"): np.recarray
+       for module in ("numpy", "numpy.rec", "numpy.core.records", "numpy._core.records")},
+    **{(f"numpy.{core}.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0]
+       for core in ("core", "_core")},
+}
+try:  # protocol 5 (in-band buffers)
+    _frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+    _NUMPY_GLOBALS.update({(f"numpy.{core}.numeric", "_frombuffer"): _frombuffer
+                           for core in ("core", "_core")})
+except (AttributeError, TypeError, IndexError):  # pragma: no cover - very old numpy
+    pass
+
+
+class PickleRefused(pickle.UnpicklingError):
+    """The pickle refers to something other than numpy's array and dtype machinery."""
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and dtypes only: any other class or function is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D401 - pickle override
+        try:
+            return _NUMPY_GLOBALS[(module, name)]
+        except KeyError:
+            raise PickleRefused(f"refusing to load {module}.{name}: only numpy arrays "
+                                "are accepted") from None
+
+
+def records_from_pickle(body: bytes) -> np.ndarray:
+    """A pickled numpy record array (PYME's upload) as a plain structured array.
+
+    Raises :class:`HTTPError` 415 for a pickle of anything else, 400 for a broken one.
+    """
+    try:
+        value = NumpyOnlyUnpickler(io.BytesIO(body)).load()
+    except PickleRefused as exc:
+        raise HTTPError(415, f"pickled body refused: {exc}. Send a pickled numpy record array "
+                             "(what PYME sends), .npy bytes or a JSON list of records") from exc
+    except Exception as exc:  # noqa: BLE001 - any other failure means a malformed pickle
+        raise HTTPError(400, f"pickled body is not a valid numpy array pickle: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(value, np.ndarray):
+        raise HTTPError(415, f"pickled body holds a {type(value).__name__}, not a numpy record "
+                             "array")
+    if value.dtype.hasobject:
+        raise HTTPError(415, "pickled arrays with Python objects in them are refused")
+    if value.dtype.names is None:
+        raise HTTPError(400, f"records must be a structured array, got dtype {value.dtype}")
+    plain = np.dtype({"names": list(value.dtype.names),
+                      "formats": [value.dtype.fields[n][0] for n in value.dtype.names],
+                      "offsets": [value.dtype.fields[n][1] for n in value.dtype.names],
+                      "itemsize": value.dtype.itemsize})
+    return value.view(np.ndarray).view(plain).reshape(-1)
 
 
 def flat_fields(dtype: np.dtype, prefix: str = "",
@@ -110,7 +182,8 @@ def records_from_json(items: Any, dtype: np.dtype | None) -> np.ndarray:
 
 
 def decode_batch(body: bytes, table_dtype: Callable[[], np.dtype | None]) -> np.ndarray:
-    """A PUT body (``.npy`` bytes or a JSON list of records) as a structured array.
+    """A PUT body (``.npy`` bytes, a pickled record array or a JSON list of records) as a
+    structured array.
 
     ``table_dtype()`` gives the existing table's dtype (None for a new table); it is only
     called for JSON bodies, which need it to build their records.
@@ -127,8 +200,7 @@ def decode_batch(body: bytes, table_dtype: Callable[[], np.dtype | None]) -> np.
             raise HTTPError(400, f"records must be a structured array, got dtype {array.dtype}")
         return array.reshape(-1)
     if body[:1] == b"\x80" or body[:1] in (b"(", b"c") and body.rstrip().endswith(b"."):
-        raise HTTPError(415, "pickled bodies are refused (unpickling network bytes can run "
-                             "code); send .npy bytes (numpy.save) or a JSON list of records")
+        return records_from_pickle(body)
     try:
         items = load_json(body)
     except (ValueError, UnicodeDecodeError) as exc:
