@@ -25,6 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (default: cores - 1, at least 1)")
     p.add_argument("--serverfilter", default=None, help="cluster name (default: host name)")
 
+    p = sub.add_parser("worker", help="add analysis worker processes on this PC to a cluster")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: cores - 1, at least 1)")
+    p.add_argument("--give-up", type=float, default=120.0, metavar="SECONDS",
+                   help="exit when the rule server has not answered for this long (default 120)")
+    p.add_argument("--check-interval", type=float, default=5.0, metavar="SECONDS",
+                   help=argparse.SUPPRESS)
+    _add_cluster_arguments(p)
+
     p = sub.add_parser("simulate", help="spool a simulated single-molecule series")
     p.add_argument("name", help="series name, e.g. sim/cells_01 (becomes sim/cells_01.pcs)")
     p.add_argument("--frames", type=int, default=2000)
@@ -68,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cluster":
         from cluster.cli import run_cluster
         return run_cluster(args)
+    if args.command == "worker":
+        from cluster.cli import run_worker
+        return run_worker(args)
     if args.command == "simulate":
         from cluster.cli import run_simulate
         return run_simulate(args)

@@ -1,4 +1,4 @@
-"""``spoolside cluster`` and ``spoolside simulate``: the headless cluster commands."""
+"""``spoolside cluster``, ``worker`` and ``simulate``: the headless cluster commands."""
 from __future__ import annotations
 
 import logging
@@ -43,6 +43,76 @@ def run_cluster(args) -> int:
         cluster.stop()
         print("cluster stopped", flush=True)
     return 0
+
+
+def _cluster_answers(url: str, timeout: float = 5.0) -> str | None:
+    """None when the server at ``url`` answers HTTP at all, else why not."""
+    import requests
+
+    try:
+        with requests.Session() as session:
+            session.trust_env = False
+            session.get(url, timeout=timeout)
+        return None
+    except requests.RequestException as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def run_worker(args) -> int:
+    """Add worker processes to a cluster (Spoolside's or PYME's) until Ctrl-C/SIGTERM, or until
+    its rule server has not answered for ``--give-up`` seconds."""
+    import time
+
+    from cluster.local import WorkerPool, default_worker_count
+
+    workers = default_worker_count() if args.workers is None else args.workers
+    if workers < 1:
+        print("spoolside worker: --workers must be 1 or more", file=sys.stderr)
+        return 2
+    if args.server and args.dataserver:
+        server, dataserver = args.server.rstrip("/"), args.dataserver.split(",")[0].rstrip("/")
+    else:
+        from rules.connection import default_cluster
+
+        try:  # $PYME_RULESERVER_URL / $PYME_DATASERVER_URL, or a cluster on this machine
+            found = default_cluster()
+        except ClusterError as exc:
+            print(f"spoolside worker: give the cluster's --server URL and --dataserver URL ({exc})",
+                  file=sys.stderr)
+            return 2
+        server, dataserver = found.ruleserver_url, found.dataserver_urls[0]
+    for what, url in (("rule server", server + "/queue_info"), ("data server", dataserver + "/")):
+        problem = _cluster_answers(url)
+        if problem:
+            print(f"spoolside worker: cannot reach the {what} at {url}: {problem}", file=sys.stderr)
+            return 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    pool = WorkerPool(workers, server, dataserver, root=None, serverfilter="").start()
+    print(f"{workers} worker processes (PIDs {', '.join(map(str, pool.pids))}) taking tasks from "
+          f"{server}, data from {dataserver}")
+    print("Press Ctrl-C to stop.", flush=True)
+    lost_since: float | None = None
+    code = 0
+    try:
+        while not stop.wait(args.check_interval):
+            problem = _cluster_answers(server + "/queue_info")
+            if problem is None:
+                lost_since = None
+                continue
+            lost_since = lost_since or time.monotonic()
+            gone = time.monotonic() - lost_since
+            logger.warning("rule server %s not answering for %.0f s: %s", server, gone, problem)
+            if gone >= args.give_up:
+                print(f"spoolside worker: lost the cluster: the rule server {server} has not "
+                      f"answered for {gone:.0f} s ({problem})", file=sys.stderr)
+                code = 1
+                break
+    finally:
+        pool.stop()
+        print("workers stopped", flush=True)
+    return code
 
 
 def run_simulate(args) -> int:

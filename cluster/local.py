@@ -32,12 +32,14 @@ def default_worker_count() -> int:
 class WorkerPool:
     """Keeps N worker processes alive until stopped."""
 
-    def __init__(self, n: int, ruleserver_url: str, dataserver_url: str, root: Path,
+    def __init__(self, n: int, ruleserver_url: str, dataserver_url: str, root: Path | None,
                  serverfilter: str, log_dir: Path | None = None):
+        """``root``: this node's data root for local reads (None on a PC without one)."""
         self.n = n
         self._command = [sys.executable, "-m", "cluster.worker", "--ruleserver", ruleserver_url,
-                         "--dataserver", dataserver_url, "--root", str(root),
-                         "--serverfilter", serverfilter]
+                         "--dataserver", dataserver_url, "--serverfilter", serverfilter]
+        if root is not None:
+            self._command += ["--root", str(root)]
         self._log_dir = log_dir
         self.processes: list[subprocess.Popen] = []
         self.restarts = 0
