@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+from rules.ruleserver_client import TOKEN_ENV
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="data folder the data server serves")
     p.add_argument("--rule-port", type=int, default=0, help="rule server port (0: a free one)")
     p.add_argument("--data-port", type=int, default=0, help="data server port (0: a free one)")
-    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.add_argument("--bind", default="127.0.0.1",
+                   help="address to listen on (default loopback); any other needs --allow "
+                        "and/or --token")
+    p.add_argument("--allow", action="append", default=[], metavar="NETWORK",
+                   help="network (e.g. 192.168.1.0/24) whose machines may connect without the "
+                        "token, as PYME's clients and workers do (repeatable)")
+    p.add_argument("--token", metavar="TOKEN",
+                   help="shared token Spoolside's clients and workers send (default: "
+                        "$SPOOLSIDE_TOKEN)")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default: cores - 1, at least 1)")
     p.add_argument("--serverfilter", default=None, help="cluster name (default: host name)")
@@ -59,12 +70,15 @@ def _add_cluster_arguments(parser: argparse.ArgumentParser, dest_prefix: str = "
                              "else the embedded cluster)")
     parser.add_argument("--dataserver", metavar="URL", dest=dest_prefix + "dataserver",
                         help="data server of that cluster (comma-separated for several)")
+    parser.add_argument("--token", metavar="TOKEN", dest=dest_prefix + "token",
+                        help="shared token of a cluster bound beyond loopback, sent with every "
+                             "request (default: $SPOOLSIDE_TOKEN)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; ``--server``/``--dataserver`` may stand before or after a sub-command."""
     args = build_parser().parse_args(argv)
-    for name in ("server", "dataserver"):
+    for name in ("server", "dataserver", "token"):
         if getattr(args, name, None) is None:
             setattr(args, name, getattr(args, "global_" + name))
     return args
@@ -74,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.token:  # every client session (engine, workers) sends it
+        os.environ[TOKEN_ENV] = args.token
     if args.command == "cluster":
         from cluster.cli import run_cluster
         return run_cluster(args)

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from cluster.http_base import Access, is_loopback
 from rules.errors import ClusterError
+from rules.ruleserver_client import TOKEN_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -20,11 +23,30 @@ def run_cluster(args) -> int:
     if workers < 0:
         print("spoolside cluster: --workers must be 0 or more", file=sys.stderr)
         return 2
+    token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
+    try:
+        access = Access.parse(getattr(args, "allow", None) or [], token)
+    except ValueError as exc:
+        print(f"spoolside cluster: {exc}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.bind):
+        if not access.networks and not access.token:
+            print(f"spoolside cluster: --bind {args.bind} opens the cluster to the network; say "
+                  "who may connect with --allow NETWORK (PYME clients and workers there) and/or "
+                  "--token TOKEN (Spoolside clients send it; also $SPOOLSIDE_TOKEN)",
+                  file=sys.stderr)
+            return 2
+        allowed = ", ".join(str(n) for n in access.networks) or "no network"
+        print(f"WARNING: listening on {args.bind}, beyond this machine: admitted are loopback, "
+              f"{allowed}{' and clients sending the token' if access.token else ''}",
+              file=sys.stderr, flush=True)
+    if token:
+        os.environ[TOKEN_ENV] = token  # the worker processes inherit it
     try:
         cluster = start_local_cluster(Path(args.root).expanduser(), workers=workers,
                                       rule_port=args.rule_port, data_port=args.data_port,
                                       bind=args.bind, serverfilter=args.serverfilter,
-                                      register=True)
+                                      register=True, access=access)
     except OSError as exc:
         print(f"spoolside cluster: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -18,8 +18,10 @@ connection has its own thread, so a slow client never delays the others.
 from __future__ import annotations
 
 import gzip
+import hmac
 import http.client
 import io
+import ipaddress
 import json
 import logging
 import re
@@ -31,6 +33,9 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator, Mapping, overload
+from urllib.parse import urlsplit
+
+from rules.ruleserver_client import TOKEN_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +65,65 @@ class Limits:
     idle_timeout: float = 60.0
     #: The request line and headers must all arrive within this many seconds of their first byte.
     header_timeout: float = 10.0
+
+
+_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may talk to a server: loopback always; beyond it, clients in ``networks`` (PYME's
+    clients and workers, which send no token) and clients that send ``token``."""
+
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    token: str | None = None
+    #: Loopback clients are admitted without a token (tests turn this off to see refusals).
+    loopback: bool = True
+
+    @classmethod
+    def parse(cls, networks: list[str] | tuple[str, ...] = (),
+              token: str | None = None) -> "Access":
+        """From ``--allow`` texts (``192.168.1.0/24``, ``10.0.0.5``); ValueError names a bad one."""
+        parsed = []
+        for text in networks:
+            try:
+                parsed.append(ipaddress.ip_network(text.strip(), strict=False))
+            except ValueError as exc:
+                raise ValueError(f"--allow {text!r} is not a network or address: {exc}") from None
+        return cls(tuple(parsed), token or None)
+
+    def admits(self, client: str, token: str | None) -> bool:
+        try:
+            address = ipaddress.ip_address(client.split("%")[0])
+        except ValueError:
+            return False
+        mapped = getattr(address, "ipv4_mapped", None)
+        if mapped is not None:
+            address = mapped
+        trusted = (_LOOPBACK if self.loopback else ()) + self.networks
+        if any(address in net for net in trusted):
+            return True
+        return (self.token is not None and token is not None
+                and hmac.compare_digest(token.encode(), self.token.encode()))
+
+
+def is_loopback(bind: str) -> bool:
+    """Whether a bind address only listens on this machine."""
+    if bind == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        return False
+
+
+def _known_host_names() -> frozenset[str]:
+    names = {"localhost", socket.gethostname().lower()}
+    try:
+        names.add(socket.getfqdn().lower())
+    except OSError:
+        pass
+    return frozenset(names)
 
 
 class HTTPError(Exception):
@@ -101,8 +165,11 @@ class Server(ThreadingHTTPServer):
     #: The application object (rule server, data server) that handlers serve.
     owner: Any = None
 
-    def __init__(self, *args, limits: Limits | None = None, **kwargs):
+    def __init__(self, *args, limits: Limits | None = None, access: Access | None = None,
+                 **kwargs):
         self.limits = limits or Limits()
+        self.access = access or Access()
+        self.host_names = _known_host_names()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(*args, **kwargs)
@@ -208,11 +275,54 @@ class RequestHandler(BaseHTTPRequestHandler):
         ok = super().parse_request()
         self._reader.deadline = None
         self.connection.settimeout(self.limits.idle_timeout)
-        return ok and self._check_framing()
+        return ok and self._check_framing() and self._check_access()
 
     def handle_expect_100(self) -> bool:
         # Refuse a bad or oversized body before the client sends it.
         return self._check_framing() and super().handle_expect_100()
+
+    def _check_access(self) -> bool:
+        """403 unless the client is admitted (loopback, ``--allow`` network or token), a web
+        browser's request names this machine as Host (no DNS rebinding) and a state-changing
+        request comes from no other web origin (no cross-site requests)."""
+        try:
+            self._access_problem()
+        except HTTPError as exc:
+            self.close_connection = True
+            self.send_error_json(exc.status, exc.message)
+            return False
+        return True
+
+    def _access_problem(self) -> None:
+        server = self.server
+        if not server.access.admits(self.client_address[0], self.headers.get(TOKEN_HEADER)):
+            raise HTTPError(403, f"{self.client_address[0]} is not allowed: it is not in the "
+                                 "cluster's --allow networks and sent no valid token")
+        host = self.headers.get("Host")
+        browser = (self.headers.get("User-Agent", "").startswith("Mozilla/")
+                   or "Sec-Fetch-Mode" in self.headers or "Origin" in self.headers)
+        if host is not None and browser:  # a web page on a rebound DNS name: refuse
+            try:
+                name = (urlsplit("//" + host).hostname or "").lower()
+            except ValueError:
+                name = ""
+            if name not in server.host_names:
+                try:
+                    ipaddress.ip_address(name)
+                except ValueError:
+                    raise HTTPError(403, f"Host {host!r} is not this machine") from None
+        if self.command in ("POST", "PUT", "DELETE", "PATCH") or self.changes_state():
+            origin = self.headers.get("Origin")
+            if origin is not None and origin.split("://", 1)[-1].rstrip("/").lower() \
+                    != (host or "").lower():
+                raise HTTPError(403, f"cross-origin request from {origin!r} refused")
+            site = self.headers.get("Sec-Fetch-Site")
+            if site is not None and site not in ("same-origin", "none"):
+                raise HTTPError(403, f"{site} request from a web page refused")
+
+    def changes_state(self) -> bool:
+        """Whether this request (whatever its method) changes the server's state."""
+        return False
 
     def _check_framing(self) -> bool:
         if self._framed:
@@ -395,8 +505,9 @@ class ServerThread:
     """Runs a :class:`Server` in a daemon thread; ``url`` is where it listens."""
 
     def __init__(self, handler_class: type[RequestHandler], bind: str = "127.0.0.1",
-                 port: int = 0, name: str = "http", limits: Limits | None = None):
-        self.server = Server((bind, port), handler_class, limits=limits)
+                 port: int = 0, name: str = "http", limits: Limits | None = None,
+                 access: Access | None = None):
+        self.server = Server((bind, port), handler_class, limits=limits, access=access)
         self._thread = threading.Thread(target=self.server.serve_forever,
                                         kwargs={"poll_interval": 0.1},
                                         name=f"{name}-{self.port}", daemon=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cluster.dataserver import DataServer
+from cluster.http_base import Access
 from cluster.ruleserver import RuleServer
 from resources import resource_path
 from rules import nameservice
@@ -104,15 +105,17 @@ class LocalCluster:
 
     def __init__(self, root: str | os.PathLike, workers: int = 0, rule_port: int = 0,
                  data_port: int = 0, bind: str = "127.0.0.1", serverfilter: str | None = None,
-                 task_timeout: float = 600.0, register: bool = False):
+                 task_timeout: float = 600.0, register: bool = False,
+                 access: Access | None = None):
         self.register = register
         self._registered: list[tuple[str, str]] = []
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.serverfilter = serverfilter or socket.gethostname()
-        self.rule_server = RuleServer(bind=bind, port=rule_port, task_timeout=task_timeout)
+        self.rule_server = RuleServer(bind=bind, port=rule_port, task_timeout=task_timeout,
+                                      access=access)
         self.data_server = DataServer(root=self.root, bind=bind, port=data_port,
-                                      serverfilter=self.serverfilter)
+                                      serverfilter=self.serverfilter, access=access)
         self.n_workers = workers
         self.pool: WorkerPool | None = None
 
@@ -178,11 +181,13 @@ class LocalCluster:
 
 def start_local_cluster(root: str | os.PathLike, workers: int = 0, rule_port: int = 0,
                         data_port: int = 0, bind: str = "127.0.0.1", serverfilter: str | None = None,
-                        task_timeout: float = 600.0, register: bool = False) -> LocalCluster:
+                        task_timeout: float = 600.0, register: bool = False,
+                        access: Access | None = None) -> LocalCluster:
     """Start a rule server, a data server over ``root`` and ``workers`` worker processes.
 
     With ``register``, both servers are listed in PYME's local name service (§0), where
     ``rules.default_cluster()`` and PYME's own clients on this machine look for a cluster.
+    ``access`` says who beyond loopback may connect (see :class:`cluster.http_base.Access`).
     """
     return LocalCluster(root, workers, rule_port, data_port, bind, serverfilter, task_timeout,
-                        register).start()
+                        register, access).start()

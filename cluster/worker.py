@@ -23,6 +23,7 @@ import requests
 
 from cluster.tasks import ClusterFiles, Task, TaskError, TaskRunner, fill_template
 from rules.dataserver_client import DataClient
+from rules.ruleserver_client import TOKEN_ENV, TOKEN_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class Worker:
                  serverfilter: str, batch: int = LOCALISATION_BATCH):
         self.ruleserver = ruleserver_url.rstrip("/")
         self.session = requests.Session()
+        token = os.environ.get(TOKEN_ENV)
+        if token:  # a cluster bound beyond loopback
+            self.session.headers[TOKEN_HEADER] = token
         self.session.trust_env = False
         self.files = ClusterFiles(DataClient([dataserver_url], serverfilter), root, serverfilter)
         self.runner = TaskRunner(self.files)

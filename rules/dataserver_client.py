@@ -1,15 +1,17 @@
 """HTTP client for one or several PYME data servers holding one logical cluster tree (§4)."""
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import itertools
 import logging
 import posixpath
+import socket
 import threading
 import time
 from typing import Iterable, NamedTuple
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 import requests
@@ -18,6 +20,7 @@ from .errors import (
     ClusterError,
     ClusterUnreachable,
     ProtocolError,
+    RequestRefused,
     check_base_url,
     error_from_request_exception,
     refused_from_response,
@@ -206,9 +209,15 @@ class DataClient:
                 timeout: float | None = None) -> None:
         """PUT ``data`` to a full data-server URL (e.g. ``<aggregate_url>/MetaData``), sent once.
 
+        Only this cluster's own data servers are written to: a URL elsewhere (e.g. from a task
+        template) is refused with :class:`RequestRefused` before anything is sent.
+
         Raises the engine's errors: :class:`ClusterUnreachable`, :class:`RequestRefused` for an
         error status, :class:`ProtocolError`.
         """
+        if not any(same_server(url, base) for base in self.urls):
+            raise RequestRefused(f"refusing to PUT to {url}: not one of this cluster's data "
+                                 f"servers ({', '.join(self.urls)})")
         response = self._request("PUT", url, data=data, headers=headers,
                                  timeout=self.timeout if timeout is None else timeout)
         if response.status_code >= 400:
@@ -339,3 +348,31 @@ class DataClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _addresses(host: str) -> frozenset[str]:
+    try:
+        return frozenset(str(info[4][0]) for info in socket.getaddrinfo(host, None))
+    except (OSError, UnicodeError):
+        return frozenset()
+
+
+def _local_addresses() -> frozenset[str]:
+    return _addresses(socket.gethostname()) | _addresses("localhost") | {"127.0.0.1", "::1"}
+
+
+def same_server(url: str, base: str) -> bool:
+    """Whether ``url`` points at the server ``base`` (same scheme and port; same host name, or
+    names resolving to a common address, or both names this machine)."""
+    a, b = urlsplit(url), urlsplit(base)
+    if a.scheme != b.scheme or a.port != b.port or not a.hostname or not b.hostname:
+        return False
+    if a.hostname.lower() == b.hostname.lower():
+        return True
+    left, right = _addresses(a.hostname), _addresses(b.hostname)
+    if left & right:
+        return True
+    local = _local_addresses()
+    return bool(left) and bool(right) and left <= local | {x for x in left if x.startswith("127.")} \
+        and right <= local | {x for x in right if x.startswith("127.")}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import requests
@@ -22,14 +23,25 @@ DEFAULT_MAX_TASKS = 1_000_000
 DEFAULT_RULE_TIMEOUT = 3600
 
 
+#: Environment variable holding the shared token of a cluster bound beyond loopback.
+TOKEN_ENV = "SPOOLSIDE_TOKEN"
+#: Header in which Spoolside's clients and workers send that token.
+TOKEN_HEADER = "X-Spoolside-Token"
+
+
 def make_session(connect_retries: int = 2, read_retries: int = 0) -> requests.Session:
     """A session that ignores proxy environment variables (as PYME's) and retries failed connects.
+
+    It sends the cluster's shared token (``$SPOOLSIDE_TOKEN``) when there is one.
 
     Only connection attempts are retried by default: a request that reached the server is never
     sent twice (re-releasing a range re-runs finished tasks).
     """
     session = requests.Session()
     session.trust_env = False
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        session.headers[TOKEN_HEADER] = token
     retry = Retry(total=None, connect=connect_retries, read=read_retries, status=0, other=0,
                   redirect=0, backoff_factor=0.05, raise_on_status=False)
     adapter = HTTPAdapter(max_retries=retry, pool_maxsize=8)

@@ -43,9 +43,12 @@ def test_add_rule_reply_and_ids(rule_server, http):
     reply = r.json()
     assert set(reply) == {"ok", "ruleID"} and reply["ok"] == "True"
     assert RULE_ID_RE.match(reply["ruleID"]) and reply["ruleID"].startswith("000000-")
-    # GET works the same as POST; the counter counts every rule
+    # Unlike PYME's server, creating a rule takes a POST (as PYME's client sends it)
     r2 = http.get(rule_server.url + "/add_integer_id_rule?max_tasks=10",
                   data=json.dumps({"template": "t"}))
+    assert r2.status_code == 405
+    r2 = http.post(rule_server.url + "/add_integer_id_rule?max_tasks=10",
+                   data=json.dumps({"template": "t"}))
     assert r2.json()["ruleID"].startswith("000001-")
     q = info(http, rule_server.url, reply["ruleID"])
     assert set(q) == set(INFO_KEYS)

@@ -23,7 +23,7 @@ from cluster import h5r
 from cluster.dataserver import paths
 from cluster.dataserver.listing import list_directory
 from cluster.dataserver.records import decode_batch, to_csv, to_json, to_npy
-from cluster.http_base import HTTPError, Limits, RequestHandler, ServerThread, query_int
+from cluster.http_base import Access, HTTPError, Limits, RequestHandler, ServerThread, query_int
 from rules.safeload import load_json
 
 logger = logging.getLogger(__name__)
@@ -289,15 +289,6 @@ def _check_appendable(target: paths.Target) -> None:
         raise HTTPError(409, f"{target.name!r} is a read-only (write-once) file")
 
 
-def _memory() -> dict:
-    try:
-        page = os.sysconf("SC_PAGE_SIZE")
-        total, free = os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
-    except (ValueError, OSError, AttributeError):
-        return {}
-    return {"total": total, "available": free, "used": total - free}
-
-
 def _h5r_call(function, *args):
     try:
         return function(*args)
@@ -311,7 +302,8 @@ class DataServer:
     """A PYME-compatible data server over ``root`` (binds 127.0.0.1 and a free port by default)."""
 
     def __init__(self, root: str | os.PathLike, bind: str = "127.0.0.1", port: int = 0,
-                 serverfilter: str | None = None, limits: Limits | None = None):
+                 serverfilter: str | None = None, limits: Limits | None = None,
+                 access: Access | None = None):
         self.root_path = os.path.realpath(os.fspath(root))
         if not os.path.isdir(self.root_path):
             raise NotADirectoryError(f"data root {os.fspath(root)!r} is not a directory")
@@ -319,7 +311,7 @@ class DataServer:
         self.serverfilter = serverfilter if serverfilter is not None else socket.gethostname()
         self.bind = bind
         self._http = ServerThread(DataRequestHandler, bind=bind, port=port, name="dataserver",
-                                  limits=limits)
+                                  limits=limits, access=access)
         self._http.server.owner = self
         self._started = time.time()
         self._running = False
@@ -361,7 +353,8 @@ class DataServer:
             return self._locks.setdefault(path, threading.Lock())
 
     def status(self) -> dict:
-        """``/__status``: PYME's disk and identity fields plus our serverfilter."""
+        """``/__status``: PYME's disk and identity fields plus our serverfilter (no memory,
+        CPU or network figures: PYME's clients do not need them and they tell a stranger much)."""
         disk = shutil.disk_usage(self.root_path)
         host = self._http.host
         if self.bind in ("", "0.0.0.0"):
@@ -373,7 +366,7 @@ class DataServer:
             "Disk": {"total": disk.total, "used": disk.used, "free": disk.free},
             "Uptime": time.time() - self._started,
             "CPUUsage": [],
-            "MemUsage": _memory(),
+            "MemUsage": {},
             "Network": {},
             "IPAddress": host,
             "BindAddress": self.bind,

@@ -6,10 +6,11 @@ import math
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from cluster.http_base import HTTPError, Limits, RequestHandler, ServerThread, query_int
+from cluster.http_base import Access, HTTPError, Limits, RequestHandler, ServerThread, query_int
 from rules.safeload import load_json
 
 from .model import DEFAULT_MAX_TASKS, DEFAULT_RULE_TIMEOUT, RuleServerError, RuleTable
+from .status import StatusGate
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,11 @@ LONGPOLL_SECONDS = 0.5
 LIMITS = Limits(max_body=32 << 20, max_memory_body=32 << 20)
 #: The only endpoints that take a request body (PYME's node server bids with a GET body).
 BODY_ROUTES = frozenset({"/add_integer_id_rule", "/bid_on_tasks", "/handin"})
+#: State changes PYME's clients always POST: a GET (a link, an image on a web page) is refused.
+POST_ONLY = frozenset({"/add_integer_id_rule", "/inactivate_rule", "/handin",
+                       "/spoolside/requeue_failed"})
+#: State changes PYME's clients send as GET; like every POST, checked against cross-site use.
+STATE_CHANGING = POST_ONLY | {"/release_rule_tasks", "/mark_release_complete", "/bid_on_tasks"}
 
 
 def _required(params: dict[str, str], name: str) -> str:
@@ -40,7 +46,7 @@ def _json_body(body: bytes) -> Any:
 
 
 class RuleRequestHandler(RequestHandler):
-    """Dispatches PYME's rule-server paths; GET and POST are handled alike."""
+    """Dispatches PYME's rule-server paths; state changes PYME's clients POST need a POST."""
 
     # path → (method name, allowed query parameters)
     routes: dict[str, tuple[str, frozenset[str]]] = {
@@ -69,8 +75,14 @@ class RuleRequestHandler(RequestHandler):
             return self.limits.max_memory_body
         return 0
 
+    def changes_state(self) -> bool:
+        return self.path.partition("?")[0] in STATE_CHANGING
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         try:
+            if self.command == "GET" and self.path.partition("?")[0] in POST_ONLY:
+                raise HTTPError(405, f"{self.path.partition('?')[0]} changes the rule server's "
+                                     "state: use POST")
             body = self.read_body()
             url = urlsplit(self.path)
             route = self.routes.get(url.path)
@@ -149,8 +161,14 @@ class RuleRequestHandler(RequestHandler):
         else:
             self.send_payload(200, OK)
 
+    @property
+    def status(self) -> StatusGate:
+        return self.server.owner.status
+
     def h_queues(self, params: dict[str, str], body: bytes) -> None:
-        self.send_json({"ok": True, "result": self.table.queue_info()})
+        self.status.wait_turn()
+        self.send_payload(200, self.status.snapshot(
+            "queues", lambda: {"ok": True, "result": self.table.queue_info()}))
 
     def h_queues_longpoll(self, params: dict[str, str], body: bytes) -> None:
         self.table.wait_for_change(LONGPOLL_SECONDS)
@@ -169,17 +187,19 @@ class RuleRequestHandler(RequestHandler):
         self.send_json({"ok": "True", "requeued": n})
 
     def h_rules_info(self, params: dict[str, str], body: bytes) -> None:
-        self.send_json(self.table.rules_info())
+        self.status.wait_turn()
+        self.send_payload(200, self.status.snapshot("rules", self.table.rules_info))
 
 
 class RuleServer:
     """The embedded rule server: ``RuleServer(...).start()``, ``.url``, ``.stop()``."""
 
     def __init__(self, bind: str = "127.0.0.1", port: int = 0, task_timeout: float = 600.0,
-                 retries: int = 1, limits: Limits | None = None):
+                 retries: int = 1, limits: Limits | None = None, access: Access | None = None):
         self.table = RuleTable(task_timeout=task_timeout, retries=retries)
+        self.status = StatusGate(lambda: self.table.version)
         self._http = ServerThread(RuleRequestHandler, bind=bind, port=port, name="ruleserver",
-                                  limits=limits or LIMITS)
+                                  limits=limits or LIMITS, access=access)
         self._http.server.owner = self
 
     @property
