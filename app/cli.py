@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         from cluster.cli import run_simulate
         return run_simulate(args)
     if args.command == "launch":
-        from rules.cli import run_launch
+        from rules.cli import quiet_http_logs, run_launch
+        if not args.verbose:
+            quiet_http_logs()
         return run_launch(args)
     if args.command == "watch":
         from rules.cli import run_watch

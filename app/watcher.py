@@ -14,7 +14,7 @@ from typing import Callable
 
 from PyQt5.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
 
-from rules.errors import ClusterError, ClusterUnreachable
+from rules.errors import ClusterError, ClusterUnreachable, short_reason
 from rules.ruleserver_client import RuleServerClient
 from rules.watchers import fetch_statuses
 
@@ -125,23 +125,6 @@ class StatusWatcher(QObject):
             logger.warning("rule server %s unreachable: %s", self.url, message)
         self._reachable = reachable
         self.reachabilityChanged.emit(reachable, message)
-
-
-_REASONS = (("connection refused", "connection refused"), ("timed out", "no answer (timed out)"),
-            ("name or service not known", "unknown host"), ("nodename nor servname", "unknown host"),
-            ("temporary failure in name resolution", "unknown host"),
-            ("connection reset", "connection reset"), ("connection aborted", "connection lost"),
-            ("remotedisconnected", "connection lost"), ("no route to host", "no route to host"),
-            ("network is unreachable", "network unreachable"))
-
-
-def short_reason(reason: str) -> str:
-    """A few words for why a server did not answer, instead of urllib3's nested repr."""
-    lowered = reason.lower()
-    for needle, words in _REASONS:
-        if needle in lowered:
-            return words
-    return reason if len(reason) <= 100 else reason[:99] + "…"
 
 
 def start_watcher(watcher: StatusWatcher) -> QThread:

@@ -12,8 +12,9 @@ import sys
 import time
 
 from .chain import rule_for_series
+from .chainwatch import ChainProgress, ChainWatch, chain_followons
 from .connection import Cluster, default_cluster
-from .errors import ClusterError, ClusterUnreachable
+from .errors import ClusterError, ClusterUnreachable, short_reason
 from .patterns import PatternError
 from .presets import PresetError, load_preset
 from .uris import check_name, is_cluster_uri
@@ -21,8 +22,10 @@ from .watchers import RuleStatus
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a rule may be missing from the queue listing before it counts as gone.
-LISTING_GRACE = 12.0
+#: Lines of a failed step's error log printed by ``--watch``.
+LOG_LINES = 12
+#: Seconds ``--watch`` waits at a stretch for a rule server that does not answer.
+GIVE_UP_UNREACHABLE = 300.0
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -54,79 +57,85 @@ def _line(status: RuleStatus, step: int | None) -> str:
             f"completed={status.completed} failed={status.failed}")
 
 
-def watch_chain(cluster: Cluster, root_id: str, n_steps: int, *, interval: float = 1.0,
-                timeout: float | None = None, out=None) -> bool:
+def _print_log_head(cluster: Cluster, rule_id: str, out, lines: int = LOG_LINES) -> None:
+    """The first ``lines`` lines of a rule's error log (``LOGS/rules/<ruleID>.log``, §2.4)."""
+    path = f"LOGS/rules/{rule_id}.log"
+    try:
+        text = cluster.data.get_file(path).decode("utf-8", "replace")
+    except FileNotFoundError:
+        print(f"  (no error log at {path})", file=out)
+        return
+    except ClusterError as exc:
+        print(f"  (error log {path} not readable: {exc})", file=out)
+        return
+    head = text.splitlines()[:lines]
+    print(f"  first lines of {path}:", file=out)
+    for line in head:
+        print(f"  | {line}", file=out)
+
+
+def watch_chain(cluster: Cluster, root_id: str, followons: list[dict], *, interval: float = 1.0,
+                timeout: float | None = None, give_up: float = GIVE_UP_UNREACHABLE,
+                out=None) -> bool:
     """Print progress of a chain (to ``out``, default the current ``sys.stdout``) until every step
-    is done; True when no rule failed."""
+    has ended; True when every step finished without failed tasks.
+
+    ``followons`` are the posted rule's ``on_completion`` specs (:func:`chain_followons`). An
+    unanswering rule server is waited for (one line when it goes and comes back) up to ``give_up``
+    seconds at a stretch; a failed step is named with the first lines of its error log.
+    """
     if out is None:
         out = sys.stdout
-    client = cluster.rules
-    chain = [root_id]
+    watch = ChainWatch(cluster.rules, root_id, followons)
     last: dict[str, str] = {}
-    final: dict[str, RuleStatus] = {}
-    first: dict[str, float] = {}
-    seen: set[str] = set()
-    unreachable = False
     start = time.monotonic()
-    ok = True
+    down_since = None
     while True:
         try:
-            # follow-ons first, so every rule found is in the listing fetched next
-            while len(chain) < n_steps:
-                ids = client.followon_ids(chain[-1])
-                if ids is None:
-                    print("note: this rule server does not report follow-on rules; watching the "
-                          "first step only", file=out)
-                    n_steps = len(chain)
-                    break
-                if not ids:
-                    break
-                chain.append(ids[0])
-            info = client.queue_info()
+            progress = watch.poll()
         except ClusterUnreachable as exc:
-            if not unreachable:
-                print(f"rule server unreachable ({exc.reason or exc}); still trying", file=out,
-                      flush=True)
-            unreachable = True
-            if timeout is not None and time.monotonic() - start > timeout:
-                print(f"error: chain not finished after {timeout:g} s", file=out)
+            now = time.monotonic()
+            if down_since is None:
+                down_since = now
+                print(f"rule server {cluster.ruleserver_url} not answering "
+                      f"({short_reason(exc.reason or str(exc))}); still trying", file=out, flush=True)
+            elif now - down_since > give_up:
+                print(f"error: rule server {cluster.ruleserver_url} not answering for "
+                      f"{give_up:g} s; giving up", file=out, flush=True)
                 return False
-            time.sleep(interval)
-            continue
-        if unreachable:
-            print("rule server reachable again", file=out, flush=True)
-            unreachable = False
-        now = time.monotonic()
-        statuses = []
-        for step, rule_id in enumerate(chain, start=1):
-            entry = info.get(rule_id)
-            if entry is not None:
-                status = RuleStatus.from_info(rule_id, entry)
-            elif rule_id in final:  # finished, then dropped after the server's retention time
-                status = final[rule_id]
-            elif rule_id not in seen and now - first.setdefault(rule_id, now) < LISTING_GRACE:
-                status = RuleStatus.from_info(rule_id, {})  # not listed yet (PYME caches 5 s)
-            else:
-                status = RuleStatus.gone(rule_id)
-            if entry is not None:
-                seen.add(rule_id)
-            if status.terminal:
-                final[rule_id] = status
-            statuses.append(status)
-            line = _line(status, step)
-            if last.get(rule_id) != line:
-                print(line, file=out, flush=True)
-                last[rule_id] = line
-        if any(s.state == "failed" for s in statuses):
-            ok = False  # follow-ons still run after failed tasks: keep watching them
-        if any(s.state in ("aborted", "expired") for s in statuses):
-            return False
-        if len(chain) >= n_steps and all(s.terminal for s in statuses):
-            return ok
+        else:
+            if down_since is not None:
+                print(f"rule server {cluster.ruleserver_url} answering again", file=out, flush=True)
+                down_since = None
+            for step, status in enumerate(progress.statuses, start=1):
+                line = _line(status, step)
+                if last.get(status.rule_id) != line:
+                    print(line, file=out, flush=True)
+                    last[status.rule_id] = line
+            if progress.outcome is not None:
+                return _report(cluster, progress, out)
         if timeout is not None and time.monotonic() - start > timeout:
             print(f"error: chain not finished after {timeout:g} s", file=out)
             return False
         time.sleep(interval)
+
+
+def _report(cluster: Cluster, progress: ChainProgress, out) -> bool:
+    """Say how the chain ended (which step failed, with its log); True when it finished."""
+    if progress.message:
+        print(progress.message, file=out)
+    for step in progress.failed_steps:
+        status = progress.statuses[step - 1]
+        print(f"step {step} ({status.rule_id}): {status.failed} of {status.posted} tasks failed",
+              file=out)
+        _print_log_head(cluster, status.rule_id, out)
+    out.flush()
+    return progress.ok
+
+
+def quiet_http_logs() -> None:
+    """No urllib3 retry warnings on a terminal: the engine's errors say it in one line."""
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 def run_launch(args) -> int:
@@ -154,7 +163,7 @@ def run_launch(args) -> int:
                 print(f"error: {rule.loop_error}", file=sys.stderr)
                 return 1
             return 0
-        ok = watch_chain(cluster, rule._pushed_id(), len(factories), interval=args.interval,
+        ok = watch_chain(cluster, rule._pushed_id(), chain_followons(rule.rule), interval=args.interval,
                          timeout=args.timeout)
         rule.cleanup()
         if rule.loop_error is not None:
@@ -232,6 +241,7 @@ def run_watch(args, stop=None) -> int:
 def main(argv=None) -> int:
     """Entry point for ``python -m rules.cli``."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_http_logs()
     return run_launch(sys.argv[1:] if argv is None else argv)
 
 

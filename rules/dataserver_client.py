@@ -23,9 +23,10 @@ from .errors import (
     RequestRefused,
     check_base_url,
     error_from_request_exception,
+    no_answer,
     refused_from_response,
 )
-from .ruleserver_client import make_session
+from .ruleserver_client import DEFAULT_TIMEOUT, make_session
 from .uris import check_name, cluster_path, make_cluster_uri, parse_cluster_uri
 
 logger = logging.getLogger(__name__)
@@ -63,11 +64,13 @@ def _split_urls(urls: str | Iterable[str]) -> list[str]:
 class DataClient:
     """Read and write a cluster tree spread over ``urls``; paths are bare or ``PYME-CLUSTER://`` URIs.
 
-    Reads retry ``retries`` times on connection errors; listings are cached for ``listing_ttl``
-    seconds, and every write through this client drops the cache.
+    Reads retry ``retries`` times on connection errors (not on a server that accepted and did not
+    answer within the read ``timeout``); listings are cached for ``listing_ttl`` seconds, and every
+    write through this client drops the cache.
     """
 
-    def __init__(self, urls: str | list[str], serverfilter: str = "", *, timeout: float = 10.0,
+    def __init__(self, urls: str | list[str], serverfilter: str = "", *,
+                 timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
                  retries: int = 3, listing_ttl: float = 0.5):
         self.urls = _split_urls(urls)
         self.serverfilter = serverfilter
@@ -93,7 +96,7 @@ class DataClient:
             try:
                 listing = self._server_listing(url, directory, fresh)
             except ClusterUnreachable as exc:
-                logger.warning("data server %s did not answer a listing: %s", url, exc)
+                logger.debug("data server %s did not answer a listing: %s", url, exc)
                 failure = exc
                 continue
             answered += 1
@@ -107,6 +110,8 @@ class DataClient:
                     merged[name] = FileInfo(old.flags | info.flags, max(old.size, info.size))
         if not answered and failure is not None:
             raise failure
+        if failure is not None:
+            logger.warning("listing %r without %s", directory, failure)
         return merged
 
     def listdir(self, path: str = "", *, fresh: bool = False) -> list[str]:
@@ -126,7 +131,8 @@ class DataClient:
         return bool(self.locate_file(path)) or self.isdir(path)
 
     def locate_file(self, path: str) -> list[str]:
-        """Base URLs of the servers holding file ``path`` (empty if none)."""
+        """Base URLs of the servers holding file ``path`` (empty if none); raises
+        :class:`ClusterUnreachable` when no server answered."""
         bare = cluster_path(path).strip("/")
         with self._lock:
             known = self._locations.get(bare)
@@ -135,13 +141,20 @@ class DataClient:
         parent, name = posixpath.split(bare)
         if not name:
             return []
-        found = []
+        found, failure, answered = [], None, 0
         for url in self.urls:
             try:
-                if name in self._server_listing(url, parent, False):
-                    found.append(url)
+                listing = self._server_listing(url, parent, False)
             except ClusterUnreachable as exc:
-                logger.warning("data server %s did not answer: %s", url, exc)
+                failure = exc
+                continue
+            answered += 1
+            if name in listing:
+                found.append(url)
+        if failure is not None:
+            if not answered:
+                raise failure  # no server answered: "not there" would be a guess
+            logger.warning("looking for %r without %s", bare, failure)
         if found:
             with self._lock:  # write-once files do not move: remember where they are
                 self._locations[bare] = found
@@ -330,7 +343,8 @@ class DataClient:
                 return self._session.request(method, url, **kwargs)
             except requests.RequestException as exc:
                 error = error_from_request_exception(exc, method, url)
-                if not isinstance(error, ClusterUnreachable) or attempt == attempts - 1:
+                if (not isinstance(error, ClusterUnreachable) or attempt == attempts - 1
+                        or no_answer(exc)):
                     raise error from exc
                 logger.debug("retrying %s %s after %s", method, url, exc)
                 time.sleep(0.1 * 2 ** attempt)

@@ -64,8 +64,49 @@ def error_from_request_exception(exc: Exception, method: str, url: str) -> Clust
                 and not isinstance(cause, http.client.RemoteDisconnected)):
             return ProtocolError(f"{method} {url}: reply is not HTTP ({cause!r})", url=url)
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-        return ClusterUnreachable(url, f"{method} failed: {exc}")
+        return ClusterUnreachable(url, unreachable_reason(exc, method))
     return ProtocolError(f"{method} {url}: {exc}", url=url)
+
+
+def no_answer(exc: Exception) -> bool:
+    """True when the server accepted the connection and did not answer in time (a read timeout,
+    also when urllib3 wraps it): sending the request again would only wait as long again."""
+    import requests
+    from urllib3.exceptions import ReadTimeoutError
+
+    return any(isinstance(c, (requests.ReadTimeout, ReadTimeoutError)) for c in _causes(exc))
+
+
+def unreachable_reason(exc: Exception, method: str = "") -> str:
+    """A few words for why a request got no answer, instead of urllib3's nested repr."""
+    import requests
+
+    prefix = f"{method} failed: " if method else ""
+    if isinstance(exc, requests.ConnectTimeout):
+        return prefix + "no connection (timed out)"
+    if no_answer(exc):
+        return prefix + "connected, but no answer (timed out)"
+    for cause in _causes(exc):
+        if isinstance(cause, ConnectionRefusedError):
+            return prefix + "connection refused"
+    return prefix + short_reason(str(exc))
+
+
+_REASONS = (("connection refused", "connection refused"), ("timed out", "no answer (timed out)"),
+            ("name or service not known", "unknown host"), ("nodename nor servname", "unknown host"),
+            ("temporary failure in name resolution", "unknown host"),
+            ("connection reset", "connection reset"), ("connection aborted", "connection lost"),
+            ("remotedisconnected", "connection lost"), ("no route to host", "no route to host"),
+            ("network is unreachable", "network unreachable"))
+
+
+def short_reason(reason: str) -> str:
+    """A few words for why a server did not answer, from an exception's (long) text."""
+    lowered = reason.lower()
+    for needle, words in _REASONS:
+        if needle in lowered:
+            return words
+    return reason if len(reason) <= 100 else reason[:99] + "…"
 
 
 def server_message(response) -> str:

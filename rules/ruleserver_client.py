@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TASKS = 1_000_000
 DEFAULT_RULE_TIMEOUT = 3600
+#: (connect, read) seconds per request: with the two connect retries, a server that never accepts
+#: or accepts and never answers fails within 10 s, naming its URL.
+DEFAULT_TIMEOUT = (3.0, 7.0)
 
 
 #: Environment variable holding the shared token of a cluster bound beyond loopback.
@@ -75,11 +78,11 @@ class RuleServerClient:
     session
         a ``requests.Session`` to use (not closed by :meth:`close`); default: an own one.
     timeout
-        seconds for connecting and for each read.
+        seconds for connecting and for each read: one number or ``(connect, read)``.
     """
 
     def __init__(self, base_url: str, *, session: requests.Session | None = None,
-                 timeout: float = 10.0):
+                 timeout: float | tuple[float, float] = DEFAULT_TIMEOUT):
         self.base_url = check_base_url(base_url)
         self._own_session = session is None
         self._session = session if session is not None else make_session()
@@ -142,6 +145,14 @@ class RuleServerClient:
                                 f"{{'ok': true, 'result': {{ruleID: {{...}}}}}}: {reply!r:.200}",
                                 url=self.base_url)
         return result
+
+    def task_adverts(self) -> list[dict]:
+        """The adverts of rules with available tasks (``GET /task_advertisements``, §1.2)."""
+        reply = self._call("GET", "/task_advertisements")
+        if not isinstance(reply, list):
+            raise ProtocolError(f"/task_advertisements reply is not a list: {reply!r:.200}",
+                                url=self.base_url)
+        return reply
 
     def followon_ids(self, rule_id: str) -> list[str] | None:
         """IDs of the follow-on rules created for ``rule_id`` so far; None on a PYME server."""

@@ -41,10 +41,10 @@ class RuleStatus:
     @property
     def state(self) -> str:
         """One of ``waiting``, ``running``, ``finished``, ``failed``, ``aborted``, ``expired``."""
+        if self.finished:  # a finished rule stays finished while the server retains it
+            return "failed" if self.failed > 0 else "finished"
         if self.expired:
             return "expired"
-        if self.finished:
-            return "failed" if self.failed > 0 else "finished"
         if not self.active:
             return "aborted"
         if self.running > 0 or self.completed + self.failed > 0:

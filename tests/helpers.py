@@ -87,3 +87,18 @@ def followon(url: str, rule_id: str, timeout: float = 10.0) -> str:
         reply = requests.get(url + "/spoolside/followons", params={"ruleID": rule_id}, timeout=10).json()
         return reply["ruleIDs"][0] if reply.get("ruleIDs") else None
     return wait_for(find, timeout, what=f"follow-on of {rule_id}")
+
+
+def pyme_only_rule_server(**kwargs):
+    """Spoolside's real rule server without its ``/spoolside/`` endpoints (they answer 404 "No
+    handler", as PYME's server does), not started."""
+    from cluster.ruleserver.server import RuleRequestHandler, RuleServer
+
+    class PymeOnlyHandler(RuleRequestHandler):
+        routes = {path: route for path, route in RuleRequestHandler.routes.items()
+                  if not path.startswith("/spoolside/")}
+
+    class PymeOnlyRuleServer(RuleServer):
+        handler_class = PymeOnlyHandler
+
+    return PymeOnlyRuleServer(**kwargs)

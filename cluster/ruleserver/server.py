@@ -194,11 +194,14 @@ class RuleRequestHandler(RequestHandler):
 class RuleServer:
     """The embedded rule server: ``RuleServer(...).start()``, ``.url``, ``.stop()``."""
 
+    #: the request handler (a subclass may serve fewer ``routes``, e.g. only PYME's own paths)
+    handler_class: type[RuleRequestHandler] = RuleRequestHandler
+
     def __init__(self, bind: str = "127.0.0.1", port: int = 0, task_timeout: float = 600.0,
                  retries: int = 1, limits: Limits | None = None, access: Access | None = None):
         self.table = RuleTable(task_timeout=task_timeout, retries=retries)
         self.status = StatusGate(lambda: self.table.version)
-        self._http = ServerThread(RuleRequestHandler, bind=bind, port=port, name="ruleserver",
+        self._http = ServerThread(self.handler_class, bind=bind, port=port, name="ruleserver",
                                   limits=limits or LIMITS, access=access)
         self._http.server.owner = self
 
