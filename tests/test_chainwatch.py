@@ -11,14 +11,13 @@ import threading
 import time
 
 import pytest
+from helpers import pyme_only_rule_server, wait_for, work
 
 from rules.chainwatch import ChainWatch, chain_followons
 from rules.cli import run_launch, watch_chain
 from rules.connection import Cluster
 from rules.errors import ClusterUnreachable
 from rules.ruleserver_client import RuleServerClient
-
-from helpers import pyme_only_rule_server, wait_for, work
 
 
 def template(name: str) -> str:
@@ -160,8 +159,8 @@ def _closed_port() -> int:
 def test_launch_watch_names_the_failed_step_and_prints_its_log(tmp_path, data_server, capsys):
     """``launch --watch`` on a server with only PYME's endpoints and a real worker process: both
     steps of a chain with a broken recipe fail; each is named with the first lines of its log."""
-    from rules.presets import save_preset
     from rules import RecipeRuleFactory
+    from rules.presets import save_preset
     server = pyme_only_rule_server().start()
     worker = subprocess.Popen([sys.executable, "-m", "cluster.worker", "--ruleserver", server.url,
                                "--dataserver", data_server.url, "--serverfilter", "testcluster"],
@@ -183,15 +182,15 @@ def test_launch_watch_names_the_failed_step_and_prints_its_log(tmp_path, data_se
     assert code == 1, out
     assert "watching the first step only" not in out
     for step in (1, 2):
-        assert f"step {step} " in out and f"): 1 of 1 tasks failed" in out
+        assert f"step {step} " in out and "): 1 of 1 tasks failed" in out
     assert out.count("first lines of LOGS/rules/") == 2
     assert "| === task" in out and "nosuchmodule" in out and "anothermissing" in out
     assert out.rstrip().endswith("chain failed")
 
 
 def test_launch_fails_within_10_s_on_a_server_that_never_answers(tmp_path, capsys):
-    from rules.presets import save_preset
     from rules import RecipeRuleFactory
+    from rules.presets import save_preset
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)  # accepts (in the kernel) and never answers
