@@ -128,6 +128,7 @@ class EmbeddedCluster(QObject):
 def _quit_on_signals(app: QApplication, window) -> None:
     """Ctrl-C or SIGTERM closes the window like the Quit action does (so the cluster stops)."""
     def close(*_args) -> None:
+        window.ask_before_closing = False
         window.close()
         app.quit()
     for number in (signal.SIGINT, signal.SIGTERM):

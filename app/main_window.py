@@ -122,6 +122,9 @@ class MainWindow(QMainWindow):
         self._parents: dict[str, str] = {}
         self._acquisitions: list = []
         self._simulator_available = False
+        #: False: close at once, without asking about running work (Ctrl-C, SIGTERM)
+        self.ask_before_closing = True
+        self._close_question: QMessageBox | None = None
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(2)
         self._signals = CallSignals(self)
@@ -312,6 +315,7 @@ class MainWindow(QMainWindow):
         watcher = StatusWatcher(address.ruleserver, WATCH_INTERVAL_S)
         watcher.statusesUpdated.connect(self._on_statuses_updated)
         watcher.reachabilityChanged.connect(self._on_reachability_changed)
+        watcher.rulesLost.connect(self._on_rules_lost)
         self._watcher, self._watcher_thread = watcher, start_watcher(watcher)
         self.series_browser.set_source(
             lambda: DataClient(list(address.dataservers), address.serverfilter or ""))
@@ -363,7 +367,7 @@ class MainWindow(QMainWindow):
         if watcher is None:
             return
         self._watcher = self._watcher_thread = None
-        for signal in (watcher.statusesUpdated, watcher.reachabilityChanged):
+        for signal in (watcher.statusesUpdated, watcher.reachabilityChanged, watcher.rulesLost):
             signal.disconnect()
         watcher.stop()
         thread.quit()
@@ -389,6 +393,10 @@ class MainWindow(QMainWindow):
         if not reachable:
             self.statusBar().showMessage(f"Cluster {where} unreachable: {message}", 10000)
         self._update_launch_enabled()
+
+    def _on_rules_lost(self, rule_ids: list) -> None:
+        shown = ", ".join(f"{rule_id[:6]}…" for rule_id in rule_ids[:5])
+        self.statusBar().showMessage(f"Cluster restarted — rules lost ({len(rule_ids)}: {shown})")
 
     def _on_statuses_updated(self, statuses: list) -> None:
         self.rule_model.set_statuses(statuses)
@@ -703,7 +711,49 @@ class MainWindow(QMainWindow):
         self._pool.waitForDone(10000)
         self._data_proxy.close()
 
+    def running_work(self) -> list[str]:
+        """What this window started that still runs: its simulated acquisitions that are spooling
+        and the unfinished rules of its own launches (asked about before closing)."""
+        work = [f"acquisition of {a.series_path} ({a.get_n_frames()} frames so far)"
+                for a in self._acquisitions if not a.finished()]
+        mine = {rule.rule_id for rule in self.launcher.rules}
+        running = [r for r in self.rule_model.rule_ids()
+                   if self._root_rule(r) in mine and not self.rule_model.is_gone(r)
+                   and not self.rule_model.status(r).terminal]
+        if running:
+            work.append(f"analysis ({len(running)} rule{'s' if len(running) != 1 else ''} "
+                        "not finished)")
+        elif self.launcher.busy or any(rule.releasing for rule in self.launcher.rules):
+            work.append("analysis (being launched)")
+        return work
+
+    def _ask_to_close(self, work: list[str]) -> None:
+        """Ask (without blocking) whether to close anyway; "Close" closes the window."""
+        if self._close_question is not None:
+            self._close_question.raise_()
+            return
+        box = QMessageBox(QMessageBox.Question, "Close Spoolside?",
+                          "Still running: " + "; ".join(work) + ".\n\nClosing stops them; the "
+                          "series and results keep what was written so far.",
+                          QMessageBox.Close | QMessageBox.Cancel, self)
+        box.setDefaultButton(QMessageBox.Cancel)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.finished.connect(self._on_close_answered)
+        self._close_question = box
+        box.open()
+
+    def _on_close_answered(self, answer: int) -> None:
+        self._close_question = None
+        if answer == QMessageBox.Close:
+            self.ask_before_closing = False
+            self.close()
+
     def closeEvent(self, event) -> None:
+        work = self.running_work() if self.ask_before_closing else []
+        if work:
+            event.ignore()
+            self._ask_to_close(work)
+            return
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self.save_last_chain()

@@ -44,6 +44,9 @@ class StatusWatcher(QObject):
         the first poll.
     errorOccurred(str)
         the server answered but the reply was refused or malformed (polling goes on).
+    rulesLost(list)
+        IDs of rules that were running before the server stopped answering and are gone now that
+        it answers again: the cluster restarted and lost them (rules still listed carry on).
     finished()
         :meth:`run` returned (connect it to the thread's ``quit``).
     """
@@ -51,6 +54,7 @@ class StatusWatcher(QObject):
     statusesUpdated = pyqtSignal(list)
     reachabilityChanged = pyqtSignal(bool, str)
     errorOccurred = pyqtSignal(str)
+    rulesLost = pyqtSignal(list)
     finished = pyqtSignal()
 
     def __init__(self, url: str, interval_s: float = 1.0, *,
@@ -63,6 +67,8 @@ class StatusWatcher(QObject):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._reachable: bool | None = None
+        self._unfinished: set[str] = set()  # rules running at the last answered poll
+        self._outage = False                # a poll went unanswered since then
 
     @property
     def reachable(self) -> bool | None:
@@ -95,6 +101,7 @@ class StatusWatcher(QObject):
         try:
             statuses = fetch_statuses(client)
         except ClusterUnreachable as exc:
+            self._outage = True
             self._set_reachable(False, short_reason(exc.reason or str(exc)))
             return None
         except ClusterError as exc:
@@ -103,8 +110,15 @@ class StatusWatcher(QObject):
             self.errorOccurred.emit(str(exc))
             return None
         self._set_reachable(True, self.url)
+        listed = {status.rule_id for status in statuses}
+        lost = sorted(self._unfinished - listed) if self._outage else []
+        self._unfinished = {status.rule_id for status in statuses if not status.terminal}
+        self._outage = False
         if not self._stop.is_set():
             self.statusesUpdated.emit(statuses)
+            if lost:
+                logger.warning("rule server %s restarted: rules lost: %s", self.url, lost)
+                self.rulesLost.emit(lost)
         return statuses
 
     def poll_now(self) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from .errors import ClusterError
+from .ruleserver_client import DEFAULT_TIMEOUT
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +84,10 @@ class RuleStatus:
                    expired=bool(info.get("expired", False)), parent_id=parent_id)
 
     @classmethod
-    def gone(cls, rule_id: str, *, reachable: bool = True, parent_id: str | None = None) -> RuleStatus:
-        """A rule the server no longer lists (``reachable=False``: the server did not answer)."""
-        return cls(rule_id, 0, 0, 0, 0, 0, 0, 0.0, active=False, finished=False, expired=reachable,
-                   parent_id=parent_id, reachable=reachable)
+    def gone(cls, rule_id: str, *, parent_id: str | None = None) -> RuleStatus:
+        """A rule the server no longer lists although it had not finished (state ``expired``)."""
+        return cls(rule_id, 0, 0, 0, 0, 0, 0, 0.0, active=False, finished=False, expired=True,
+                   parent_id=parent_id)
 
 
 def fetch_statuses(client) -> list[RuleStatus]:
@@ -134,7 +135,7 @@ class _PollingThread:
     starting the thread to :meth:`start` (or call :meth:`poll_once` yourself).
     """
 
-    def __init__(self, interval: float = 1.0, ruleserver: str | None = None, timeout: float = 10.0,
+    def __init__(self, interval: float = 1.0, ruleserver: str | None = None, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
                  session=None, autostart: bool = True):
         self.interval = float(interval)
         self.autostart = autostart
@@ -147,7 +148,8 @@ class _PollingThread:
         self._clients: dict[str, Any] = {}
         self._watched: dict[str, dict[str, Any]] = {}   # server → {rule_id: entry}
         self._added: dict[str, float] = {}
-        self._seen: set[str] = set()
+        self._last: dict[str, RuleStatus] = {}   # last listed status of each watched rule
+        self._down: set[str] = set()              # servers that did not answer the last poll
         #: seconds a newly watched rule may be missing from the (cached) queue listing
         self.grace = 12.0
 
@@ -200,21 +202,30 @@ class _PollingThread:
             try:
                 info = self._client(server).queue_info()
                 reachable = True
+                if server in self._down:
+                    self._down.discard(server)
+                    logger.warning("rule server %s answering again", server)
             except ClusterError as exc:
-                logger.warning("rule server %s: %s", server, exc)
+                if server not in self._down:  # once per outage, not once per poll
+                    self._down.add(server)
+                    logger.warning("rule server %s: %s", server, exc)
                 info, reachable = {}, False
             statuses = []
             now = time.monotonic()
             for rule_id in rules:
                 entry = info.get(rule_id)
+                last = self._last.get(rule_id)
                 if entry is not None:
-                    self._seen.add(rule_id)
-                    statuses.append(RuleStatus.from_info(rule_id, entry))
-                elif (reachable and rule_id not in self._seen
-                      and now - self._added.get(rule_id, now) < self.grace):
-                    statuses.append(RuleStatus.from_info(rule_id, {}))  # not listed yet: waiting
+                    status = self._last[rule_id] = RuleStatus.from_info(rule_id, entry)
+                elif not reachable:  # no news: the last known state, marked unreachable
+                    status = replace(last or RuleStatus.from_info(rule_id, {}), reachable=False)
+                elif last is not None and last.finished:
+                    status = last  # finished, then dropped after the server's retention time
+                elif last is None and now - self._added.get(rule_id, now) < self.grace:
+                    status = RuleStatus.from_info(rule_id, {})  # not listed yet: waiting
                 else:
-                    statuses.append(RuleStatus.gone(rule_id, reachable=reachable))
+                    status = RuleStatus.gone(rule_id)
+                statuses.append(status)
             result[server] = statuses
             self._report(server, rules, statuses)
         return result
@@ -225,6 +236,7 @@ class _PollingThread:
     def _forget(self, server: str, rule_id: str) -> None:
         with self._lock:
             self._watched.get(server, {}).pop(rule_id, None)
+            self._last.pop(rule_id, None)
 
     @property
     def watching(self) -> list[str]:
@@ -271,7 +283,7 @@ class RuleGroupWatcher(_PollingThread):
     gets the ``list[RuleStatus]`` of every watched rule on that server. Rules stay watched until
     :meth:`unwatch` or :meth:`stop`."""
 
-    def __init__(self, interval: float = 1.0, ruleserver: str | None = None, timeout: float = 10.0,
+    def __init__(self, interval: float = 1.0, ruleserver: str | None = None, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
                  session=None, autostart: bool = True):
         super().__init__(interval=interval, ruleserver=ruleserver, timeout=timeout, session=session,
                          autostart=autostart)

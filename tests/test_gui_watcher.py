@@ -127,6 +127,8 @@ def test_unreachable_cluster_shows_and_recovers(qtbot, watchers):
         watcher.reachabilityChanged.connect(lambda ok, why: reachability.append((ok, why)))
         watcher.reachabilityChanged.connect(view.set_reachable)
         watcher.statusesUpdated.connect(model.set_statuses)
+        lost: list[list] = []
+        watcher.rulesLost.connect(lost.append)
         watchers(watcher)
         qtbot.waitUntil(lambda: model.row_of(first_rule) is not None, timeout=10000)
         assert reachability == [(True, server.url)]
@@ -146,6 +148,7 @@ def test_unreachable_cluster_shows_and_recovers(qtbot, watchers):
         # The restarted server does not know the first rule: it stays, marked as gone.
         assert model.is_gone(first_rule)
         assert model.status(second_rule).posted == 3
+        assert lost == [[first_rule]]  # said once: "cluster restarted — rules lost"
     finally:
         server.kill()
 

@@ -33,6 +33,7 @@ def make_window(qtbot, tmp_path, settings):
         return window
     yield make
     for window in windows:
+        window.ask_before_closing = False
         window.close()      # closeEvent stops the watcher, pools and loader threads
         window.shutdown()
         assert window._watcher is None
@@ -226,6 +227,34 @@ def test_simulated_acquisition_runs_the_default_chain_to_the_end(qtbot, make_win
         window.close()
     finally:
         cluster.stop()
+
+
+def test_closing_asks_while_its_own_acquisition_and_analysis_run(qtbot, make_window, rule_server,
+                                                                 data_server):
+    from PyQt5.QtWidgets import QMessageBox
+    window = make_window()
+    window.show()
+    window.set_cluster(ClusterAddress(rule_server.url, (data_server.url,), "testcluster",
+                                      embedded=True))
+    qtbot.waitUntil(lambda: window._reachable is True, timeout=10000)
+    assert window.running_work() == []  # nothing running: closing would not ask
+    with qtbot.waitSignal(window.launcher.launched, timeout=30000) as blocker:
+        window.simulate("sim/slow", 2000, 20.0)  # no worker: the analysis waits
+    qtbot.waitUntil(lambda: blocker.args[1] in window.rule_model.rule_ids(), timeout=10000)
+    work = window.running_work()
+    assert len(work) == 2 and work[0].startswith("acquisition of sim/slow.pcs")
+    assert work[1].startswith("analysis (1 rule not finished")
+
+    assert not window.close()
+    box = window._close_question
+    assert box is not None and box.isVisible() and "sim/slow.pcs" in box.text()
+    assert not window.close() and window._close_question is box  # asked once
+    box.button(QMessageBox.Cancel).click()
+    assert window.isVisible() and window._close_question is None
+    assert not window.close()
+    window._close_question.button(QMessageBox.Close).click()
+    assert not window.isVisible()
+    assert window._acquisitions == []  # the acquisition was stopped by the shutdown
 
 
 def test_cluster_recipes_are_listed_fetched_and_checked(qtbot, make_window, rule_server,

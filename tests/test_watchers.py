@@ -105,6 +105,33 @@ def test_rule_watcher_reports_unreachable(cluster, rule_server, data_server):
         watcher.stop()
 
 
+def test_rule_watcher_holds_on_through_a_restart():
+    """While the server is away a rule keeps its last state (marked unreachable, never "aborted");
+    after a restart that lost it, it is reported gone ("expired") once and forgotten."""
+    from cluster.ruleserver import RuleServer
+    server = RuleServer().start()
+    port = server.port
+    got: list[RuleStatus] = []
+    watcher = rules.RuleWatcher(interval=0.05, ruleserver=server.url)
+    try:
+        with RuleServerClient(server.url) as client:
+            rule_id = client.add_rule({"template": "{}"}, max_tasks=2, release_start=0, release_end=2)
+        watcher.watch(rule_id, got.append)
+        work(server.url, rule_id, ids=[0])
+        wait_for(lambda: got and got[-1].state == "running", what="running")
+        server.stop()
+        wait_for(lambda: not got[-1].reachable, what="an unreachable report")
+        assert got[-1].state == "running" and not got[-1].terminal
+        assert rule_id in watcher.watching
+        server = RuleServer(port=port).start()
+        wait_for(lambda: not watcher.watching, what="the lost rule to be dropped")
+        assert got[-1].reachable and got[-1].state == "expired"
+        assert all(s.state != "aborted" for s in got)
+    finally:
+        watcher.stop()
+        server.stop()
+
+
 def test_group_watcher_one_request_per_poll(cluster, rule_server):
     ruleset = [recipe(cluster) for _ in range(20)]
     session = make_session()
