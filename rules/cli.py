@@ -163,8 +163,8 @@ def run_launch(args) -> int:
                 print(f"error: {rule.loop_error}", file=sys.stderr)
                 return 1
             return 0
-        ok = watch_chain(cluster, rule._pushed_id(), chain_followons(rule.rule), interval=args.interval,
-                         timeout=args.timeout)
+        ok = watch_chain(cluster, rule._pushed_id(), chain_followons(rule.rule),
+                         interval=args.interval, timeout=args.timeout)
         rule.cleanup()
         if rule.loop_error is not None:
             print(f"error: {rule.loop_error}", file=sys.stderr)

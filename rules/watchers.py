@@ -135,8 +135,9 @@ class _PollingThread:
     starting the thread to :meth:`start` (or call :meth:`poll_once` yourself).
     """
 
-    def __init__(self, interval: float = 1.0, ruleserver: str | None = None, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-                 session=None, autostart: bool = True):
+    def __init__(self, interval: float = 1.0, ruleserver: str | None = None,
+                 timeout: float | tuple[float, float] = DEFAULT_TIMEOUT, session=None,
+                 autostart: bool = True):
         self.interval = float(interval)
         self.autostart = autostart
         self.timeout = timeout
@@ -283,8 +284,9 @@ class RuleGroupWatcher(_PollingThread):
     gets the ``list[RuleStatus]`` of every watched rule on that server. Rules stay watched until
     :meth:`unwatch` or :meth:`stop`."""
 
-    def __init__(self, interval: float = 1.0, ruleserver: str | None = None, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-                 session=None, autostart: bool = True):
+    def __init__(self, interval: float = 1.0, ruleserver: str | None = None,
+                 timeout: float | tuple[float, float] = DEFAULT_TIMEOUT, session=None,
+                 autostart: bool = True):
         super().__init__(interval=interval, ruleserver=ruleserver, timeout=timeout, session=session,
                          autostart=autostart)
         self._callbacks: list[Callable[[list[RuleStatus]], None]] = []
