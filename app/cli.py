@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.token:  # every client session (engine, workers) sends it
         os.environ[TOKEN_ENV] = args.token
+    if not args.verbose:
+        from rules.cli import quiet_http_logs
+        quiet_http_logs()
     if args.command == "cluster":
         from cluster.cli import run_cluster
         return run_cluster(args)
@@ -100,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         from cluster.cli import run_simulate
         return run_simulate(args)
     if args.command == "launch":
-        from rules.cli import quiet_http_logs, run_launch
-        if not args.verbose:
-            quiet_http_logs()
+        from rules.cli import run_launch
         return run_launch(args)
     if args.command == "watch":
         from rules.cli import run_watch

@@ -15,7 +15,7 @@ from typing import Callable
 from PyQt5.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
 
 from rules.errors import ClusterError, ClusterUnreachable, short_reason
-from rules.ruleserver_client import RuleServerClient
+from rules.ruleserver_client import DEFAULT_TIMEOUT, RuleServerClient
 from rules.watchers import fetch_statuses
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ class StatusWatcher(QObject):
     make_client
         builds the client on the watcher's thread (default ``RuleServerClient(url, timeout=...)``).
     timeout_s
-        request timeout of the default client; :meth:`stop` takes effect within about this long.
+        request timeout of the default client, seconds or ``(connect, read)``; :meth:`stop` takes
+        effect within about this long, and a server that does not answer is reported after it.
 
     Signals
     -------
@@ -59,7 +60,7 @@ class StatusWatcher(QObject):
 
     def __init__(self, url: str, interval_s: float = 1.0, *,
                  make_client: Callable[[], RuleServerClient] | None = None,
-                 timeout_s: float = 5.0):
+                 timeout_s: float | tuple[float, float] = DEFAULT_TIMEOUT):
         super().__init__()
         self.url = url
         self.interval_s = interval_s

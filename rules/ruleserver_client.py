@@ -23,7 +23,7 @@ DEFAULT_MAX_TASKS = 1_000_000
 DEFAULT_RULE_TIMEOUT = 3600
 #: (connect, read) seconds per request: with the two connect retries, a server that never accepts
 #: or accepts and never answers fails within 10 s, naming its URL.
-DEFAULT_TIMEOUT = (3.0, 7.0)
+DEFAULT_TIMEOUT = (2.5, 6.0)
 
 
 #: Environment variable holding the shared token of a cluster bound beyond loopback.

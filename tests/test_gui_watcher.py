@@ -1,9 +1,11 @@
 """The status watcher on its QThread, against real rule servers (in-process and in a subprocess)."""
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import requests
@@ -158,3 +160,19 @@ def test_a_bad_server_url_is_reported_not_fatal(qtbot, watchers):
     with qtbot.waitSignals([watcher.errorOccurred, watcher.finished], timeout=10000):
         watchers(watcher)
     assert watcher.reachable is False
+
+
+def test_a_server_that_never_answers_is_reported_within_10_s(qtbot, watchers):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts (in the kernel) and never answers
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        watcher = StatusWatcher(url, interval_s=0.05)
+        start = time.monotonic()
+        with qtbot.waitSignal(watcher.reachabilityChanged, timeout=10000) as blocker:
+            watchers(watcher)
+        assert time.monotonic() - start < 10
+        assert blocker.args == [False, "no answer (timed out)"]
+    finally:
+        listener.close()
