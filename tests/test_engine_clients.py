@@ -178,6 +178,36 @@ def test_unreachable_servers_name_the_url():
     assert url in str(info.value)
 
 
+def test_a_server_that_never_answers_is_asked_once():
+    """Connection errors are retried; a server that accepted and did not answer in time is not
+    (asking again would only wait as long again), and the error says so in a few words."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:  # accepts, counts and never answers
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        with DataClient(url, retries=3, timeout=(1.0, 0.3)) as data:
+            with pytest.raises(ClusterUnreachable) as info:
+                data.exists("a/b.pcs/metadata.json")
+        assert len(accepted) == 1  # one request: not retried, and no second look for a directory
+        assert str(info.value) == (f"cannot reach {url}/a/b.pcs/: GET failed: connected, but no "
+                                   "answer (timed out)")
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+
+
 @pytest.mark.parametrize("reply", [
     b"this is not HTTP at all\r\n\r\n",
     http_reply("200 OK", b"<html>hello</html>", "text/html"),
