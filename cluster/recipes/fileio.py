@@ -2,9 +2,12 @@
 
 HDF5 files are opened and built in memory with HDF5's core driver (no temporary files); their
 ``/MetaData`` is read and written by :mod:`cluster.h5r`, in PYME's layout.
-TIFFs are written ImageJ-style: rows are y and columns x (PYME's image axis 0 is x), resolution in
-pixels per µm with ``unit=um``, and the origin as ImageJ's ``xorigin``/``yorigin`` (in pixels,
-``origin_nm = -xorigin * pixel_nm``), so ImageJ, Fiji and :func:`read_tiff` recover the pixel size.
+TIFFs are written with rows y and columns x (PYME's image axis 0 is x) and the pixel size twice:
+OME-XML (``PhysicalSizeX/Y/Z`` in µm) in the first ImageDescription tag, which PYME and Bio-Formats
+read, and ImageJ's description (``unit=um``, ``spacing``, the origin as ``xorigin``/``yorigin`` in
+pixels, ``origin_nm = -xorigin * pixel_nm``) in a second one with the resolution tags in pixels per
+µm, which ImageJ/Fiji and tifffile read.  tifffile writes either format but not both, so the two
+descriptions are added as tags of a plain TIFF.
 """
 from __future__ import annotations
 
@@ -18,12 +21,11 @@ import tables
 import tifffile
 
 from cluster import h5r  # also installs the safe unpickler PyTables uses for attributes
+from rules.tiff_metadata import UNITS_NM, imagej_pixel_size_nm, ome_pixel_size_nm
 
 from .datatypes import Image, Table
 
 _counter = itertools.count()
-_UNITS_NM = {"nm": 1.0, "um": 1e3, "µm": 1e3, "\u03bcm": 1e3, "micron": 1e3, "microns": 1e3,
-             "mm": 1e6, "cm": 1e7, "m": 1e9}
 
 
 class FormatError(ValueError):
@@ -91,7 +93,7 @@ def _utf8_columns(records: np.ndarray) -> np.ndarray:
 # --- TIFF -----------------------------------------------------------------------------------
 
 def write_tiff(image: Image) -> bytes:
-    """ImageJ TIFF of ``image`` (float32 unless integer), carrying pixel size and origin."""
+    """TIFF of ``image`` (float32 unless integer), carrying pixel size (OME-XML and ImageJ) and origin."""
     data = np.asarray(image.data)
     if data.dtype.kind == "b":
         data = data.astype(np.uint8)
@@ -99,47 +101,49 @@ def write_tiff(image: Image) -> bytes:
         data = data.astype(np.float32)
     if data.ndim not in (2, 3):
         raise FormatError(f"TIFF output supports 2-D or 3-D images, not shape {data.shape}")
-    stored = data.T  # PYME's (x, y[, z]) → TIFF's ([z,] y, x)
+    if data.dtype.char not in "BHhf":  # what ImageJ reads
+        data = data.astype(np.float32)
+    stored = np.ascontiguousarray(data.T)  # PYME's (x, y[, z]) → TIFF's ([z,] y, x)
     vx, vy, vz = (float(v) for v in image.voxelsize)
     x0, y0, z0 = (float(v) for v in image.origin)
-    metadata = {"unit": "um", "xorigin": -x0 / vx, "yorigin": -y0 / vy}
-    if data.ndim == 3:
-        metadata["spacing"] = vz / 1e3
-        metadata["zorigin"] = -z0 / vz
+    axes = "YX" if stored.ndim == 2 else "ZYX"
+    ome = tifffile.OmeXml()
+    physical: dict[str, Any] = {"PhysicalSizeX": vx / 1e3, "PhysicalSizeXUnit": "µm",
+                                "PhysicalSizeY": vy / 1e3, "PhysicalSizeYUnit": "µm"}
+    imagej: dict[str, Any] = {"unit": "um", "xorigin": -x0 / vx, "yorigin": -y0 / vy}
+    if stored.ndim == 3:
+        physical.update(PhysicalSizeZ=vz / 1e3, PhysicalSizeZUnit="µm")
+        imagej.update(spacing=vz / 1e3, zorigin=-z0 / vz)
+    planes = stored.shape[0] if stored.ndim == 3 else 1
+    height, width = stored.shape[-2:]
+    ome.addimage(stored.dtype, stored.shape, (planes, 1, 1, height, width, 1), axes=axes, **physical)
+    ij_description = tifffile.imagej_description(stored.shape, axes, **imagej)
     buffer = io.BytesIO()
-    tifffile.imwrite(buffer, np.ascontiguousarray(stored), imagej=True,
-                     resolution=(1e3 / vx, 1e3 / vy), metadata=metadata)
+    tifffile.imwrite(buffer, stored, photometric="minisblack", metadata=None,
+                     resolution=(1e3 / vx, 1e3 / vy), resolutionunit="NONE",
+                     extratags=[(270, "s", 0, ome.tostring(declaration=True).encode("utf-8"), True),
+                                (270, "s", 0, ij_description, True)])
     return buffer.getvalue()
 
 
-def _resolution_nm(page, imagej: Mapping[str, Any] | None) -> tuple[float | None, float | None]:
-    tags = page.tags
-    if "XResolution" not in tags:
-        return None, None
-    res = []
-    for tag in ("XResolution", "YResolution"):
-        value = tags[tag].value if tag in tags else tags["XResolution"].value
-        per_unit = value[0] / value[1] if isinstance(value, tuple) else float(value)
-        res.append(per_unit)
-    unit_nm = None
-    if imagej and imagej.get("unit"):
-        unit_nm = _UNITS_NM.get(str(imagej["unit"]).strip().lower().replace("\\u00b5", "µ"))
-    if unit_nm is None and "ResolutionUnit" in tags:
-        unit_nm = {2: 2.54e7, 3: 1e7}.get(int(tags["ResolutionUnit"].value))
-    if unit_nm is None or not all(r > 0 for r in res):
-        return None, None
-    return unit_nm / res[0], unit_nm / res[1]
-
-
 def read_tiff(data: bytes) -> Image:
-    """An :class:`Image` of a TIFF (rows = y), with pixel size from ImageJ or resolution tags."""
+    """An :class:`Image` of a TIFF (rows = y), with pixel size from OME-XML, else ImageJ or
+    resolution tags."""
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             array = tif.asarray()
             imagej = tif.imagej_metadata or {}
-            vx, vy = _resolution_nm(tif.pages[0], imagej)
+            ome_x, ome_y, ome_z = ome_pixel_size_nm(tif.ome_metadata if tif.is_ome else None)
+            tags = tif.pages[0].tags
+            resolution = ((tags["XResolution"].value,
+                           (tags["YResolution"] if "YResolution" in tags else tags["XResolution"]).value)
+                          if "XResolution" in tags else None)
+            unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else None
+            vx, vy = imagej_pixel_size_nm(resolution, unit, imagej)
     except (tifffile.TiffFileError, ValueError, IndexError) as exc:
         raise FormatError(f"not a readable TIFF: {exc}") from exc
+    if ome_x is not None and ome_y is not None:
+        vx, vy = ome_x, ome_y
     array = np.squeeze(array)
     if array.ndim not in (2, 3):
         raise FormatError(f"TIFF of shape {array.shape}: only 2-D images and z stacks are supported")
@@ -148,8 +152,8 @@ def read_tiff(data: bytes) -> Image:
     if vx is None or vy is None:
         vx = vy = 1.0
         metadata["voxelsize.unknown"] = True
-    unit_nm = _UNITS_NM.get(str(imagej.get("unit", "um")).lower(), 1e3)
-    vz = float(imagej["spacing"]) * unit_nm if "spacing" in imagej else vx
+    unit_nm = UNITS_NM.get(str(imagej.get("unit", "um")).lower(), 1e3)
+    vz = ome_z or (float(imagej["spacing"]) * unit_nm if "spacing" in imagej else vx)
     origin = (-float(imagej.get("xorigin", 0.0)) * vx, -float(imagej.get("yorigin", 0.0)) * vy,
               -float(imagej.get("zorigin", 0.0)) * vz)
     metadata.update({"voxelsize.x": vx / 1e3, "voxelsize.y": vy / 1e3, "voxelsize.z": vz / 1e3,
