@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from rules.cli import add_launch_arguments
     add_launch_arguments(sub.add_parser("launch", help="push a chain preset for a series and show progress"))
+    from rules.cli import add_import_arguments
+    add_import_arguments(sub.add_parser("import", help="upload a TIFF stack or a .pcs folder into "
+                                                       "the cluster as a PYME series"))
     from rules.cli import add_watch_arguments
     add_watch_arguments(sub.add_parser("watch", help="launch a chain preset on every new series "
                                                      "matching a pattern"))
@@ -105,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "launch":
         from rules.cli import run_launch
         return run_launch(args)
+    if args.command == "import":
+        from rules.cli import run_import
+        return run_import(args)
     if args.command == "watch":
         from rules.cli import run_watch
         return run_watch(args)

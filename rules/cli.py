@@ -238,6 +238,77 @@ def run_watch(args, stop=None) -> int:
             cluster.close()
 
 
+def add_import_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``import`` arguments (local data into the cluster) to ``parser``."""
+    parser.add_argument("source", help="a TIFF / OME-TIFF stack or ImageJ hyperstack, or a .pcs "
+                                       "series folder")
+    parser.add_argument("--name", required=True, help="series name on the cluster, e.g. sim/x "
+                                                      "(becomes sim/x.pcs)")
+    parser.add_argument("--pixel-size", type=float, metavar="NM",
+                        help="pixel size in nm (required when the file does not give it)")
+    parser.add_argument("--adu-offset", type=float, metavar="ADU",
+                        help="camera offset, Camera.ADOffset (required when the file does not give it)")
+    parser.add_argument("--e-per-adu", type=float, metavar="E",
+                        help="photo-electrons per ADU, Camera.ElectronsPerCount (required when "
+                             "the file does not give it)")
+    parser.add_argument("--read-noise", type=float, metavar="E", help="read noise in e⁻")
+    parser.add_argument("--em-gain", type=float, metavar="GAIN", help="true EM gain (EMCCD)")
+    parser.add_argument("--server", help="rule server URL (default: $PYME_RULESERVER_URL or discovery)")
+    parser.add_argument("--dataserver", help="data server URL(s), comma separated")
+    parser.add_argument("--serverfilter", help="cluster name used in URIs")
+    return parser
+
+
+def import_overrides(args) -> dict:
+    """The metadata the ``import`` options give (only those given)."""
+    md = {"Camera.ADOffset": args.adu_offset, "Camera.ElectronsPerCount": args.e_per_adu,
+          "Camera.ReadNoise": args.read_noise, "Camera.TrueEMGain": args.em_gain}
+    if args.pixel_size is not None:
+        md["voxelsize.x"] = md["voxelsize.y"] = args.pixel_size / 1e3
+    return {key: value for key, value in md.items() if value is not None}
+
+
+def run_import(args) -> int:
+    """Run ``spoolside import``: check the file, upload it as a series with progress. 0 or 1."""
+    from .importer import ImportDataError, import_series, missing_metadata, open_source
+
+    if not isinstance(args, argparse.Namespace):
+        args = add_import_arguments(argparse.ArgumentParser(prog="spoolside import")).parse_args(
+            list(args))
+    cluster = None
+    try:
+        source = open_source(args.source)
+        overrides = import_overrides(args)
+        missing = missing_metadata(source, overrides)
+        if missing:
+            options = {"voxelsize.x": "--pixel-size NM", "voxelsize.y": "--pixel-size NM",
+                       "Camera.ADOffset": "--adu-offset ADU",
+                       "Camera.ElectronsPerCount": "--e-per-adu E"}
+            needed = list(dict.fromkeys(options[key] for key in missing))
+            print(f"error: {source.path.name} does not give {', '.join(missing)}: pass "
+                  f"{' '.join(needed)}", file=sys.stderr)
+            return 1
+        cluster = _cluster(args)
+        print(f"importing {source.n_frames} frames ({source.frame_shape[0]}×"
+              f"{source.frame_shape[1]} {source.dtype}, {source.kind}) as {args.name}.pcs",
+              flush=True)
+        step = max(1, source.n_frames // 10)
+
+        def report(done: int, total: int) -> None:
+            if done % step == 0 or done == total:
+                print(f"  {done} / {total} frames", flush=True)
+
+        series = import_series(source, cluster.data, args.name, overrides, progress=report)
+        print(f"done: PYME-CLUSTER://{cluster.serverfilter}/{series}", flush=True)
+        return 0
+    except (ImportDataError, ClusterError, ValueError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
 def main(argv=None) -> int:
     """Entry point for ``python -m rules.cli``."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,243 @@
+"""Local data into the cluster as a PYME series: TIFF / OME-TIFF stacks, ImageJ hyperstacks and
+``.pcs`` series folders on disk.
+
+:func:`open_source` reads a file or folder and checks all of it (every frame is read; dtype,
+dimensions and frame count checked) before anything is written, so a bad file gets a clear
+:class:`ImportDataError` and leaves no half series.  Its metadata (pixel size from OME-XML or
+ImageJ's tags; PYME's ``metadata.json`` for a series folder) is kept; :data:`REQUIRED` keys the
+file does not give must be supplied (the window asks, the command line has options).
+:func:`import_series` then uploads, in PYME's order, ``metadata.json``, the frames as Huffman-coded
+PZF files (as PYME Acquire spools them; a series folder's frames are copied as they are) and
+``events.json`` last, through :class:`rules.dataserver_client.DataClient`, reporting progress.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from rules.dataserver_client import DataClient
+from rules.metadata import MetaDataHandler
+from rules.pzf import COMPRESSION_HUFFMAN, PZFError, decode_frame, encode_frame
+from rules.settings import SettingError, check_setting
+from rules.tiff_metadata import imagej_pixel_size_nm, ome_pixel_size_nm
+from rules.uris import check_name
+
+__all__ = ["REQUIRED", "ImportDataError", "ImportSource", "open_source", "import_series",
+           "missing_metadata"]
+
+#: Keys a series needs for localisation that a file may not carry (µm, ADU, e⁻/ADU).
+REQUIRED = ("voxelsize.x", "voxelsize.y", "Camera.ADOffset", "Camera.ElectronsPerCount")
+TIFF_SUFFIXES = (".tif", ".tiff")
+_FRAME_DTYPES = (np.dtype("u1"), np.dtype("u2"), np.dtype("f4"))
+
+
+class ImportDataError(ValueError):
+    """A file or folder that cannot be imported; the message says why and what to do."""
+
+
+@dataclass
+class ImportSource:
+    """A file or folder read and checked, ready to upload."""
+
+    path: pathlib.Path
+    kind: str                      # "tiff", "ome-tiff", "imagej-tiff" or "pcs"
+    n_frames: int
+    frame_shape: tuple[int, int]   # PYME's (x, y)
+    dtype: np.dtype
+    metadata: dict[str, Any] = field(default_factory=dict)
+    events: list | None = None
+    _stack: np.ndarray | None = None            # TIFF: (t, y, x)
+    _files: list[pathlib.Path] | None = None    # .pcs: the PZF files
+
+    def frames(self) -> Iterator[bytes]:
+        """Each frame as a PZF file (Huffman-coded unless copied from a series folder)."""
+        if self._files is not None:
+            for path in self._files:
+                yield path.read_bytes()
+            return
+        assert self._stack is not None
+        sequence = int(self.metadata.get("imageID", 0))
+        for i in range(self.n_frames):
+            yield encode_frame(self._stack[i].T, frame_num=i, sequence_id=sequence,
+                               compression=COMPRESSION_HUFFMAN)
+
+
+def missing_metadata(source: ImportSource, overrides: dict[str, Any] | None = None) -> list[str]:
+    """The :data:`REQUIRED` keys neither the file nor ``overrides`` give."""
+    given = {**source.metadata, **(overrides or {})}
+    return [key for key in REQUIRED if given.get(key) in (None, "")]
+
+
+def open_source(path: str | pathlib.Path) -> ImportSource:
+    """Read and check a TIFF file or a ``.pcs`` series folder (see the module docstring)."""
+    path = pathlib.Path(path).expanduser()
+    if not path.exists():
+        raise ImportDataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return _open_pcs(path)
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return _open_tiff(path)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        raise ImportDataError(f"{path.name}: PYME .h5 series files cannot be imported yet; "
+                              "export the series as a TIFF stack or a .pcs folder")
+    raise ImportDataError(f"{path.name}: not a TIFF stack (.tif, .tiff) or a .pcs series folder")
+
+
+def _open_tiff(path: pathlib.Path) -> ImportSource:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, shape = series.axes, series.shape
+            kind = "ome-tiff" if tif.is_ome else "imagej-tiff" if tif.is_imagej else "tiff"
+            ome_xml = tif.ome_metadata if tif.is_ome else None
+            imagej = tif.imagej_metadata or {}
+            tags = tif.pages[0].tags
+            resolution = ((tags["XResolution"].value,
+                           (tags["YResolution"] if "YResolution" in tags else tags["XResolution"]).value)
+                          if "XResolution" in tags else None)
+            unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else None
+            stack = series.asarray()
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+        raise ImportDataError(f"{path.name}: not a readable TIFF (truncated or damaged?): {exc}") from exc
+    if "S" in axes and shape[axes.index("S")] > 1:
+        raise ImportDataError(f"{path.name}: an RGB image ({axes} {shape}), not camera frames")
+    if "Y" not in axes or "X" not in axes:
+        raise ImportDataError(f"{path.name}: no image plane in axes {axes!r}")
+    others = [(a, n) for a, n in zip(axes, shape) if a not in "YX" and n > 1]
+    if not others:
+        raise ImportDataError(f"{path.name}: a single 2-D image ({shape[axes.index('Y')]}×"
+                              f"{shape[axes.index('X')]}), not a stack of frames")
+    if len(others) > 1:
+        raise ImportDataError(f"{path.name}: a hyperstack with more than one non-image axis "
+                              f"({', '.join(f'{a}={n}' for a, n in others)}); save one channel / "
+                              "one time or z series as its own stack first")
+    if stack.dtype.newbyteorder("=") not in _FRAME_DTYPES:
+        raise ImportDataError(f"{path.name}: pixels are {stack.dtype}; camera frames must be "
+                              "uint16 (or uint8 / float32)")
+    order = [axes.index(others[0][0]), axes.index("Y"), axes.index("X")]
+    keep = [axes.index(a) for a in axes if a in (others[0][0], "Y", "X")]
+    stack = np.ascontiguousarray(np.moveaxis(stack.reshape([shape[i] for i in keep]),
+                                             [keep.index(i) for i in order], [0, 1, 2]))
+    metadata: dict[str, Any] = {}
+    x_nm, y_nm, _ = ome_pixel_size_nm(ome_xml)
+    if x_nm is None or y_nm is None:
+        x_nm, y_nm = imagej_pixel_size_nm(resolution, unit, imagej)
+        if not imagej.get("unit") and unit not in (2, 3):
+            x_nm = y_nm = None  # resolution without a length unit says nothing about size
+    if x_nm is not None and y_nm is not None:
+        metadata.update({"voxelsize.x": x_nm / 1e3, "voxelsize.y": y_nm / 1e3,
+                         "voxelsize.units": "um"})
+    return ImportSource(path, kind, stack.shape[0], (stack.shape[2], stack.shape[1]),
+                        stack.dtype.newbyteorder("="), metadata, None, _stack=stack)
+
+
+def _open_pcs(path: pathlib.Path) -> ImportSource:
+    md_path = path / "metadata.json"
+    if not md_path.is_file():
+        raise ImportDataError(f"{path.name}: a folder without metadata.json is not a PYME series "
+                              "(.pcs) folder")
+    try:
+        metadata = json.loads(md_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ImportDataError(f"{path.name}/metadata.json is not valid JSON: {exc}") from exc
+    if not isinstance(metadata, dict):
+        raise ImportDataError(f"{path.name}/metadata.json must hold a JSON object of dotted keys")
+    files = sorted(path.glob("frame*.pzf"))
+    if not files:
+        raise ImportDataError(f"{path.name}: no frameNNNNN.pzf files")
+    expected = [f"frame{i:05d}.pzf" for i in range(len(files))]
+    if [f.name for f in files] != expected:
+        missing = sorted(set(expected) - {f.name for f in files})
+        raise ImportDataError(f"{path.name}: frames are not numbered 0..{len(files) - 1} "
+                              f"(missing {', '.join(missing[:3]) or 'none'})")
+    first: np.ndarray | None = None
+    for f in files:  # every frame must decode, with one shape and dtype
+        try:
+            frame = decode_frame(f.read_bytes())
+        except PZFError as exc:
+            raise ImportDataError(f"{path.name}/{f.name}: {exc}") from exc
+        if first is None:
+            first = frame
+        shape, dtype = first.shape, first.dtype
+        if (frame.shape, frame.dtype) != (shape, dtype):
+            raise ImportDataError(f"{path.name}/{f.name}: {frame.shape} {frame.dtype} frame in a "
+                                  f"series of {shape} {dtype} frames")
+    if len(shape) != 2:
+        raise ImportDataError(f"{path.name}: frames of shape {shape} are not 2-D")
+    events = None
+    events_path = path / "events.json"
+    if events_path.is_file():
+        try:
+            events = json.loads(events_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ImportDataError(f"{path.name}/events.json is not valid JSON: {exc}") from exc
+    return ImportSource(path, "pcs", len(files), (shape[0], shape[1]), dtype, metadata, events,
+                        _files=files)
+
+
+def _series_metadata(source: ImportSource, overrides: dict[str, Any]) -> MetaDataHandler:
+    md = dict(source.metadata)
+    for key, value in overrides.items():
+        if value not in (None, ""):
+            md[key] = value
+    missing = [key for key in REQUIRED if md.get(key) in (None, "")]
+    if missing:
+        raise ImportDataError(f"{source.path.name}: the file does not give {', '.join(missing)}; "
+                              "enter them (in the window) or pass them on the command line")
+    for key in (*REQUIRED, "Camera.ReadNoise", "Camera.TrueEMGain"):
+        if key in md:
+            try:
+                md[key] = check_setting(key, md[key])
+            except SettingError as exc:
+                raise ImportDataError(str(exc)) from exc
+    if source.kind != "pcs":
+        md.setdefault("imageID", random.randint(1, 2**31 - 1))
+        md.update({"DimOrder": "XYCZT", "SizeC": 1, "SizeZ": 1, "SizeT": -1,
+                   "Camera.ROIWidth": source.frame_shape[0],
+                   "Camera.ROIHeight": source.frame_shape[1], "voxelsize.units": "um"})
+        md.setdefault("StartTime", time.time())
+    md["Spoolside.ImportedFrom"] = source.path.name
+    return MetaDataHandler(md)
+
+
+def import_series(source: ImportSource, data: DataClient, name: str,
+                  overrides: dict[str, Any] | None = None, *,
+                  progress: Callable[[int, int], None] | None = None,
+                  cancelled: Callable[[], bool] | None = None) -> str:
+    """Upload ``source`` as the series ``<name>.pcs``; return its cluster path.
+
+    ``overrides`` fill or replace metadata keys (e.g. the :data:`REQUIRED` ones the file lacks).
+    ``progress(done, total)`` is called after each frame; when ``cancelled()`` turns true the
+    series is ended there (``events.json`` written), as a stopped acquisition is.
+    """
+    bare = check_name(name).rstrip("/")
+    if bare.endswith(".pcs"):
+        bare = bare[:-4]
+    series = f"{bare}.pcs"
+    md = _series_metadata(source, overrides or {})
+    if source.kind != "pcs":
+        source.metadata["imageID"] = md["imageID"]
+    if data.exists(f"{series}/metadata.json"):
+        raise ImportDataError(f"a series {series} already exists on the cluster; choose another name")
+    start = time.time()
+    data.put_file(f"{series}/metadata.json", md.to_JSON().encode("utf-8"))
+    done = 0
+    for i, payload in enumerate(source.frames()):
+        if cancelled is not None and cancelled():
+            break
+        data.put_file(f"{series}/frame{i:05d}.pzf", payload)
+        done = i + 1
+        if progress is not None:
+            progress(done, source.n_frames)
+    events = source.events if source.events is not None and done == source.n_frames else [
+        ["StartAq", "0", start], ["StopAq", str(done), time.time()]]
+    data.put_file(f"{series}/events.json", json.dumps(events).encode("utf-8"))
+    return series
