@@ -10,6 +10,10 @@ DetectionThreshold`` × 5 σ of its noise, σ from the camera noise model at the
 plus each pixel's read-noise variance (:mod:`.detection`); a Poisson + read-noise
 maximum-likelihood fit of a pixel-integrated Gaussian with flat background, Newton's method on
 all candidates of a batch at once (:mod:`.fitting`).
+In crowded frames (:mod:`.neighbours`) duplicate fits are dropped, frames with close or too wide
+fits are searched again in what the fits leave unexplained (hidden neighbours), a significantly
+too wide fit is restarted as two emitters, and fits are refitted with their neighbours' fitted
+light subtracted until that light stops changing.
 
 Differences from PYME, on purpose:
 
@@ -22,6 +26,9 @@ Differences from PYME, on purpose:
 - a weak prior (25 %) on σ around ``Analysis.PSFSigmaGuess`` keeps faint spots' σ from running
   away; positions are unaffected (their Cramér–Rao bound is the same with σ known);
 - ``DetectionThreshold`` is a significance: 1.0 = 5 σ of the matched filter's noise.
+- ``Analysis.DebounceRadius`` (px, default 1.5 here, 5 in PYME) applies to the fitted positions
+  (the dimmer of two closer fits is dropped), not to the candidates, so it never stops close
+  neighbours from being fitted.
 """
 from __future__ import annotations
 
@@ -41,6 +48,14 @@ from .camera import CameraError, CameraModel
 from .camera_maps import CameraMapError, CameraMaps, load_camera_maps
 from .detection import detect, kernel_mean_variance
 from .fitting import fit_rois
+from .neighbours import (
+    CROWDED_SIGMA,
+    DEBOUNCE_RADIUS_PX,
+    debounce,
+    neighbour_light,
+    render,
+    split_wide,
+)
 from .results import (
     FIT_RESULTS_DTYPE,
     NOT_ESTIMABLE,
@@ -62,6 +77,15 @@ SUPPORTED_FIT_MODULES = FIT_MODULES
 BATCH_PIXELS = 64 * 256 * 256
 #: Candidates fitted together (bounds the fit's working set to ~100 MB).
 FIT_CHUNK = 8192
+#: Detection threshold in what the fits leave unexplained, relative to the first search (the
+#: fits' own errors add to the noise there).
+RESIDUAL_THRESHOLD = 1.3
+#: Rounds of refitting crowded fits with their neighbours' light subtracted.
+REFIT_ROUNDS = 6
+#: A fit this much wider than the PSF may be two emitters: its frame is searched again.
+WIDE_FIT = 1.2
+#: ... and wider by this many standard errors of its σ (not a faint spot's noisy σ).
+WIDE_SIGNIFICANCE = 4.0
 #: Tile size (px) over which the background level sets the detection noise σ.
 NOISE_BLOCK = 16
 
@@ -83,6 +107,7 @@ class FitSettings:
     psf_sigma_nm: float
     pct_background: float
     voxel_nm: tuple[float, float]
+    debounce_px: float = DEBOUNCE_RADIUS_PX
 
     @classmethod
     def from_metadata(cls, md: MetadataLike) -> "FitSettings":
@@ -111,7 +136,8 @@ class FitSettings:
                 roi_half_size=int(md.get("Analysis.ROISize", 5)),
                 psf_sigma_nm=float(md.get("Analysis.PSFSigmaGuess", 250.0 / 2.35)),
                 pct_background=float(md.get("Analysis.PCTBackground", 0.0)),
-                voxel_nm=(vx, vy))
+                voxel_nm=(vx, vy),
+                debounce_px=float(md.get("Analysis.DebounceRadius", DEBOUNCE_RADIUS_PX)))
         except (TypeError, ValueError, IndexError, KeyError) as exc:
             raise LocalisationError(f"bad localisation metadata: {exc}") from exc
         if not (vx > 0 and vy > 0):
@@ -165,20 +191,24 @@ def _block_means(maps: np.ndarray, block: int) -> np.ndarray:
         np.add.at(sums, (slice(None), xs[:, None], ys[None, :]), maps)  # type: ignore[arg-type]
         counts = np.bincount(xs, minlength=bx)[:, None] * np.bincount(ys, minlength=by)[None, :]
         return (sums / counts).astype(np.float32)
-    return maps.reshape(n, bx, block, by, block).mean(axis=(2, 4), dtype=np.float32)
+    sums = maps.reshape(n, bx, block, h).sum(axis=2, dtype=np.float32)
+    return sums.reshape(n, bx, by, block).sum(axis=3) / np.float32(block * block)
 
 
 def _background_stack(cache: _FrameCache, batch: Sequence[int],
                       settings: FitSettings) -> tuple[np.ndarray, np.ndarray]:
     """Background maps of the frames of ``batch`` ``(n, W, H)`` and the variance of each map's
     pixel noise relative to a frame's (0 for maps estimated from the frame itself)."""
-    maps, rel_var = [], []
+    maps: list[np.ndarray | None] = []
+    rel_var: list[float] = []
+    own: list[int] = []          # positions in batch of frames estimated from themselves
     window: range = range(0)
     total = None
     for index in batch:
         indices = _background.bg_frame_indices(index, settings.bg_range, settings.laser_on)
         if len(indices) == 0:
-            maps.append(_background.from_frame(cache[index]))
+            own.append(len(maps))
+            maps.append(None)
             rel_var.append(0.0)
             continue
         if settings.pct_background > 0:
@@ -201,7 +231,11 @@ def _background_stack(cache: _FrameCache, batch: Sequence[int],
         window = indices
         maps.append((total / len(indices)).astype(np.float32))
         rel_var.append(1.0 / len(indices))
-    return np.stack(maps), np.asarray(rel_var, np.float32)
+    if own:
+        estimates = _background.from_frame(np.stack([cache[batch[k]] for k in own]))
+        for k, estimate in zip(own, estimates):
+            maps[k] = estimate
+    return np.stack([m for m in maps if m is not None]), np.asarray(rel_var, np.float32)
 
 
 def localise_frames(get_frame: Callable[[int], np.ndarray], frame_indices: Sequence[int],
@@ -278,6 +312,15 @@ class _NoiseModel:
         return self.gamma if self.pixel_var is None else self.pixel_var[gx, gy]
 
 
+def _fit(rois, mask, gamma, psf_px, theta0=None):
+    """:func:`fit_rois` in chunks of :data:`FIT_CHUNK`: ``(theta, cov, converged, nchi2)``."""
+    chunks = [fit_rois(rois[i:i + FIT_CHUNK], mask[i:i + FIT_CHUNK],
+                       gamma if np.ndim(gamma) == 0 else gamma[i:i + FIT_CHUNK], psf_px,
+                       theta0=None if theta0 is None else theta0[i:i + FIT_CHUNK])
+              for i in range(0, len(rois), FIT_CHUNK)]
+    return tuple(np.concatenate(parts) for parts in zip(*chunks))
+
+
 def _localise_batch(cache: _FrameCache, batch: Sequence[int], settings: FitSettings,
                     camera: CameraModel, noise: _NoiseModel) -> np.ndarray:
     t0 = time.perf_counter()
@@ -314,10 +357,95 @@ def _localise_batch(cache: _FrameCache, batch: Sequence[int], settings: FitSetti
     gx, gy = np.clip(gx, 0, w - 1), np.clip(gy, 0, h - 1)
     rois = frames[f[:, None, None], gx, gy]
     gamma = noise.rois(gx, gy)
-    chunks = [fit_rois(rois[i:i + FIT_CHUNK], mask[i:i + FIT_CHUNK],
-                       gamma if np.ndim(gamma) == 0 else gamma[i:i + FIT_CHUNK], psf_px)
-              for i in range(0, n, FIT_CHUNK)]
-    theta, cov, converged, nchi2 = (np.concatenate(parts) for parts in zip(*chunks))
+    theta, cov, converged, nchi2 = _fit(rois, mask, gamma, psf_px)
+
+    # crowded frames: one fit per emitter, neighbours' light out of each other's ROIs
+    def keep_only(keep):
+        nonlocal f, ix, iy, gx, gy, mask, rois, gamma, theta, cov, converged, nchi2
+        f, ix, iy, gx, gy, mask, rois = f[keep], ix[keep], iy[keep], gx[keep], gy[keep], \
+            mask[keep], rois[keep]
+        theta, cov, converged, nchi2 = theta[keep], cov[keep], converged[keep], nchi2[keep]
+        if np.ndim(gamma):
+            gamma = gamma[keep]
+
+    def append(idx, new_theta, nf=None, nx=None, ny=None, ngx=None, ngy=None, nmask=None,
+               nrois=None, ngamma=None, parts=None):
+        """Add fits: copies of candidates ``idx`` (a second emitter in the same ROI) with
+        ``new_theta``, or new candidates with their fit ``parts``."""
+        nonlocal f, ix, iy, gx, gy, mask, rois, gamma, theta, cov, converged, nchi2
+        if idx is not None:
+            nf, nx, ny, ngx, ngy = f[idx], ix[idx], iy[idx], gx[idx], gy[idx]
+            nmask, nrois = mask[idx], rois[idx]
+            ngamma = gamma[idx] if np.ndim(gamma) else gamma
+            parts = (new_theta, cov[idx], converged[idx], nchi2[idx])
+        f, ix, iy = np.concatenate([f, nf]), np.concatenate([ix, nx]), np.concatenate([iy, ny])
+        gx, gy = np.concatenate([gx, ngx]), np.concatenate([gy, ngy])
+        mask, rois = np.concatenate([mask, nmask]), np.concatenate([rois, nrois])
+        if np.ndim(gamma):
+            gamma = np.concatenate([gamma, ngamma])
+        theta, cov, converged, nchi2 = (np.concatenate([a, b]) for a, b in
+                                        zip((theta, cov, converged, nchi2), parts))
+
+    def plausible():
+        inside = ((theta[:, 1:3] >= -0.5) & (theta[:, 1:3] <= 2 * r + 0.5)).all(axis=1)
+        return inside & debounce(f, ix + theta[:, 1], iy + theta[:, 2], theta[:, 0],
+                                 settings.debounce_px)
+
+    keep_only(plausible())
+    light, has_neighbour = neighbour_light(theta, f, ix, iy, r, reach=r + 3.0 * psf_px)
+    # emitters hidden by a brighter neighbour: candidates in what the fits leave unexplained,
+    # searched in frames with close fits or fits wider than the PSF (two spots fitted as one)
+    wide = theta[:, 3] > WIDE_FIT * psf_px
+    busy = np.unique(f[has_neighbour | wide])
+    if busy.size:
+        local = np.searchsorted(busy, f)
+        listed = np.isin(f, busy)
+        model = render(theta[listed], local[listed], ix[listed], iy[listed], r, busy.size,
+                       (w, h))
+        nf, nx, ny = detect(frames[busy], bg[busy] + model, floor[busy],
+                            lambda fi, xi, yi: noise_at(busy[fi], xi, yi),
+                            threshold=settings.threshold * RESIDUAL_THRESHOLD,
+                            psf_sigma_px=psf_px)
+        if nf.size:
+            nf = busy[nf]
+            ngx = nx[:, None, None] + off[None, :, None]
+            ngy = ny[:, None, None] + off[None, None, :]
+            nmask = (ngx >= 0) & (ngx < w) & (ngy >= 0) & (ngy < h)
+            ngx, ngy = np.clip(ngx, 0, w - 1), np.clip(ngy, 0, h - 1)
+            nrois = frames[nf[:, None, None], ngx, ngy]
+            ngamma = noise.rois(ngx, ngy)
+            residual = nrois - model[np.searchsorted(busy, nf)[:, None, None], ngx, ngy]
+            append(None, None, nf, nx, ny, ngx, ngy, nmask, nrois, ngamma,
+                   _fit(residual, nmask, ngamma, psf_px))
+            keep_only(plausible())
+        # a fit still wider than the PSF: start it again as two emitters
+        s_err = np.sqrt(np.abs(np.nan_to_num(cov[:, 3, 3], nan=np.inf)))
+        wide = np.nonzero((theta[:, 3] > WIDE_FIT * psf_px)
+                          & (theta[:, 3] - psf_px > WIDE_SIGNIFICANCE * s_err))[0]
+        if wide.size:
+            light, _ = neighbour_light(theta, f, ix, iy, r, reach=r + 3.0 * psf_px)
+            pair = split_wide(theta[wide], rois[wide] - light[wide]
+                              - theta[wide, 4, None, None], psf_px)
+            theta[wide] = pair[0]
+            append(wide, pair[1])
+        # refit each fit whose neighbours' light (subtracted from its ROI) is out of date
+        used = np.zeros_like(rois)
+        for _ in range(REFIT_ROUNDS):
+            light, has_neighbour = neighbour_light(theta, f, ix, iy, r, reach=r + 3.0 * psf_px)
+            level = np.sqrt(np.maximum(theta[:, 4] + np.mean(gamma), 1e-6))
+            stale = np.abs(light - used).max(axis=(1, 2)) > CROWDED_SIGMA * level
+            if not stale.any():
+                break
+            refit = _fit(rois[stale] - light[stale], mask[stale],
+                         gamma[stale] if np.ndim(gamma) else gamma, psf_px,
+                         theta0=theta[stale])
+            for whole, part in zip((theta, cov, converged, nchi2), refit):
+                whole[stale] = part
+            used[stale] = light[stale]
+            keep = plausible()
+            keep_only(keep)
+            used = used[keep]
+    n = f.size
     t2 = time.perf_counter()
 
     unit = camera.adu_per_unit

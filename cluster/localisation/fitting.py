@@ -159,10 +159,11 @@ def _model_only(theta: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def fit_rois(rois: np.ndarray, mask: np.ndarray, gamma, sigma_px: float, *,
              max_iter: int = 25, tol: float = 1e-3, scoring_iter: int = 2,
-             sigma_prior: float | None = SIGMA_PRIOR_REL):
+             sigma_prior: float | None = SIGMA_PRIOR_REL, theta0: np.ndarray | None = None):
     """Fit every ROI of ``rois`` ``(n, W, H)`` (pixels with ``mask`` False are ignored).
 
     ``gamma`` is the read-noise variance: one value, or one per ROI pixel ``(n, W, H)``.
+    ``theta0`` ``(n, 5)`` starts the fit (default: :func:`initial_guess`).
 
     Newton's method on the exact log-likelihood (the observed information, computed separably),
     after ``scoring_iter`` Fisher-scoring steps from the initial guess; a step that does not
@@ -196,7 +197,8 @@ def fit_rois(rois: np.ndarray, mask: np.ndarray, gamma, sigma_px: float, *,
             return gam_all
     data = rois.reshape(n, -1) + gam_all                  # shifted to Poisson-like counts
     data = np.maximum(data, 0.0) * maskf
-    theta = initial_guess(rois, maskb, sigma_px)
+    theta = (initial_guess(rois, maskb, sigma_px) if theta0 is None
+             else np.array(theta0, np.float64))
     lam = np.full(n, 1e-3)
     newton_ok = np.zeros(n, bool)
     converged = np.zeros(n, bool)

@@ -1,0 +1,126 @@
+"""Crowded frames: one localisation per emitter, and fits not pulled between neighbours.
+
+After the first fit of every candidate:
+
+- a fit that ran out of its ROI, or lies within ``Analysis.DebounceRadius`` (px) of a brighter fit
+  in the same frame, is dropped (two candidates of one emitter converge to the same place);
+- each remaining fit's ROI gets the fitted light of its neighbours (every other fit whose PSF
+  reaches into the ROI) subtracted, and the fits whose ROI had a noticeable share of such light are
+  fitted again from where they were (one round: the neighbours' estimates are already close).
+
+Fits are in ROI coordinates (:mod:`.fitting`); candidates are indexed by frame ``f`` and ROI
+centre ``ix, iy``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .fitting import _model_only
+
+#: Default ``Analysis.DebounceRadius`` (px): fits closer than this are one emitter.
+DEBOUNCE_RADIUS_PX = 1.5
+#: Neighbour light (per pixel, in σ of the pixel noise) that makes a fit worth refitting.
+CROWDED_SIGMA = 0.5
+
+
+def _frame_keys(f: np.ndarray, x: np.ndarray, y: np.ndarray, reach: float) -> np.ndarray:
+    """Points for a KD-tree where different frames are far apart (``reach`` never bridges them)."""
+    spread = float(np.max(y, initial=0.0) - np.min(y, initial=0.0)) + 4.0 * reach + 1.0
+    return np.column_stack([x, y + f * spread])
+
+
+def debounce(f, px, py, brightness, radius: float) -> np.ndarray:
+    """Mask of fits to keep: of fits closer than ``radius`` in one frame, only the brightest."""
+    keep = np.ones(len(f), bool)
+    if radius <= 0 or len(f) < 2:
+        return keep
+    pairs = cKDTree(_frame_keys(f, px, py, radius)).query_pairs(radius, output_type="ndarray")
+    if len(pairs) == 0:
+        return keep
+    # visit the brightest first; a kept fit removes its dimmer partners
+    order = np.argsort(-np.asarray(brightness))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    partners: dict[int, list[int]] = {}
+    for a, b in pairs:
+        partners.setdefault(int(a), []).append(int(b))
+        partners.setdefault(int(b), []).append(int(a))
+    for i in sorted(partners, key=lambda k: rank[k]):
+        if keep[i]:
+            for j in partners[i]:
+                if rank[j] > rank[i]:
+                    keep[j] = False
+    return keep
+
+
+def neighbour_light(theta: np.ndarray, f: np.ndarray, ix: np.ndarray, iy: np.ndarray,
+                    half: int, reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """Expected photons from every other fit in each fit's ROI: ``(n, 2·half+1, 2·half+1)``,
+    and a mask of the fits that have any neighbour within ``reach`` px."""
+    n = len(theta)
+    size = 2 * half + 1
+    light = np.zeros((n, size * size))
+    px = ix - half + theta[:, 1]
+    py = iy - half + theta[:, 2]
+    if n < 2:
+        return light.reshape(n, size, size), np.zeros(n, bool)
+    pairs = cKDTree(_frame_keys(f, px, py, reach)).query_pairs(reach, output_type="ndarray")
+    has = np.zeros(n, bool)
+    if len(pairs) == 0:
+        return light.reshape(n, size, size), has
+    src = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    dst = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    shifted = theta[src].copy()
+    shifted[:, 1] = px[src] - (ix[dst] - half)      # source centre in the target's ROI
+    shifted[:, 2] = py[src] - (iy[dst] - half)
+    shifted[:, 4] = 0.0                              # its photons only, not its background
+    np.add.at(light, dst, _model_only(shifted, (size, size)))
+    has[dst] = True
+    return light.reshape(n, size, size), has
+
+
+def render(theta: np.ndarray, f: np.ndarray, ix: np.ndarray, iy: np.ndarray, half: int,
+           n_frames: int, shape: tuple[int, int]) -> np.ndarray:
+    """The fits' photons (no background) drawn into ``n_frames`` frames of ``shape``, each over
+    its ROI: ``(n_frames, W, H)`` float32."""
+    size = 2 * half + 1
+    w, h = shape
+    patch = theta.copy()
+    patch[:, 4] = 0.0
+    values = _model_only(patch, (size, size)).reshape(-1, size, size)
+    off = np.arange(-half, half + 1)
+    gx = ix[:, None, None] + off[None, :, None]
+    gy = iy[:, None, None] + off[None, None, :]
+    inside = (gx >= 0) & (gx < w) & (gy >= 0) & (gy < h)
+    flat = (f[:, None, None] * w + gx) * h + gy
+    out = np.bincount(flat[inside], weights=values[inside], minlength=n_frames * w * h)
+    return out.reshape(n_frames, w, h).astype(np.float32)
+
+
+def split_wide(theta: np.ndarray, excess: np.ndarray, psf_px: float) -> np.ndarray:
+    """Two starting points for each fit that may be two emitters fitted as one: ``(2, n, 5)``.
+
+    ``excess`` ``(n, W, H)`` is each ROI's light above the fitted background.  The pair is placed
+    along the main axis of the light's second moments, ``±sqrt(s² − psf²)`` from the fitted
+    centre (for two equal spots that far apart, the spread is that of the fit), each with half
+    the photons and the PSF's σ.
+    """
+    n, w, h = excess.shape
+    gx, gy = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float), indexing="ij")
+    weight = np.clip(excess, 0.0, None)
+    total = np.maximum(weight.sum(axis=(1, 2)), 1e-9)
+    dx = gx[None] - theta[:, 1, None, None]
+    dy = gy[None] - theta[:, 2, None, None]
+    cxx = (weight * dx * dx).sum(axis=(1, 2)) / total
+    cyy = (weight * dy * dy).sum(axis=(1, 2)) / total
+    cxy = (weight * dx * dy).sum(axis=(1, 2)) / total
+    angle = 0.5 * np.arctan2(2.0 * cxy, cxx - cyy)          # main axis of the light
+    half = np.sqrt(np.maximum(theta[:, 3] ** 2 - psf_px ** 2, 0.25))
+    out = np.repeat(theta[None], 2, axis=0)
+    for k, sign in enumerate((1.0, -1.0)):
+        out[k, :, 0] = theta[:, 0] / 2.0
+        out[k, :, 1] = theta[:, 1] + sign * half * np.cos(angle)
+        out[k, :, 2] = theta[:, 2] + sign * half * np.sin(angle)
+        out[k, :, 3] = psf_px
+    return out
