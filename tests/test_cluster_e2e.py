@@ -5,6 +5,7 @@ import csv
 import functools
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -240,8 +241,9 @@ def test_re_analysis_from_the_command_line_reads_its_own_new_results(engine, loc
     acquisition = simulate(engine, "sim/again", frames=60, seed=5)
     default = resource_path("presets", "default.yaml").read_text()
     strict = tmp_path / "strict.yaml"
-    strict.write_text(default.replace("Analysis.DetectionThreshold: 1.0",
-                                      "Analysis.DetectionThreshold: 4.0"))
+    strict.write_text(re.sub(r"Analysis\.DetectionThreshold: [0-9.]+",
+                             "Analysis.DetectionThreshold: 4.0", default))
+    assert strict.read_text() != default
     args = ["--series", acquisition.series_uri, "--server", local_cluster.ruleserver_url,
             "--dataserver", local_cluster.dataserver_url, "--serverfilter", engine.serverfilter,
             "--watch", "--interval", "0.2", "--timeout", "120"]
