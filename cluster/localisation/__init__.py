@@ -48,14 +48,7 @@ from .camera import CameraError, CameraModel
 from .camera_maps import CameraMapError, CameraMaps, load_camera_maps
 from .detection import detect, kernel_mean_variance
 from .fitting import fit_rois
-from .neighbours import (
-    CROWDED_SIGMA,
-    DEBOUNCE_RADIUS_PX,
-    debounce,
-    neighbour_light,
-    render,
-    split_wide,
-)
+from .neighbours import DEBOUNCE_RADIUS_PX, Fits, resolve_crowding
 from .results import (
     FIT_RESULTS_DTYPE,
     NOT_ESTIMABLE,
@@ -80,12 +73,6 @@ FIT_CHUNK = 8192
 #: Detection threshold in what the fits leave unexplained, relative to the first search (the
 #: fits' own errors add to the noise there).
 RESIDUAL_THRESHOLD = 1.3
-#: Rounds of refitting crowded fits with their neighbours' light subtracted.
-REFIT_ROUNDS = 6
-#: A fit this much wider than the PSF may be two emitters: its frame is searched again.
-WIDE_FIT = 1.2
-#: ... and wider by this many standard errors of its σ (not a faint spot's noisy σ).
-WIDE_SIGNIFICANCE = 4.0
 #: Tile size (px) over which the background level sets the detection noise σ.
 NOISE_BLOCK = 16
 
@@ -350,101 +337,33 @@ def _localise_batch(cache: _FrameCache, batch: Sequence[int], settings: FitSetti
 
     r = settings.roi_half_size
     _, w, h = frames.shape
-    off = np.arange(-r, r + 1)
-    gx = ix[:, None, None] + off[None, :, None]
-    gy = iy[:, None, None] + off[None, None, :]
-    mask = (gx >= 0) & (gx < w) & (gy >= 0) & (gy < h)
-    gx, gy = np.clip(gx, 0, w - 1), np.clip(gy, 0, h - 1)
-    rois = frames[f[:, None, None], gx, gy]
-    gamma = noise.rois(gx, gy)
-    theta, cov, converged, nchi2 = _fit(rois, mask, gamma, psf_px)
 
-    # crowded frames: one fit per emitter, neighbours' light out of each other's ROIs
-    def keep_only(keep):
-        nonlocal f, ix, iy, gx, gy, mask, rois, gamma, theta, cov, converged, nchi2
-        f, ix, iy, gx, gy, mask, rois = f[keep], ix[keep], iy[keep], gx[keep], gy[keep], \
-            mask[keep], rois[keep]
-        theta, cov, converged, nchi2 = theta[keep], cov[keep], converged[keep], nchi2[keep]
-        if np.ndim(gamma):
-            gamma = gamma[keep]
+    def candidates(fi, xi, yi, minus=None):
+        """Fits of candidates at ``(fi, xi, yi)``: of their ROIs of the frames, less
+        ``minus(fi, gx, gy)`` when given (the ROIs kept are the frames' data)."""
+        off = np.arange(-r, r + 1)
+        cgx = xi[:, None, None] + off[None, :, None]
+        cgy = yi[:, None, None] + off[None, None, :]
+        cmask = (cgx >= 0) & (cgx < w) & (cgy >= 0) & (cgy < h)
+        cgx, cgy = np.clip(cgx, 0, w - 1), np.clip(cgy, 0, h - 1)
+        crois = frames[fi[:, None, None], cgx, cgy]
+        cgamma = noise.rois(cgx, cgy)
+        fitted = crois if minus is None else crois - minus(fi, cgx, cgy)
+        return Fits(fi, xi, yi, cgx, cgy, cmask, crois, cgamma,
+                    *_fit(fitted, cmask, cgamma, psf_px), group=np.arange(len(fi)))
 
-    def append(idx, new_theta, nf=None, nx=None, ny=None, ngx=None, ngy=None, nmask=None,
-               nrois=None, ngamma=None, parts=None):
-        """Add fits: copies of candidates ``idx`` (a second emitter in the same ROI) with
-        ``new_theta``, or new candidates with their fit ``parts``."""
-        nonlocal f, ix, iy, gx, gy, mask, rois, gamma, theta, cov, converged, nchi2
-        if idx is not None:
-            nf, nx, ny, ngx, ngy = f[idx], ix[idx], iy[idx], gx[idx], gy[idx]
-            nmask, nrois = mask[idx], rois[idx]
-            ngamma = gamma[idx] if np.ndim(gamma) else gamma
-            parts = (new_theta, cov[idx], converged[idx], nchi2[idx])
-        f, ix, iy = np.concatenate([f, nf]), np.concatenate([ix, nx]), np.concatenate([iy, ny])
-        gx, gy = np.concatenate([gx, ngx]), np.concatenate([gy, ngy])
-        mask, rois = np.concatenate([mask, nmask]), np.concatenate([rois, nrois])
-        if np.ndim(gamma):
-            gamma = np.concatenate([gamma, ngamma])
-        theta, cov, converged, nchi2 = (np.concatenate([a, b]) for a, b in
-                                        zip((theta, cov, converged, nchi2), parts))
+    def search(busy, model):
+        """Candidates in frames ``busy`` once the ``model`` of their fits is subtracted."""
+        return detect(frames[busy], bg[busy] + model, floor[busy],
+                      lambda fi, xi, yi: noise_at(busy[fi], xi, yi),
+                      threshold=settings.threshold * RESIDUAL_THRESHOLD, psf_sigma_px=psf_px)
 
-    def plausible():
-        inside = ((theta[:, 1:3] >= -0.5) & (theta[:, 1:3] <= 2 * r + 0.5)).all(axis=1)
-        return inside & debounce(f, ix + theta[:, 1], iy + theta[:, 2], theta[:, 0],
-                                 settings.debounce_px)
-
-    keep_only(plausible())
-    light, has_neighbour = neighbour_light(theta, f, ix, iy, r, reach=r + 3.0 * psf_px)
-    # emitters hidden by a brighter neighbour: candidates in what the fits leave unexplained,
-    # searched in frames with close fits or fits wider than the PSF (two spots fitted as one)
-    wide = theta[:, 3] > WIDE_FIT * psf_px
-    busy = np.unique(f[has_neighbour | wide])
-    if busy.size:
-        local = np.searchsorted(busy, f)
-        listed = np.isin(f, busy)
-        model = render(theta[listed], local[listed], ix[listed], iy[listed], r, busy.size,
-                       (w, h))
-        nf, nx, ny = detect(frames[busy], bg[busy] + model, floor[busy],
-                            lambda fi, xi, yi: noise_at(busy[fi], xi, yi),
-                            threshold=settings.threshold * RESIDUAL_THRESHOLD,
-                            psf_sigma_px=psf_px)
-        if nf.size:
-            nf = busy[nf]
-            ngx = nx[:, None, None] + off[None, :, None]
-            ngy = ny[:, None, None] + off[None, None, :]
-            nmask = (ngx >= 0) & (ngx < w) & (ngy >= 0) & (ngy < h)
-            ngx, ngy = np.clip(ngx, 0, w - 1), np.clip(ngy, 0, h - 1)
-            nrois = frames[nf[:, None, None], ngx, ngy]
-            ngamma = noise.rois(ngx, ngy)
-            residual = nrois - model[np.searchsorted(busy, nf)[:, None, None], ngx, ngy]
-            append(None, None, nf, nx, ny, ngx, ngy, nmask, nrois, ngamma,
-                   _fit(residual, nmask, ngamma, psf_px))
-            keep_only(plausible())
-        # a fit still wider than the PSF: start it again as two emitters
-        s_err = np.sqrt(np.abs(np.nan_to_num(cov[:, 3, 3], nan=np.inf)))
-        wide = np.nonzero((theta[:, 3] > WIDE_FIT * psf_px)
-                          & (theta[:, 3] - psf_px > WIDE_SIGNIFICANCE * s_err))[0]
-        if wide.size:
-            light, _ = neighbour_light(theta, f, ix, iy, r, reach=r + 3.0 * psf_px)
-            pair = split_wide(theta[wide], rois[wide] - light[wide]
-                              - theta[wide, 4, None, None], psf_px)
-            theta[wide] = pair[0]
-            append(wide, pair[1])
-        # refit each fit whose neighbours' light (subtracted from its ROI) is out of date
-        used = np.zeros_like(rois)
-        for _ in range(REFIT_ROUNDS):
-            light, has_neighbour = neighbour_light(theta, f, ix, iy, r, reach=r + 3.0 * psf_px)
-            level = np.sqrt(np.maximum(theta[:, 4] + np.mean(gamma), 1e-6))
-            stale = np.abs(light - used).max(axis=(1, 2)) > CROWDED_SIGMA * level
-            if not stale.any():
-                break
-            refit = _fit(rois[stale] - light[stale], mask[stale],
-                         gamma[stale] if np.ndim(gamma) else gamma, psf_px,
-                         theta0=theta[stale])
-            for whole, part in zip((theta, cov, converged, nchi2), refit):
-                whole[stale] = part
-            used[stale] = light[stale]
-            keep = plausible()
-            keep_only(keep)
-            used = used[keep]
+    fits = resolve_crowding(candidates(f, ix, iy), candidates, search,
+                            lambda rois, mask, gamma, theta0=None: _fit(rois, mask, gamma,
+                                                                        psf_px, theta0),
+                            psf_px=psf_px, frame_shape=(w, h), debounce_px=settings.debounce_px)
+    f, ix, iy, gx, gy, mask = fits.f, fits.ix, fits.iy, fits.gx, fits.gy, fits.mask
+    theta, cov, converged, nchi2 = fits.theta, fits.cov, fits.converged, fits.nchi2
     n = f.size
     t2 = time.perf_counter()
 

@@ -13,6 +13,9 @@ centre ``ix, iy``.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Callable
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -20,8 +23,68 @@ from .fitting import _model_only
 
 #: Default ``Analysis.DebounceRadius`` (px): fits closer than this are one emitter.
 DEBOUNCE_RADIUS_PX = 1.5
-#: Neighbour light (per pixel, in σ of the pixel noise) that makes a fit worth refitting.
+#: Change of a fit's neighbour light (per pixel, in σ of the pixel noise) that calls for a refit.
 CROWDED_SIGMA = 0.5
+#: Rounds of refitting with the neighbours' light subtracted (it settles in two or three).
+REFIT_ROUNDS = 6
+#: A fit this much wider than the PSF may be two emitters ...
+WIDE_FIT = 1.2
+#: ... when wider by this many standard errors of its σ (not a faint spot's noisy σ).
+WIDE_SIGNIFICANCE = 4.0
+#: The two halves of a split closer than this (in PSF σ) are one emitter after all.
+SPLIT_MIN_SEPARATION = 1.5
+
+
+@dataclasses.dataclass
+class Fits:
+    """Candidates and their fits: frame ``f``, ROI centre ``ix, iy``, ROI pixel indices ``gx,
+    gy`` and ``mask`` (inside the frame), ROI data ``rois``, read-noise variance ``gamma`` (one
+    value or per ROI pixel), the fit (``theta``, ``cov``, ``converged``, ``nchi2``, as
+    :func:`.fitting.fit_rois` returns it) and ``group`` (the halves of a split share one)."""
+
+    f: np.ndarray
+    ix: np.ndarray
+    iy: np.ndarray
+    gx: np.ndarray
+    gy: np.ndarray
+    mask: np.ndarray
+    rois: np.ndarray
+    gamma: Any
+    theta: np.ndarray
+    cov: np.ndarray
+    converged: np.ndarray
+    nchi2: np.ndarray
+    group: np.ndarray
+
+    _PER_FIT = ("f", "ix", "iy", "gx", "gy", "mask", "rois", "theta", "cov", "converged",
+                "nchi2", "group")
+
+    def __len__(self) -> int:
+        return len(self.f)
+
+    @property
+    def half(self) -> int:
+        return (self.rois.shape[1] - 1) // 2
+
+    def centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """Fitted positions in frame pixels."""
+        return self.ix - self.half + self.theta[:, 1], self.iy - self.half + self.theta[:, 2]
+
+    def gamma_of(self, keep) -> Any:
+        return self.gamma[keep] if np.ndim(self.gamma) else self.gamma
+
+    def subset(self, keep) -> "Fits":
+        return dataclasses.replace(self, gamma=self.gamma_of(keep),
+                                   **{k: getattr(self, k)[keep] for k in self._PER_FIT})
+
+    def extend(self, other: "Fits") -> "Fits":
+        gamma = (np.concatenate([self.gamma, other.gamma]) if np.ndim(self.gamma)
+                 else self.gamma)
+        return dataclasses.replace(self, gamma=gamma, **{
+            k: np.concatenate([getattr(self, k), getattr(other, k)]) for k in self._PER_FIT})
+
+    def set_fit(self, which, fit) -> None:
+        self.theta[which], self.cov[which], self.converged[which], self.nchi2[which] = fit
 
 
 def _frame_keys(f: np.ndarray, x: np.ndarray, y: np.ndarray, reach: float) -> np.ndarray:
@@ -124,3 +187,72 @@ def split_wide(theta: np.ndarray, excess: np.ndarray, psf_px: float) -> np.ndarr
         out[k, :, 2] = theta[:, 2] + sign * half * np.sin(angle)
         out[k, :, 3] = psf_px
     return out
+
+
+FitFunction = Callable[..., tuple]
+
+
+def resolve_crowding(fits: Fits, candidates: Callable[..., Fits],
+                     search: Callable[[np.ndarray, np.ndarray], tuple],
+                     fit: FitFunction, *, psf_px: float, frame_shape: tuple[int, int],
+                     debounce_px: float) -> Fits:
+    """One fit per emitter, hidden neighbours found, no fit pulled between neighbours.
+
+    ``candidates(f, ix, iy, minus=None)`` fits new candidates (their ROIs minus ``minus(f, gx,
+    gy)`` when given); ``search(frames, model)`` finds candidates in those frames with the fits'
+    ``model`` subtracted; ``fit(rois, mask, gamma, theta0=...)`` refits.
+    """
+    half = fits.half
+    reach = half + 3.0 * psf_px
+
+    def plausible(fits: Fits) -> np.ndarray:
+        inside = ((fits.theta[:, 1:3] >= -0.5) & (fits.theta[:, 1:3] <= 2 * half + 0.5)).all(1)
+        px, py = fits.centres()
+        keep = inside & debounce(fits.f, px, py, fits.theta[:, 0], debounce_px)
+        return keep & debounce(fits.group, px, py, fits.theta[:, 0],
+                               SPLIT_MIN_SEPARATION * psf_px)
+
+    fits = fits.subset(plausible(fits))
+    _, has_neighbour = neighbour_light(fits.theta, fits.f, fits.ix, fits.iy, half, reach)
+    # frames with close fits or fits wider than the PSF (two spots fitted as one) are searched
+    # again in what the fits leave unexplained: emitters hidden by a brighter neighbour
+    busy = np.unique(fits.f[has_neighbour | (fits.theta[:, 3] > WIDE_FIT * psf_px)])
+    if busy.size == 0:
+        return fits
+    listed = np.isin(fits.f, busy)
+    model = render(fits.theta[listed], np.searchsorted(busy, fits.f[listed]), fits.ix[listed],
+                   fits.iy[listed], half, busy.size, frame_shape)
+    nf, nx, ny = search(busy, model)
+    if nf.size:
+        def minus(f: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+            return model[np.asarray(np.searchsorted(busy, f))[:, None, None], gx, gy]
+
+        new = candidates(busy[nf], nx, ny, minus=minus)
+        new.group = new.group + int(fits.group.max(initial=-1)) + 1
+        fits = fits.extend(new)
+        fits = fits.subset(plausible(fits))
+    # a fit significantly wider than the PSF starts again as two emitters
+    s_err = np.sqrt(np.abs(np.nan_to_num(fits.cov[:, 3, 3], nan=np.inf)))
+    wide = np.nonzero((fits.theta[:, 3] > WIDE_FIT * psf_px)
+                      & (fits.theta[:, 3] - psf_px > WIDE_SIGNIFICANCE * s_err))[0]
+    if wide.size:
+        light, _ = neighbour_light(fits.theta, fits.f, fits.ix, fits.iy, half, reach)
+        pair = split_wide(fits.theta[wide], fits.rois[wide] - light[wide]
+                          - fits.theta[wide, 4, None, None], psf_px)
+        twin = fits.subset(wide)
+        fits.theta[wide], twin.theta = pair[0], pair[1]
+        fits = fits.extend(twin)
+    # refit every fit whose neighbours' light (subtracted from its ROI) is out of date
+    used = np.zeros_like(fits.rois)
+    for _ in range(REFIT_ROUNDS):
+        light, _ = neighbour_light(fits.theta, fits.f, fits.ix, fits.iy, half, reach)
+        level = np.sqrt(np.maximum(fits.theta[:, 4] + np.mean(fits.gamma), 1e-6))
+        stale = np.abs(light - used).max(axis=(1, 2)) > CROWDED_SIGMA * level
+        if not stale.any():
+            break
+        fits.set_fit(stale, fit(fits.rois[stale] - light[stale], fits.mask[stale],
+                                fits.gamma_of(stale), theta0=fits.theta[stale]))
+        used[stale] = light[stale]
+        keep = plausible(fits)
+        fits, used = fits.subset(keep), used[keep]
+    return fits
