@@ -180,6 +180,49 @@ class RuleServerClient:
         result = reply.get("result")
         return result if isinstance(result, dict) else reply
 
+    # -- the worker's side (§2.2) ----------------------------------------------------------
+    def task_adverts(self, wait: float = 0.0) -> list[dict]:
+        """The advertised tasks (``GET /task_advertisements``); with ``wait``, a Spoolside
+        server holds the request up to that long until some are available."""
+        params = {"wait": _number(wait)} if wait > 0 else None
+        reply = self._call("GET", "/task_advertisements", params=params,
+                           timeout=self.timeout + wait)
+        if not isinstance(reply, list) or not all(isinstance(a, dict) for a in reply):
+            raise ProtocolError(f"/task_advertisements reply is not a list of adverts: "
+                                f"{reply!r:.200}", url=self.base_url)
+        return reply
+
+    def bid(self, rule_id: str, task_ids: list[int], costs: list[float],
+            worker: str | None = None) -> dict:
+        """Bid for tasks of one rule (``POST /bid_on_tasks``); returns the award
+        ``{"ruleID", "taskIDs": [won], "template"}``. A named ``worker`` holds its tasks on a
+        lease it renews with :meth:`heartbeat` (Spoolside's rule server)."""
+        bid: dict[str, Any] = {"ruleID": rule_id, "taskIDs": list(task_ids), "costs": list(costs)}
+        if worker is not None:
+            bid["worker"] = worker
+        reply = self._call("POST", "/bid_on_tasks", json=[bid])
+        if (not isinstance(reply, list) or len(reply) != 1 or not isinstance(reply[0], dict)
+                or not isinstance(reply[0].get("taskIDs", []), list)):
+            raise ProtocolError(f"/bid_on_tasks reply is not one award: {reply!r:.200}",
+                                url=self.base_url)
+        return reply[0]
+
+    def handin(self, entries: list[dict], worker: str | None = None) -> None:
+        """Hand in task statuses (``POST /handin``): ``[{"ruleID", "taskIDs", "status"}]``. With
+        ``worker``, the server counts only the tasks that worker still holds."""
+        if worker is not None:
+            entries = [dict(entry, worker=worker) for entry in entries]
+        self._call("POST", "/handin", json=entries)
+
+    def heartbeat(self, worker: str) -> float:
+        """Renew ``worker``'s lease on its tasks; returns the lease in seconds."""
+        reply = self._call("POST", "/spoolside/heartbeat", params={"worker": worker})
+        lease = reply.get("lease") if isinstance(reply, dict) else None
+        if not isinstance(lease, (int, float)) or isinstance(lease, bool) or lease <= 0:
+            raise ProtocolError(f"/spoolside/heartbeat reply has no lease: {reply!r:.200}",
+                                url=self.base_url)
+        return float(lease)
+
     # -- plumbing -------------------------------------------------------------------------
     def _call(self, method: str, endpoint: str, *, absent_ok: bool = False, **kwargs) -> Any:
         """Send one request; return its JSON (None for a 404 when ``absent_ok``)."""
@@ -187,9 +230,9 @@ class RuleServerClient:
         headers = {"Accept-Encoding": "gzip"}
         if "json" in kwargs:
             headers["Content-Type"] = "application/json"
+        kwargs.setdefault("timeout", self.timeout)
         try:
-            response = self._session.request(method, url, timeout=self.timeout, headers=headers,
-                                             **kwargs)
+            response = self._session.request(method, url, headers=headers, **kwargs)
         except requests.RequestException as exc:
             raise error_from_request_exception(exc, method, url) from exc
         if absent_ok and response.status_code == 404 and _endpoint_missing(response):

@@ -15,7 +15,8 @@ import requests
 RULE_ID_RE = re.compile(r"^\d{6}-[0-9a-f]{32}$")
 INFO_KEYS = {"tasksPosted": int, "tasksRunning": int, "tasksCompleted": int, "tasksFailed": int,
              "averageExecutionCost": float, "active": bool, "tasksTimedOut": int,
-             "tasksCompleteAfterTimeout": int, "finished": bool, "expired": bool}
+             "tasksCompleteAfterTimeout": int, "tasksRefusedLate": int, "finished": bool,
+             "expired": bool}
 TEMPLATE = '{"id": "{{ruleID}}~{{taskID}}", "type": "recipe", "inputs": {{taskInputs}}}'
 
 

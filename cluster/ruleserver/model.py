@@ -42,6 +42,10 @@ RETAIN_FINISHED = 60.0
 RETAIN_FINISHED_WITH_FAILURES = 300.0
 #: Follow-on IDs remembered after their parent rule is gone.
 FOLLOWON_HISTORY = 10000
+#: A task won by a named worker is re-queued this long after the worker's last heartbeat
+#: (capped by the task timeout); anonymous bidders (PYME nodes) keep the plain task timeout.
+DEFAULT_LEASE_SECONDS = 10.0
+WORKER_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 RULE_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
@@ -167,6 +171,9 @@ class Rule:
         self.n_retries = np.zeros(max_tasks, np.uint8)
         self.expiry = np.zeros(max_tasks, np.float64)
         self.cost = np.zeros(max_tasks, np.float32)
+        self.owner: np.ndarray | None = None  # worker number holding each ASSIGNED task (0: none)
+        self.deadline: np.ndarray | None = None  # ... and when its task timeout ends
+        self.refused_late = 0  # hand-ins of tasks no longer held by the worker handing in
         self._bid_cost: np.ndarray | None = None  # pending auction: best cost per task
         self._bid_owner: np.ndarray | None = None  # ... and the bidder holding it (-1: none)
         self.counts = [max_tasks, 0, 0, 0, 0]
@@ -227,7 +234,11 @@ class Rule:
             self._bid_cost[idx] = np.inf
 
     def touch(self, now: float) -> None:
-        """Record activity: the rule expires ``rule_timeout`` after the last one."""
+        """Record activity: the rule expires ``rule_timeout`` after the last one.
+
+        A finished rule keeps its retention: a late bid or hand-in does not revive it."""
+        if self.fired and self.finished:
+            return
         self.expires_at = now + self.rule_timeout
 
     @property
@@ -271,19 +282,51 @@ class Rule:
         self.touch(now)
         return int(fresh.size)
 
-    def award(self, ids: np.ndarray, costs: np.ndarray, now: float) -> np.ndarray:
-        """Assign the still-AVAILABLE tasks among ``ids``; returns the awarded IDs."""
+    def award(self, ids: np.ndarray, costs: np.ndarray, now: float, worker: int = 0,
+              lease: float = math.inf) -> np.ndarray:
+        """Assign the still-AVAILABLE tasks among ``ids`` (to ``worker``, on a ``lease`` when it
+        is named); returns the awarded IDs."""
         ok = self.status[ids] == STATUS_AVAILABLE
         ids, costs = ids[ok], costs[ok]
         if ids.size:
             self.cost[ids] = costs
-            expiry = now + self.task_timeout
+            deadline = now + self.task_timeout
+            expiry = min(deadline, now + lease) if worker else deadline
             self.expiry[ids] = expiry
+            if worker or self.owner is not None:
+                if self.owner is None:
+                    self.owner = np.zeros(self.max_tasks, np.int32)
+                    self.deadline = np.zeros(self.max_tasks, np.float64)
+                self.owner[ids] = worker
+                self.deadline[ids] = deadline
             self._clear_bids(ids)
             self._set(ids, STATUS_ASSIGNED)
             self.next_timeout = min(self.next_timeout, expiry)
         self.touch(now)
         return ids
+
+    def _held_by(self, worker: int) -> np.ndarray:
+        """IDs of the ASSIGNED tasks ``worker`` holds."""
+        if self.owner is None or self.counts[2] == 0:
+            return np.zeros(0, np.int64)
+        lo, hi = self.lo, self.hi
+        held = (self.status[lo:hi] == STATUS_ASSIGNED) & (self.owner[lo:hi] == worker)
+        return np.flatnonzero(held) + lo
+
+    def renew(self, worker: int, now: float, lease: float) -> int:
+        """Extend ``worker``'s lease on its tasks (never past their task timeout)."""
+        idx = self._held_by(worker)
+        if idx.size:
+            self.expiry[idx] = np.minimum(self.deadline[idx], now + lease)
+        return int(idx.size)
+
+    def expire_worker(self, worker: int, now: float) -> int:
+        """``worker`` is gone: its tasks time out now."""
+        idx = self._held_by(worker)
+        if idx.size:
+            self.expiry[idx] = now
+            self.next_timeout = min(self.next_timeout, now)
+        return int(idx.size)
 
     def place_bids(self, ids: np.ndarray, costs: np.ndarray, bidder: int) -> None:
         if self._bid_owner is None or self._bid_cost is None:
@@ -302,13 +345,22 @@ class Rule:
         self._clear_bids(ids[won])
         return won
 
-    def handin(self, ids: np.ndarray, new: np.ndarray, now: float) -> None:
+    def handin(self, ids: np.ndarray, new: np.ndarray, now: float, worker: int = 0) -> None:
+        """Apply results; a named worker's results count only for tasks it still holds."""
         old = self.status[ids]
         released = old != STATUS_UNAVAILABLE
         if not released.all():
             logger.debug("rule %s: ignoring hand-in for %d unreleased task(s)", self.id,
                          int((~released).sum()))
             ids, old, new = ids[released], old[released], new[released]
+        if worker:
+            held = (old == STATUS_ASSIGNED) & (self.owner[ids] == worker if self.owner is not None
+                                               else False)
+            if not held.all():
+                self.refused_late += int((~held).sum())
+                logger.info("rule %s: refused the late hand-in of %d task(s) no longer held by "
+                            "their worker", self.id, int((~held).sum()))
+                ids, old, new = ids[held], old[held], new[held]
         # A success is final: a late failure report does not undo it.
         new = np.where(old == STATUS_COMPLETE, np.uint8(STATUS_COMPLETE), new).astype(np.uint8)
         self.complete_after_timeout += int((old != STATUS_ASSIGNED).sum())
@@ -391,6 +443,7 @@ class Rule:
                 "active": self.active,
                 "tasksTimedOut": self.timed_out,
                 "tasksCompleteAfterTimeout": self.complete_after_timeout,
+                "tasksRefusedLate": self.refused_late,
                 "finished": self.finished,
                 "expired": self.expired(now)}
 
@@ -400,6 +453,7 @@ class _Bid:
     rule_id: str
     ids: np.ndarray
     costs: np.ndarray
+    worker: int = 0
 
 
 def _id_array(value: Any, what: str) -> np.ndarray:
@@ -423,10 +477,13 @@ class RuleTable:
     """All rules of one server, the background pass, and the operations the endpoints call."""
 
     def __init__(self, task_timeout: float = 600.0, retries: int = 1, clock=time.time,
-                 tick_interval: float = 0.25):
+                 tick_interval: float = 0.25, lease: float = DEFAULT_LEASE_SECONDS):
         if not 0 <= retries <= 254:
             raise ValueError("retries must be between 0 and 254")
         self.task_timeout = float(task_timeout)
+        self.lease = float(lease)
+        self._workers: dict[str, int] = {}  # worker ID → its number in Rule.owner
+        self._worker_numbers = itertools.count(1)
         self.retries = int(retries)
         self.clock = clock
         self.tick_interval = tick_interval
@@ -452,6 +509,19 @@ class RuleTable:
             return self._rules[rule_id]
         except KeyError:
             raise UnknownRule(f"unknown rule ID {rule_id!r}") from None
+
+    def _worker(self, value: Any) -> int:
+        """The number of a named worker (0 for none); a new name gets the next number."""
+        if value is None:
+            return 0
+        if not isinstance(value, str) or not WORKER_ID_RE.match(value):
+            raise InvalidRequest("worker must be a string of letters, digits, '_', '.', ':' and "
+                                 "'-' (at most 128)")
+        with self.lock:
+            number = self._workers.get(value)
+            if number is None:
+                number = self._workers[value] = next(self._worker_numbers)
+            return number
 
     def _new_id(self) -> str:
         return "%06d-%s" % (next(self._counter), uuid.uuid4().hex)
@@ -545,13 +615,19 @@ class RuleTable:
             rule.touch(self.clock())
             self._changed()
 
-    def adverts_json(self) -> bytes:
-        with self.lock:
+    def adverts_json(self, wait: float = 0.0) -> bytes:
+        """The task adverts; with ``wait``, block up to that long until there are some."""
+        with self.changed:
+            if wait > 0:
+                self.changed.wait_for(self._has_adverts, wait)
             rules = [r for r in self._rules.values() if r.active and r.counts[1] > 0]
             shares = fair_shares([r.counts[1] for r in rules], MAX_ADVERTISEMENTS,
                                  MAX_ADVERTISEMENTS_PER_RULE)
             parts = [r.advert_json(n) for r, n in zip(rules, shares)]
         return b"[" + b", ".join(parts) + b"]"
+
+    def _has_adverts(self) -> bool:
+        return any(r.active and r.counts[1] > 0 for r in self._rules.values())
 
     def _parse_bids(self, bids: Any) -> list[_Bid]:
         if not isinstance(bids, list):
@@ -569,7 +645,7 @@ class RuleTable:
             if not np.isfinite(costs_arr).all() or (costs_arr < 0).any():
                 raise InvalidRequest("costs must be finite and not negative")
             ids, first = np.unique(ids, return_index=True)
-            out.append(_Bid(rule_id, ids, costs_arr[first]))
+            out.append(_Bid(rule_id, ids, costs_arr[first], self._worker(bid.get("worker"))))
         return out
 
     def bid(self, bids: Any) -> list[dict[str, Any]]:
@@ -588,7 +664,7 @@ class RuleTable:
                 if not rule.active:
                     awards[k] = {"ruleID": rule.id, "taskIDs": [], "template": ""}
                 elif b.ids.size == 0 or bool((b.costs < COST_THRESHOLD).all()):
-                    awards[k] = self._award(rule, b.ids, b.costs, now)
+                    awards[k] = self._award(rule, b.ids, b.costs, now, b.worker)
                 else:
                     bidder = next(self._bidders)
                     rule.place_bids(b.ids, b.costs, bidder)
@@ -602,13 +678,13 @@ class RuleTable:
                     for k, rule, b, bidder in auction:
                         won = rule.close_bids(b.ids, bidder)
                         if self._rules.get(rule.id) is rule and rule.active:
-                            awards[k] = self._award(rule, b.ids[won], b.costs[won], now)
+                            awards[k] = self._award(rule, b.ids[won], b.costs[won], now, b.worker)
                         else:
                             awards[k] = {"ruleID": rule.id, "taskIDs": [], "template": ""}
         return awards  # type: ignore[return-value]
 
-    def _award(self, rule: Rule, ids, costs, now) -> dict[str, Any]:
-        awarded = rule.award(ids, costs, now)
+    def _award(self, rule: Rule, ids, costs, now, worker: int = 0) -> dict[str, Any]:
+        awarded = rule.award(ids, costs, now, worker, self.lease)
         if awarded.size:
             self._changed()
         return {"ruleID": rule.id, "taskIDs": awarded.tolist(), "template": rule.template}
@@ -630,27 +706,46 @@ class RuleTable:
                        for s in status):
                 raise InvalidRequest("handin statuses must be 3 (complete) or 4 (failed)")
             ids, first = np.unique(ids, return_index=True)
-            parsed.append((rule_id, ids, np.array(status, np.uint8)[first]))
+            parsed.append((rule_id, ids, np.array(status, np.uint8)[first],
+                           self._worker(entry.get("worker"))))
         unknown = []
         with self.lock:
-            for rule_id, ids, status in parsed:
+            for rule_id, ids, status, _ in parsed:
                 rule = self._rules.get(rule_id)
                 if rule is not None and ids.size and (ids[0] < 0 or ids[-1] >= rule.max_tasks):
                     raise InvalidRequest(f"handin task IDs must lie in 0..{rule.max_tasks - 1} "
                                          f"for rule {rule_id}")
             now = self.clock()
-            for rule_id, ids, status in parsed:
+            for rule_id, ids, status, worker in parsed:
                 rule = self._rules.get(rule_id)
                 if rule is None:
                     unknown.append(rule_id)
                     continue
-                rule.handin(ids, status, now)
+                rule.handin(ids, status, now, worker)
                 if rule.fired:  # a late result: keep the retention, do not restart the timeout
                     rule.expires_at = now + (RETAIN_FINISHED_WITH_FAILURES if rule.counts[4]
                                              else RETAIN_FINISHED)
                 self._check_finished(rule, now)
             self._changed()
         return unknown
+
+    def heartbeat(self, worker_id: str) -> int:
+        """A named worker is alive: extend the lease on every task it holds; returns how many."""
+        with self.lock:
+            worker, now = self._worker(worker_id), self.clock()
+            return sum(rule.renew(worker, now, self.lease) for rule in self._rules.values())
+
+    def worker_gone(self, worker_id: str) -> int:
+        """A named worker died: its tasks are re-queued at once (as if timed out)."""
+        with self.lock:
+            worker = self._workers.get(worker_id)
+            if worker is None:
+                return 0
+            now = self.clock()
+            n = sum(rule.expire_worker(worker, now) for rule in self._rules.values())
+        if n:
+            self.tick()
+        return n
 
     def queue_info(self) -> dict[str, dict[str, Any]]:
         with self.lock:

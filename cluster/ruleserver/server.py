@@ -9,7 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 from cluster.http_base import Access, HTTPError, Limits, RequestHandler, ServerThread, query_int
 from rules.safeload import load_json
 
-from .model import DEFAULT_MAX_TASKS, DEFAULT_RULE_TIMEOUT, RuleServerError, RuleTable
+from .model import (DEFAULT_LEASE_SECONDS, DEFAULT_MAX_TASKS, DEFAULT_RULE_TIMEOUT,
+                    RuleServerError, RuleTable)
 from .status import StatusGate
 
 logger = logging.getLogger(__name__)
@@ -24,9 +25,11 @@ LIMITS = Limits(max_body=32 << 20, max_memory_body=32 << 20)
 BODY_ROUTES = frozenset({"/add_integer_id_rule", "/bid_on_tasks", "/handin"})
 #: State changes PYME's clients always POST: a GET (a link, an image on a web page) is refused.
 POST_ONLY = frozenset({"/add_integer_id_rule", "/inactivate_rule", "/handin",
-                       "/spoolside/requeue_failed"})
+                       "/spoolside/requeue_failed", "/spoolside/heartbeat"})
 #: State changes PYME's clients send as GET; like every POST, checked against cross-site use.
 STATE_CHANGING = POST_ONLY | {"/release_rule_tasks", "/mark_release_complete", "/bid_on_tasks"}
+#: /task_advertisements?wait=S waits at most this long for tasks (Spoolside's idle workers).
+MAX_ADVERT_WAIT_SECONDS = 30.0
 
 
 def _required(params: dict[str, str], name: str) -> str:
@@ -55,7 +58,7 @@ class RuleRequestHandler(RequestHandler):
         "/release_rule_tasks": ("release", frozenset({"ruleID", "release_start", "release_end"})),
         "/mark_release_complete": ("mark_release_complete", frozenset({"ruleID", "n_tasks"})),
         "/inactivate_rule": ("inactivate", frozenset({"ruleID"})),
-        "/task_advertisements": ("adverts", frozenset()),
+        "/task_advertisements": ("adverts", frozenset({"wait"})),
         "/bid_on_tasks": ("bid", frozenset()),
         "/handin": ("handin", frozenset()),
         "/distributor/queues": ("queues", frozenset()),
@@ -64,6 +67,7 @@ class RuleRequestHandler(RequestHandler):
         "/spoolside/followons": ("followons", frozenset({"ruleID"})),
         "/spoolside/requeue_failed": ("requeue_failed", frozenset({"ruleID"})),
         "/spoolside/rules": ("rules_info", frozenset()),
+        "/spoolside/heartbeat": ("heartbeat", frozenset({"worker"})),
     }
 
     @property
@@ -148,7 +152,15 @@ class RuleRequestHandler(RequestHandler):
         self.send_payload(200, OK)
 
     def h_adverts(self, params: dict[str, str], body: bytes) -> None:
-        self.send_payload(200, self.table.adverts_json())
+        wait = 0.0
+        if "wait" in params:
+            try:
+                wait = float(params["wait"])
+            except ValueError:
+                raise HTTPError(400, f"wait must be a number, got {params['wait']!r}") from None
+            if not math.isfinite(wait) or wait < 0:
+                raise HTTPError(400, "wait must be a number of seconds, 0 or more")
+        self.send_payload(200, self.table.adverts_json(min(wait, MAX_ADVERT_WAIT_SECONDS)))
 
     def h_bid(self, params: dict[str, str], body: bytes) -> None:
         self.send_json(self.table.bid(_json_body(body)))
@@ -190,6 +202,10 @@ class RuleRequestHandler(RequestHandler):
         self.status.wait_turn()
         self.send_payload(200, self.status.snapshot("rules", self.table.rules_info))
 
+    def h_heartbeat(self, params: dict[str, str], body: bytes) -> None:
+        n = self.table.heartbeat(_required(params, "worker"))
+        self.send_json({"ok": "True", "lease": self.table.lease, "tasks": n})
+
 
 class RuleServer:
     """The embedded rule server: ``RuleServer(...).start()``, ``.url``, ``.stop()``."""
@@ -198,8 +214,9 @@ class RuleServer:
     handler_class: type[RuleRequestHandler] = RuleRequestHandler
 
     def __init__(self, bind: str = "127.0.0.1", port: int = 0, task_timeout: float = 600.0,
-                 retries: int = 1, limits: Limits | None = None, access: Access | None = None):
-        self.table = RuleTable(task_timeout=task_timeout, retries=retries)
+                 retries: int = 1, limits: Limits | None = None, access: Access | None = None,
+                 lease: float = DEFAULT_LEASE_SECONDS):
+        self.table = RuleTable(task_timeout=task_timeout, retries=retries, lease=lease)
         self.status = StatusGate(lambda: self.table.version)
         self._http = ServerThread(self.handler_class, bind=bind, port=port, name="ruleserver",
                                   limits=limits or LIMITS, access=access)
