@@ -8,6 +8,14 @@ dicts) are stored the way PyTables does it, as protocol-0 pickles, which PYME re
 
 PyTables is not thread-safe, so every call here holds one process-wide lock (:data:`HDF5_LOCK`).
 
+Writes are crash-safe: each append or metadata merge works on a copy of the file (a hidden
+temporary file in the same folder), which is flushed to disk and then renamed over the original.
+A kill, a power cut or a full disk during a write leaves the previous file, with every row
+committed before it; a full disk raises :class:`DiskFull`. An append may carry the identity of the
+tasks whose rows it holds (:class:`TaskRows`): rows of tasks already filed to that table are
+skipped, in the same atomic write that records the new identities (group ``/_spoolside``, not a
+table, so PYME's readers ignore it). A re-run or late task therefore never duplicates rows.
+
 Reading pickled attributes is made safe: PyTables would ``pickle.loads`` any byte-string attribute
 ending in ``.``, so a crafted ``.h5r`` could run code. On import this module points PyTables'
 attribute unpickling at a restricted unpickler that builds plain data only (lists, dicts, numbers,
@@ -15,16 +23,21 @@ strings) and refuses every class or function reference.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import io
 import logging
 import os
+import shutil
 import pickle
 import re
 import tempfile
 import threading
 import types
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import numpy as np
 import tables
@@ -44,12 +57,59 @@ FILTERS = tables.Filters(complevel=5, complib="zlib", shuffle=True)
 EXPECTED_ROWS = 500_000
 
 METADATA_GROUP = "MetaData"
+#: Where the identities of filed tasks are kept (one int64 (rule key, task ID) array per table).
+FILED_GROUP = "_spoolside"
+#: Prefix of the hidden temporary files (the data server hides and never serves them).
+TMP_PREFIX = ".spoolside-tmp-"
+#: Mode of results files (readable like every other served file).
+FILE_MODE = 0o644
 
 TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class H5RError(ValueError):
     """A results file, table name, record batch or metadata value that cannot be used."""
+
+
+class DiskFull(OSError):
+    """The disk holding a results file is full; the file is left as it was before the write."""
+
+
+@dataclass(frozen=True)
+class TaskRows:
+    """Which task each row of an append belongs to: the rule and ``(task ID, row count)`` pairs,
+    in the order of the rows."""
+
+    rule_id: str
+    counts: tuple[tuple[int, int], ...]
+
+    @property
+    def key(self) -> int:
+        """The rule as a signed 64-bit number (stored with each filed task ID)."""
+        digest = hashlib.blake2b(self.rule_id.encode("utf-8"), digest_size=8).digest()
+        return int.from_bytes(digest, "little", signed=True)
+
+    @classmethod
+    def parse(cls, rule_id: str, text: str) -> "TaskRows":
+        """From ``"<task>:<rows>,<task>:<rows>,..."`` (what the worker sends)."""
+        counts = []
+        for item in filter(None, text.split(",")):
+            task, sep, rows = item.partition(":")
+            try:
+                pair = (int(task), int(rows))
+            except ValueError:
+                pair = (-1, -1)
+            if not sep or pair[0] < 0 or pair[1] < 0:
+                raise H5RError(f"task rows must read '<task>:<rows>,...', not {item!r}")
+            counts.append(pair)
+        if not rule_id or not counts:
+            raise H5RError("task rows need a rule ID and at least one task")
+        if len({task for task, _ in counts}) != len(counts):
+            raise H5RError("a task is listed twice in the task rows")
+        return cls(rule_id, tuple(counts))
+
+    def text(self) -> str:
+        return ",".join(f"{task}:{rows}" for task, rows in self.counts)
 
 
 # -- safe unpickling of attributes ------------------------------------------------------------
@@ -89,24 +149,60 @@ def _open(path: str | os.PathLike, mode: str) -> tables.File:
         raise H5RError(f"cannot open {os.fspath(path)!r} as an HDF5 results file: {exc}") from exc
 
 
-def _ensure_file(path: str | os.PathLike) -> None:
-    """Create an empty results file atomically (temp file + rename) if there is none."""
+def _no_space(exc: BaseException, directory: str) -> bool:
+    """Whether a failed write ran out of disk (HDF5 hides the errno in its message)."""
+    for item in (exc, exc.__cause__, exc.__context__):
+        if isinstance(item, OSError) and item.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            return True
+    try:
+        return shutil.disk_usage(directory).free < (1 << 20)
+    except OSError:
+        return False
+
+
+def _fsync_directory(directory: str) -> None:
+    if os.name != "posix":
+        return  # Windows cannot open a directory; its renames are journaled by NTFS
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _staged(path: str | os.PathLike) -> Iterator[tables.File]:
+    """An open, writable copy of the results file at ``path`` (a new file if there is none) that
+    replaces the original atomically when the block succeeds and is thrown away when it fails.
+    The caller holds :data:`HDF5_LOCK`."""
     path = os.fspath(path)
-    if os.path.exists(path):
-        return
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".spoolside-tmp-", suffix=".h5r", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".h5r", dir=directory)
     os.close(fd)
     try:
-        with tables.open_file(tmp, "w"):
-            pass
         try:
-            os.link(tmp, path)  # no-clobber: a concurrent creator wins, we append to its file
-        except FileExistsError:
-            pass
+            exists = os.path.exists(path)
+            if exists:
+                shutil.copyfile(path, tmp)
+                with _open(tmp, "r"):
+                    pass  # a damaged original is reported, not copied over
+            with _open(tmp, "a" if exists else "w") as h5:
+                yield h5
+                h5.flush()
+            with open(tmp, "rb+") as written:
+                os.fsync(written.fileno())
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, path)
+            _fsync_directory(directory)
+        except (OSError, tables.HDF5ExtError, H5RError) as exc:
+            if not isinstance(exc, H5RError) and _no_space(exc, directory):
+                raise DiskFull(errno.ENOSPC, f"disk full: cannot write {os.path.basename(path)} "
+                                             f"({exc})") from exc
+            raise
     finally:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _shape_of(dtype: np.dtype):
@@ -138,23 +234,79 @@ def _as_records(records: Any) -> np.ndarray:
 
 
 # -- tables -----------------------------------------------------------------------------------
-def append_table(path: str | os.PathLike, table_name: str, records: np.ndarray) -> int:
-    """Append ``records`` to ``/table_name`` (created from their dtype); returns the row count."""
+def _filed(h5: tables.File, table_name: str) -> tables.EArray | None:
+    group = h5.root._f_get_child(FILED_GROUP) if FILED_GROUP in h5.root else None
+    if group is None or table_name not in group:
+        return None
+    return group._f_get_child(table_name)
+
+
+def filed_tasks(path: str | os.PathLike, table_name: str, rule_id: str) -> set[int]:
+    """IDs of the tasks of ``rule_id`` whose rows were filed to ``/table_name``."""
+    _check_table_name(table_name)
+    key = TaskRows(rule_id, ((0, 0),)).key
+    with HDF5_LOCK:
+        if not os.path.exists(path):
+            return set()
+        with _open(path, "r") as h5:
+            filed = _filed(h5, table_name)
+            if filed is None:
+                return set()
+            pairs = filed.read()
+    return set(pairs[pairs[:, 0] == key, 1].tolist())
+
+
+def _skip_filed(h5: tables.File, table_name: str, records: np.ndarray,
+                rows: TaskRows) -> tuple[np.ndarray, np.ndarray]:
+    """The records of tasks not yet filed, and the (rule key, task) pairs to record for them."""
+    sizes = np.array([n for _, n in rows.counts], np.int64)
+    if int(sizes.sum()) != len(records):
+        raise H5RError(f"the task rows add up to {int(sizes.sum())} rows, the batch holds "
+                       f"{len(records)}")
+    tasks = np.array([t for t, _ in rows.counts], np.int64)
+    filed = _filed(h5, table_name)
+    done = np.zeros(len(tasks), bool)
+    if filed is not None and filed.nrows:
+        pairs = filed.read()
+        done = np.isin(tasks, pairs[pairs[:, 0] == rows.key, 1])
+    keep = np.repeat(~done, sizes)
+    new = np.stack([np.full(int((~done).sum()), rows.key, np.int64), tasks[~done]], axis=1)
+    return records[keep], new
+
+
+def _record_filed(h5: tables.File, table_name: str, pairs: np.ndarray) -> None:
+    filed = _filed(h5, table_name)
+    if filed is None:
+        group = (h5.root._f_get_child(FILED_GROUP) if FILED_GROUP in h5.root
+                 else h5.create_group(h5.root, FILED_GROUP, "tasks whose rows were filed"))
+        filed = h5.create_earray(group, table_name, tables.Int64Atom(), (0, 2), filters=FILTERS)
+    filed.append(pairs)
+
+
+def append_table(path: str | os.PathLike, table_name: str, records: np.ndarray,
+                 rows: TaskRows | None = None) -> int:
+    """Append ``records`` to ``/table_name`` (created from their dtype); returns the row count.
+    With ``rows``, the rows of tasks already filed to that table are skipped."""
     _check_table_name(table_name)
     records = _as_records(records)
-    with HDF5_LOCK:
-        _ensure_file(path)
-        with _open(path, "a") as h5:
-            if table_name in h5.root:
-                table = h5.get_node(h5.root, table_name)
-                if not isinstance(table, tables.Table):
-                    raise H5RError(f"/{table_name} exists and is not a table")
+    with HDF5_LOCK, _staged(path) as h5:
+        pairs = None
+        if rows is not None:
+            records, pairs = _skip_filed(h5, table_name, records, rows)
+            if pairs is not None and len(pairs):
+                _record_filed(h5, table_name, pairs)
+        if table_name in h5.root:
+            table = h5.get_node(h5.root, table_name)
+            if not isinstance(table, tables.Table):
+                raise H5RError(f"/{table_name} exists and is not a table")
+            if len(records):
                 table.append(_conform(records, table.dtype))
-            else:
-                table = h5.create_table(h5.root, table_name, records, filters=FILTERS,
-                                        expectedrows=EXPECTED_ROWS)
-            table.flush()
-            return int(table.nrows)
+        elif len(records) or rows is None:
+            table = h5.create_table(h5.root, table_name, records, filters=FILTERS,
+                                    expectedrows=EXPECTED_ROWS)
+        else:
+            return 0
+        return int(table.nrows)
 
 
 def table_dtype(path: str | os.PathLike, table_name: str) -> np.dtype | None:
@@ -249,11 +401,8 @@ def write_metadata(path: str | os.PathLike, md: dict) -> None:
     """Merge flat dotted ``md`` into ``/MetaData`` of the results file at ``path`` (created if
     needed, only once ``md`` has been checked)."""
     entries = _metadata_entries(md)
-    with HDF5_LOCK:
-        _ensure_file(path)
-        with _open(path, "a") as h5:
-            _write_entries(h5, entries)
-            h5.flush()
+    with HDF5_LOCK, _staged(path) as h5:
+        _write_entries(h5, entries)
 
 
 def _plain(value: Any) -> Any:

@@ -238,17 +238,26 @@ class DataClient:
         self._invalidate()
 
     def append_records(self, url: str, records: np.ndarray, *, compress: bool = True,
-                       timeout: float | None = None) -> None:
+                       timeout: float | None = None,
+                       task_rows: tuple[str, list[tuple[int, int]]] | None = None) -> None:
         """Append numpy records to a table of an ``.h5r`` through its aggregate URL
         (``<aggregate_url>/<Table>``, see :meth:`aggregate_url`): ``.npy``, gzip-compressed unless
-        ``compress`` is false."""
+        ``compress`` is false.
+
+        ``task_rows`` = ``(rule ID, [(task ID, row count), ...])`` in row order tells a Spoolside
+        data server which task each row belongs to: rows of tasks already filed are skipped, so
+        sending a batch again never duplicates it."""
         buffer = io.BytesIO()
         np.save(buffer, records, allow_pickle=False)
-        body, headers = buffer.getvalue(), None
+        body, headers = buffer.getvalue(), {}
         if compress:
             body = gzip.compress(body, 3)
             headers = {"Content-Encoding": "gzip", "Content-Type": "application/octet-stream"}
-        self.put_url(url, body, headers=headers, timeout=timeout)
+        if task_rows is not None:
+            rule_id, counts = task_rows
+            headers["X-Spoolside-Rule"] = rule_id
+            headers["X-Spoolside-Task-Rows"] = ",".join(f"{int(t)}:{int(n)}" for t, n in counts)
+        self.put_url(url, body, headers=headers or None, timeout=timeout)
 
     def read_table(self, path: str, table: str, start: int = 0,
                    stop: int | None = None) -> np.ndarray:

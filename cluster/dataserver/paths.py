@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
+from cluster.h5r import TMP_PREFIX  # noqa: F401 - the prefix of our hidden temporary files
 from cluster.http_base import HTTPError
 
 #: PYME's ``unifiedIO.check_name`` rule for cluster paths.
@@ -20,8 +21,6 @@ NAME_RE = re.compile(r"^[\w/.\-]+$")
 #: Glob patterns may also use the glob wildcards.
 GLOB_RE = re.compile(r"^[\w/.\-*?\[\]!]+$")
 
-#: Prefix of the temporary files our atomic writes use (hidden from listings).
-TMP_PREFIX = ".spoolside-tmp-"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ appended to ``.h5r`` files through :mod:`cluster.h5r`, which serialises all HDF5
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
 import logging
 import mimetypes
@@ -30,6 +32,10 @@ logger = logging.getLogger(__name__)
 
 AGGREGATE_TXT = "/__aggregate_txt/"
 AGGREGATE_H5R = "/__aggregate_h5r/"
+#: Headers naming the rule and the ``task:rows`` of an appended batch (Spoolside's workers), so
+#: that a re-filed task's rows are skipped (see :class:`cluster.h5r.TaskRows`).
+RULE_HEADER = "X-Spoolside-Rule"
+TASK_ROWS_HEADER = "X-Spoolside-Task-Rows"
 METADATA_PARTS = ("MetaData", "Metadata")
 
 #: Files up to this size go out in one send with their headers; larger ones are streamed.
@@ -60,6 +66,12 @@ class DataRequestHandler(RequestHandler):
             handler()
         except HTTPError as exc:
             self.send_error_json(exc.status, exc.message)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+                raise
+            logger.error("%s %s: disk full (%s)", self.command, self.path, exc)
+            self._drain()
+            self.send_error_json(507, f"disk full on the data server: {exc.strerror or exc}")
         except Exception as exc:  # noqa: BLE001 - last resort: answer instead of dropping
             logger.exception("%s %s failed", self.command, self.path)
             self.send_error_json(500, f"internal error: {type(exc).__name__}: {exc}")
@@ -271,12 +283,25 @@ class DataRequestHandler(RequestHandler):
         else:
             if not h5r.TABLE_NAME_RE.match(table):
                 raise HTTPError(400, f"invalid table name {table!r}")
+            rows = self._task_rows()
             with self.app.file_lock(target.path):
                 _check_appendable(target)
                 records = decode_batch(body, lambda: _h5r_call(h5r.table_dtype,
                                                                target.path, table))
-                _h5r_call(h5r.append_table, target.path, table, records)
+                _h5r_call(h5r.append_table, target.path, table, records, rows)
         self._send_empty()
+
+
+    def _task_rows(self) -> h5r.TaskRows | None:
+        rule_id, counts = self.headers.get(RULE_HEADER), self.headers.get(TASK_ROWS_HEADER)
+        if rule_id is None and counts is None:
+            return None
+        if rule_id is None or counts is None:
+            raise HTTPError(400, f"send both {RULE_HEADER} and {TASK_ROWS_HEADER}, or neither")
+        try:
+            return h5r.TaskRows.parse(rule_id.strip(), counts)
+        except h5r.H5RError as exc:
+            raise HTTPError(400, str(exc)) from exc
 
 
 def _check_appendable(target: paths.Target) -> None:
@@ -315,7 +340,7 @@ class DataServer:
         self._http.server.owner = self
         self._started = time.time()
         self._running = False
-        self._locks: dict[str, threading.Lock] = {}
+        self._locks: dict[str, list] = {}  # path → [lock, holders and waiters]
         self._locks_guard = threading.Lock()
 
     @property
@@ -347,10 +372,22 @@ class DataServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def file_lock(self, path: str) -> threading.Lock:
-        """The lock serialising appends to one file."""
+    @contextlib.contextmanager
+    def file_lock(self, path: str):
+        """Hold the lock serialising appends to one file (freed once no one holds or awaits it)."""
         with self._locks_guard:
-            return self._locks.setdefault(path, threading.Lock())
+            entry = self._locks.get(path)
+            if entry is None:
+                entry = self._locks[path] = [threading.Lock(), 0]
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._locks_guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[path]
 
     def status(self) -> dict:
         """``/__status``: PYME's disk and identity fields plus our serverfilter (no memory,
