@@ -2,8 +2,10 @@
 
 ``start_local_cluster(root, workers=N)`` starts everything on loopback with free ports and returns a
 :class:`LocalCluster` handle; ``stop()`` (or leaving a ``with`` block) stops the workers, then the
-servers. A worker process that dies is replaced; its tasks go back to the queue when their task
-timeout passes, so the rule still finishes with exact counts.
+servers. Each worker bids under a name the pool gives it; when a worker process dies the pool
+tells the rule server, which re-queues its tasks at once, and starts a replacement. A frozen
+worker's tasks are re-queued when its lease runs out (it stops sending heartbeats). Workers read
+a pipe from this process and exit when it closes, so they never outlive the cluster's process.
 """
 from __future__ import annotations
 
@@ -13,12 +15,14 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from cluster.dataserver import DataServer
 from cluster.http_base import Access
 from cluster.ruleserver import RuleServer
+from cluster.ruleserver.model import DEFAULT_LEASE_SECONDS
 from resources import resource_path
 from rules import nameservice
 
@@ -34,15 +38,21 @@ class WorkerPool:
     """Keeps N worker processes alive until stopped."""
 
     def __init__(self, n: int, ruleserver_url: str, dataserver_url: str, root: Path | None,
-                 serverfilter: str, log_dir: Path | None = None):
+                 serverfilter: str, log_dir: Path | None = None,
+                 on_exit: Callable[[str], object] | None = None):
         """``root``: this node's data root for local reads (None on a PC without one)."""
         self.n = n
         self._command = [sys.executable, "-m", "cluster.worker", "--ruleserver", ruleserver_url,
-                         "--dataserver", dataserver_url, "--serverfilter", serverfilter]
+                         "--dataserver", dataserver_url, "--serverfilter", serverfilter,
+                         "--exit-with-parent"]
         if root is not None:
             self._command += ["--root", str(root)]
         self._log_dir = log_dir
+        self._on_exit = on_exit
+        self._prefix = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._spawned = 0
         self.processes: list[subprocess.Popen] = []
+        self.worker_ids: dict[int, str] = {}  # pid → the name the worker bids under
         self.restarts = 0
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -67,11 +77,16 @@ class WorkerPool:
         if self._log_dir is not None:
             self._log_dir.mkdir(parents=True, exist_ok=True)
             log = open(self._log_dir / "workers.log", "ab")  # noqa: SIM115 - owned by the child
-        process = subprocess.Popen(self._command, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, env=env)
+        self._spawned += 1
+        worker_id = f"{self._prefix}-w{self._spawned}"
+        # stdin is a pipe the worker watches: it closes (and the worker exits) when we die
+        process = subprocess.Popen(self._command + ["--worker-id", worker_id],
+                                   stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                   env=env)
         if not isinstance(log, int):
             log.close()
-        logger.info("started worker process %d", process.pid)
+        self.worker_ids[process.pid] = worker_id
+        logger.info("started worker process %d (%s)", process.pid, worker_id)
         return process
 
     def _watch(self) -> None:
@@ -81,8 +96,23 @@ class WorkerPool:
                     if process.poll() is not None and not self._stopping.is_set():
                         logger.warning("worker %d exited with %s; starting a replacement",
                                        process.pid, process.returncode)
+                        self._close_pipe(process)
+                        worker_id = self.worker_ids.pop(process.pid, None)
+                        if worker_id is not None and self._on_exit is not None:
+                            try:
+                                self._on_exit(worker_id)
+                            except Exception:  # noqa: BLE001 - the pool must keep watching
+                                logger.exception("re-queueing the tasks of %s failed", worker_id)
                         self.processes[i] = self._spawn()
                         self.restarts += 1
+
+    @staticmethod
+    def _close_pipe(process: subprocess.Popen) -> None:
+        if process.stdin is not None:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
@@ -98,6 +128,7 @@ class WorkerPool:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(timeout=timeout)
+                self._close_pipe(process)
 
 
 class LocalCluster:
@@ -106,14 +137,14 @@ class LocalCluster:
     def __init__(self, root: str | os.PathLike, workers: int = 0, rule_port: int = 0,
                  data_port: int = 0, bind: str = "127.0.0.1", serverfilter: str | None = None,
                  task_timeout: float = 600.0, register: bool = False,
-                 access: Access | None = None):
+                 access: Access | None = None, lease: float = DEFAULT_LEASE_SECONDS):
         self.register = register
         self._registered: list[tuple[str, str]] = []
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.serverfilter = serverfilter or socket.gethostname()
         self.rule_server = RuleServer(bind=bind, port=rule_port, task_timeout=task_timeout,
-                                      access=access)
+                                      access=access, lease=lease)
         self.data_server = DataServer(root=self.root, bind=bind, port=data_port,
                                       serverfilter=self.serverfilter, access=access)
         self.n_workers = workers
@@ -145,7 +176,8 @@ class LocalCluster:
         if self.n_workers > 0:
             self.pool = WorkerPool(self.n_workers, self.ruleserver_url, self.dataserver_url,
                                    self.root, self.serverfilter,
-                                   log_dir=self.root / "LOGS" / socket.gethostname()).start()
+                                   log_dir=self.root / "LOGS" / socket.gethostname(),
+                                   on_exit=self.rule_server.table.worker_gone).start()
         logger.info("cluster %r: rule server %s, data server %s, %d workers", self.serverfilter,
                     self.ruleserver_url, self.dataserver_url, self.n_workers)
         return self
@@ -182,7 +214,8 @@ class LocalCluster:
 def start_local_cluster(root: str | os.PathLike, workers: int = 0, rule_port: int = 0,
                         data_port: int = 0, bind: str = "127.0.0.1", serverfilter: str | None = None,
                         task_timeout: float = 600.0, register: bool = False,
-                        access: Access | None = None) -> LocalCluster:
+                        access: Access | None = None,
+                        lease: float = DEFAULT_LEASE_SECONDS) -> LocalCluster:
     """Start a rule server, a data server over ``root`` and ``workers`` worker processes.
 
     With ``register``, both servers are listed in PYME's local name service (§0), where
@@ -190,4 +223,4 @@ def start_local_cluster(root: str | os.PathLike, workers: int = 0, rule_port: in
     ``access`` says who beyond loopback may connect (see :class:`cluster.http_base.Access`).
     """
     return LocalCluster(root, workers, rule_port, data_port, bind, serverfilter, task_timeout,
-                        register, access).start()
+                        register, access, lease).start()

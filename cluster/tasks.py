@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import yaml
 
 from cluster.dataserver.paths import inside
 from rules.dataserver_client import DataClient
-from rules.errors import ClusterError, RequestRefused
+from rules.errors import ClusterError, ClusterUnreachable, RequestRefused
 from rules.metadata import MetaDataHandler
 from rules.uris import cluster_path, parse_cluster_uri
 
@@ -34,6 +35,8 @@ STATUS_FAILED = 4
 
 #: Timeout of one PUT of fit results (a large batch can take the data server a while to append).
 RESULTS_PUT_TIMEOUT_S = 30.0
+#: Filing results is retried (with backoff) this long through a data-server outage.
+FILING_PATIENCE_S = 45.0
 
 
 class TaskError(Exception):
@@ -144,6 +147,22 @@ class _FrameCache:
         return frame
 
 
+def _rows_by_task(records: np.ndarray, tasks: list[Task], indices: list[int]):
+    """Records ordered by frame, with ``(rule ID, [(task ID, rows), ...])`` naming the task of
+    each row (None when frames and tasks do not pair up one to one)."""
+    if len(set(indices)) != len(indices) or "tIndex" not in (records.dtype.names or ()):
+        return records, None
+    order = np.argsort(records["tIndex"], kind="stable")
+    records = records[order]
+    frames = np.array(sorted(indices), np.int64)
+    counts = np.searchsorted(records["tIndex"], frames, side="right") - \
+        np.searchsorted(records["tIndex"], frames, side="left")
+    if int(counts.sum()) != len(records):
+        return records, None
+    task_of = {index: task.task_id for index, task in zip(indices, tasks)}
+    return records, (tasks[0].rule_id, [(task_of[int(f)], int(n)) for f, n in zip(frames, counts)])
+
+
 class TaskRunner:
     """Runs awarded tasks for one worker process."""
 
@@ -221,7 +240,8 @@ class TaskRunner:
         if len(records):
             if not target:
                 raise TaskError("localisation task has no outputs.fitResults URL")
-            self._put_records(target, records)
+            records, task_rows = _rows_by_task(records, tasks, indices)
+            self._put_records(target, records, task_rows)
 
     def _read_map(self, name: str) -> bytes:
         """A camera map's bytes: a local file on this node, else a cluster file."""
@@ -248,13 +268,31 @@ class TaskRunner:
             return self._metadata[ref]
         raise TaskError(f"taskdef.metadata must be an object, JSON text or a .json URI, not {ref!r}")
 
-    def _put_records(self, url: str, records: np.ndarray) -> None:
-        try:
-            self.files.data.append_records(url, records, timeout=RESULTS_PUT_TIMEOUT_S)
-        except RequestRefused as exc:
-            raise TaskError(f"data server refused results at {url}: {exc}") from exc
-        except ClusterError as exc:
-            raise TaskError(f"could not file results to {url}: {exc}") from exc
+    def _put_records(self, url: str, records: np.ndarray, task_rows=None) -> None:
+        """File records, retrying with backoff through an outage of up to
+        :data:`FILING_PATIENCE_S` (safe: rows of tasks already filed are skipped)."""
+        give_up = time.monotonic() + FILING_PATIENCE_S
+        delay = 0.25
+        while True:
+            try:
+                self.files.data.append_records(url, records, timeout=RESULTS_PUT_TIMEOUT_S,
+                                               task_rows=task_rows)
+                return
+            except RequestRefused as exc:
+                if exc.status == 507:
+                    raise TaskError(f"disk full: the data server cannot store the results at "
+                                    f"{url}") from exc
+                if exc.status not in (502, 503, 504) or time.monotonic() > give_up:
+                    raise TaskError(f"data server refused results at {url}: {exc}") from exc
+            except ClusterUnreachable as exc:
+                if time.monotonic() > give_up:
+                    raise TaskError(f"could not file results to {url} for "
+                                    f"{FILING_PATIENCE_S:g} s: {exc}") from exc
+            except ClusterError as exc:
+                raise TaskError(f"could not file results to {url}: {exc}") from exc
+            logger.warning("filing results to %s failed; retrying in %.1f s", url, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     # -- recipes ----------------------------------------------------------------------------
     def _run_recipe(self, task: Task) -> None:

@@ -7,6 +7,12 @@ data root, so local work takes the rule server's no-auction fast path), bids for
 frames at once for localisation, so one vectorised fit covers them), runs it and hands the
 statuses in with one request.
 
+Reliability: the worker bids under its own name (``--worker-id``) and a heartbeat thread renews
+its lease on the tasks it runs, so a frozen worker's tasks are re-queued within seconds and its
+late hand-in is refused; results are filed with their task identities, so a re-run never
+duplicates rows. An idle worker waits on the rule server (a long poll) instead of polling. With
+``--exit-with-parent`` it exits when its parent process dies (its stdin pipe closes).
+
 Run as ``python -m cluster.worker --ruleserver URL --dataserver URL --root DIR --serverfilter NAME``.
 """
 from __future__ import annotations
@@ -15,15 +21,17 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
+import time
+import uuid
 from pathlib import Path
-
-import requests
 
 from cluster.tasks import ClusterFiles, Task, TaskError, TaskRunner, fill_template
 from rules.dataserver_client import DataClient
-from rules.ruleserver_client import TOKEN_ENV, TOKEN_HEADER
+from rules.errors import ClusterError, ClusterUnreachable, RequestRefused
+from rules.ruleserver_client import RuleServerClient
 
 logger = logging.getLogger(__name__)
 
@@ -31,46 +39,68 @@ LOCAL_COST = 0.01
 REMOTE_COST = 1.0
 LOCALISATION_BATCH = 64
 IDLE_POLL_S = 0.05
+#: An idle worker's long poll for adverts (the server answers as soon as tasks appear).
+ADVERT_WAIT_S = 10.0
+#: Hand-ins are retried this long through a rule-server outage.
+HANDIN_PATIENCE_S = 45.0
+#: Lease assumed until the rule server says otherwise (heartbeats go out every third of it).
+DEFAULT_LEASE_S = 10.0
 
 
 class Worker:
     """The bid-run-hand-in loop of one worker process."""
 
     def __init__(self, ruleserver_url: str, dataserver_url: str, root: Path | None,
-                 serverfilter: str, batch: int = LOCALISATION_BATCH):
-        self.ruleserver = ruleserver_url.rstrip("/")
-        self.session = requests.Session()
-        token = os.environ.get(TOKEN_ENV)
-        if token:  # a cluster bound beyond loopback
-            self.session.headers[TOKEN_HEADER] = token
-        self.session.trust_env = False
+                 serverfilter: str, batch: int = LOCALISATION_BATCH, worker_id: str | None = None,
+                 advert_wait: float = ADVERT_WAIT_S):
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.rules = RuleServerClient(ruleserver_url, timeout=30)
         self.files = ClusterFiles(DataClient([dataserver_url], serverfilter), root, serverfilter)
         self.runner = TaskRunner(self.files)
         self.batch = batch
+        self.advert_wait = advert_wait
+        self.lease = DEFAULT_LEASE_S
         self.stopping = threading.Event()
+        self.running_tasks = threading.Event()  # set while the worker holds tasks
 
     def run(self) -> None:
-        logger.info("worker %d taking tasks from %s", os.getpid(), self.ruleserver)
+        logger.info("worker %s taking tasks from %s", self.worker_id, self.rules.base_url)
+        threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
         while not self.stopping.is_set():
             try:
-                worked = self.run_once()
-            except requests.RequestException as exc:
-                logger.warning("rule server unreachable (%s); retrying", exc)
+                self.run_once()
+            except ClusterError as exc:
+                logger.warning("rule server unusable (%s); retrying", exc)
                 self.stopping.wait(1.0)
-                continue
-            if not worked:
-                self.stopping.wait(IDLE_POLL_S)
 
     def run_once(self) -> bool:
         """One round: returns True when tasks were won and run."""
-        adverts = self._get("/task_advertisements")
-        for advert in adverts if isinstance(adverts, list) else []:
+        started = time.monotonic()
+        adverts = self.rules.task_adverts(wait=self.advert_wait)
+        for advert in adverts:
             tasks = self._win(advert)
             if tasks:
-                results = self.runner.run(tasks)
-                self._handin(results)
+                self.running_tasks.set()
+                try:
+                    results = self.runner.run(tasks)
+                    self._handin(results)
+                finally:
+                    self.running_tasks.clear()
                 return True
+        if adverts or time.monotonic() - started < self.advert_wait / 2:
+            self.stopping.wait(IDLE_POLL_S)  # tasks others won, or a server without long polls
         return False
+
+    def _heartbeats(self) -> None:
+        """Renew the lease on the running tasks every third of the lease."""
+        client = RuleServerClient(self.rules.base_url, timeout=5)
+        while not self.stopping.wait(self.lease / 3):
+            if not self.running_tasks.is_set():
+                continue
+            try:
+                self.lease = max(0.3, client.heartbeat(self.worker_id))
+            except ClusterError as exc:
+                logger.warning("heartbeat failed: %s", exc)
 
     # -- bidding ----------------------------------------------------------------------------
     def _win(self, advert: dict) -> list[Task]:
@@ -90,10 +120,11 @@ class Worker:
         want = self.batch if kind == "localization" else 1
         ids = [int(i) for i in available[:want]]
         costs = [self._rate(sample, inputs_by_task.get(str(i))) for i in ids]
-        awards = self._get("/bid_on_tasks", json=[{"ruleID": rule_id, "taskIDs": ids, "costs": costs}])
-        if not awards:
+        try:
+            award = self.rules.bid(rule_id, ids, costs, worker=self.worker_id)
+        except RequestRefused as exc:  # e.g. the rule is gone: look at the next advert
+            logger.info("bid for rule %s refused: %s", rule_id, exc)
             return []
-        award = awards[0]
         won = award.get("taskIDs") or []
         awarded_template = award.get("template") or template
         tasks = []
@@ -120,26 +151,42 @@ class Worker:
         return cost
 
     def _handin(self, results) -> None:
+        """Hand the statuses in, retrying with backoff through a rule-server outage."""
         by_rule: dict[str, dict] = {}
         for r in results:
             entry = by_rule.setdefault(r.rule_id, {"ruleID": r.rule_id, "taskIDs": [], "status": []})
             entry["taskIDs"].append(r.task_id)
             entry["status"].append(r.status)
-        for attempt in range(3):
+        give_up, delay = time.monotonic() + HANDIN_PATIENCE_S, 0.25
+        while True:
             try:
-                self._get("/handin", json=list(by_rule.values()), method="POST")
+                self.rules.handin(list(by_rule.values()), worker=self.worker_id)
                 return
-            except requests.RequestException as exc:
-                logger.warning("hand-in failed (%s), attempt %d", exc, attempt + 1)
-                self.stopping.wait(0.5)
-        logger.error("could not hand in %d results; the rule server will time them out", len(results))
+            except RequestRefused as exc:  # e.g. its rule was removed meanwhile
+                logger.warning("hand-in of %d results refused: %s", len(results), exc)
+                return
+            except ClusterUnreachable as exc:
+                if time.monotonic() > give_up or self.stopping.is_set():
+                    logger.error("could not hand in %d results (%s); the rule server will "
+                                 "re-queue them", len(results), exc)
+                    return
+                logger.warning("hand-in failed (%s); retrying in %.1f s", exc, delay)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
 
-    def _get(self, path: str, json=None, method: str = "GET"):
-        reply = self.session.request(method, self.ruleserver + path, json=json, timeout=30)
-        if reply.status_code != 200:
-            logger.warning("%s %s → %s %s", method, path, reply.status_code, reply.text[:200])
-            return None
-        return reply.json()
+
+def _exit_with_parent() -> None:
+    """Exit this process when the parent's end of stdin closes (the parent died or stopped us)."""
+    def watch() -> None:
+        try:
+            while sys.stdin.buffer.read(1024):
+                pass
+        except (OSError, ValueError):
+            pass
+        logger.warning("parent process gone; worker %d exits", os.getpid())
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,12 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=None, help="this node's data root (for local reads)")
     parser.add_argument("--serverfilter", default="")
     parser.add_argument("--batch", type=int, default=LOCALISATION_BATCH)
+    parser.add_argument("--worker-id", default=None, help="name this worker bids under")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="exit when stdin (a pipe from the parent process) closes")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format=f"%(asctime)s worker-{os.getpid()} %(levelname)s %(message)s")
+    if args.exit_with_parent:
+        _exit_with_parent()
     worker = Worker(args.ruleserver, args.dataserver, Path(args.root) if args.root else None,
-                    args.serverfilter, args.batch)
+                    args.serverfilter, args.batch, args.worker_id)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: worker.stopping.set())
     worker.run()

@@ -71,7 +71,7 @@ def unregister(service_type: str, name: str) -> None:
 def services(service_type: str) -> dict[str, str]:
     """``{name: "http://address:port"}`` of the live servers registered (newest entry per name).
 
-    Entries whose port no longer accepts connections are skipped, as PYME drops them.
+    Entries whose port no longer accepts connections are deleted, as PYME does.
     """
     if not _database(service_type).exists():
         return {}
@@ -83,5 +83,13 @@ def services(service_type: str) -> dict[str, str]:
         logger.warning("cannot read the local name service %s: %s", _database(service_type), exc)
         return {}
     latest = {name: (address, port) for name, address, port in rows}
-    return {name: f"http://{address}:{port}" for name, (address, port) in latest.items()
+    live = {name: f"http://{address}:{port}" for name, (address, port) in latest.items()
             if _port_open(address, port)}
+    dead = [name for name in latest if name not in live]
+    if dead:  # a cluster that died without unregistering: drop its rows, as PYME does
+        try:
+            with _connect(service_type) as connection:
+                connection.executemany("DELETE FROM dns WHERE name = ?", [(n,) for n in dead])
+        except sqlite3.Error as exc:
+            logger.warning("cannot drop dead entries from %s: %s", _database(service_type), exc)
+    return live
