@@ -29,9 +29,9 @@ import hashlib
 import io
 import logging
 import os
-import shutil
 import pickle
 import re
+import shutil
 import tempfile
 import threading
 import types

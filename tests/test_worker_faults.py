@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import helpers
 import numpy as np
 import pytest
 import requests
@@ -21,8 +22,6 @@ from cluster.local import start_local_cluster
 from cluster.simulator import SampleModel, SimulatedAcquisition
 from rules import Cluster, LocalisationRuleFactory, nameservice
 from rules.metadata import MetaDataHandler
-
-import helpers
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="kill/SIGSTOP of worker processes")
 

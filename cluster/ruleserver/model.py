@@ -171,8 +171,8 @@ class Rule:
         self.n_retries = np.zeros(max_tasks, np.uint8)
         self.expiry = np.zeros(max_tasks, np.float64)
         self.cost = np.zeros(max_tasks, np.float32)
-        self.owner: np.ndarray | None = None  # worker number holding each ASSIGNED task (0: none)
-        self.deadline: np.ndarray | None = None  # ... and when its task timeout ends
+        self.owner = np.zeros(max_tasks, np.int32)  # named worker holding each task (0: none)
+        self.deadline = np.zeros(max_tasks, np.float64)  # ... and when its task timeout ends
         self.refused_late = 0  # hand-ins of tasks no longer held by the worker handing in
         self._bid_cost: np.ndarray | None = None  # pending auction: best cost per task
         self._bid_owner: np.ndarray | None = None  # ... and the bidder holding it (-1: none)
@@ -293,12 +293,8 @@ class Rule:
             deadline = now + self.task_timeout
             expiry = min(deadline, now + lease) if worker else deadline
             self.expiry[ids] = expiry
-            if worker or self.owner is not None:
-                if self.owner is None:
-                    self.owner = np.zeros(self.max_tasks, np.int32)
-                    self.deadline = np.zeros(self.max_tasks, np.float64)
-                self.owner[ids] = worker
-                self.deadline[ids] = deadline
+            self.owner[ids] = worker
+            self.deadline[ids] = deadline
             self._clear_bids(ids)
             self._set(ids, STATUS_ASSIGNED)
             self.next_timeout = min(self.next_timeout, expiry)
@@ -307,7 +303,7 @@ class Rule:
 
     def _held_by(self, worker: int) -> np.ndarray:
         """IDs of the ASSIGNED tasks ``worker`` holds."""
-        if self.owner is None or self.counts[2] == 0:
+        if self.counts[2] == 0:
             return np.zeros(0, np.int64)
         lo, hi = self.lo, self.hi
         held = (self.status[lo:hi] == STATUS_ASSIGNED) & (self.owner[lo:hi] == worker)
@@ -354,8 +350,7 @@ class Rule:
                          int((~released).sum()))
             ids, old, new = ids[released], old[released], new[released]
         if worker:
-            held = (old == STATUS_ASSIGNED) & (self.owner[ids] == worker if self.owner is not None
-                                               else False)
+            held = (old == STATUS_ASSIGNED) & (self.owner[ids] == worker)
             if not held.all():
                 self.refused_late += int((~held).sum())
                 logger.info("rule %s: refused the late hand-in of %d task(s) no longer held by "
