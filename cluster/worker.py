@@ -207,9 +207,18 @@ def main(argv: list[str] | None = None) -> int:
         _exit_with_parent()
     worker = Worker(args.ruleserver, args.dataserver, Path(args.root) if args.root else None,
                     args.serverfilter, args.batch, args.worker_id)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: worker.stopping.set())
-    worker.run()
+
+    def stop(*_) -> None:
+        worker.stopping.set()
+        if not worker.running_tasks.is_set():
+            raise SystemExit(0)  # ends a long poll at once; a running batch is handed in first
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        worker.run()
+    except SystemExit:
+        pass
     return 0
 
 

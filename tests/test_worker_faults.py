@@ -211,7 +211,7 @@ def test_killed_and_frozen_workers_rerun_fast_with_exact_rows(faulty_cluster, tm
     finally:
         os.kill(frozen, signal.SIGCONT)
         helper.terminate()
-        helper.wait(10)
+        helper.wait(30)
     status = rule.status()
     assert status["tasksCompleted"] == frames and status["tasksFailed"] == 0
     assert _rows(engine, "frozen/s.h5r") == expected
