@@ -66,13 +66,12 @@ class DataRequestHandler(RequestHandler):
             handler()
         except HTTPError as exc:
             self.send_error_json(exc.status, exc.message)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-                raise
-            logger.error("%s %s: disk full (%s)", self.command, self.path, exc)
-            self._drain()
-            self.send_error_json(507, f"disk full on the data server: {exc.strerror or exc}")
         except Exception as exc:  # noqa: BLE001 - last resort: answer instead of dropping
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC,
+                                                          getattr(errno, "EDQUOT", -1)):
+                logger.error("%s %s: disk full (%s)", self.command, self.path, exc)
+                self.send_error_json(507, f"disk full on the data server: {exc.strerror or exc}")
+                return
             logger.exception("%s %s failed", self.command, self.path)
             self.send_error_json(500, f"internal error: {type(exc).__name__}: {exc}")
 
