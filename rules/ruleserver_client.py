@@ -146,14 +146,6 @@ class RuleServerClient:
                                 url=self.base_url)
         return result
 
-    def task_adverts(self) -> list[dict]:
-        """The adverts of rules with available tasks (``GET /task_advertisements``, §1.2)."""
-        reply = self._call("GET", "/task_advertisements")
-        if not isinstance(reply, list):
-            raise ProtocolError(f"/task_advertisements reply is not a list: {reply!r:.200}",
-                                url=self.base_url)
-        return reply
-
     def followon_ids(self, rule_id: str) -> list[str] | None:
         """IDs of the follow-on rules created for ``rule_id`` so far; None on a PYME server."""
         reply = self._call("GET", "/spoolside/followons", params={"ruleID": rule_id},
@@ -182,8 +174,8 @@ class RuleServerClient:
 
     # -- the worker's side (§2.2) ----------------------------------------------------------
     def task_adverts(self, wait: float = 0.0) -> list[dict]:
-        """The advertised tasks (``GET /task_advertisements``); with ``wait``, a Spoolside
-        server holds the request up to that long until some are available."""
+        """The adverts of rules with available tasks (``GET /task_advertisements``, §1.2); with
+        ``wait``, a Spoolside server holds the request up to that long until there are some."""
         params = {"wait": _number(wait)} if wait > 0 else None
         reply = self._call("GET", "/task_advertisements", params=params,
                            timeout=self.timeout + wait)

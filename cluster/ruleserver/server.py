@@ -9,8 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 from cluster.http_base import Access, HTTPError, Limits, RequestHandler, ServerThread, query_int
 from rules.safeload import load_json
 
-from .model import (DEFAULT_LEASE_SECONDS, DEFAULT_MAX_TASKS, DEFAULT_RULE_TIMEOUT,
-                    RuleServerError, RuleTable)
+from .model import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_TASKS, DEFAULT_RULE_TIMEOUT, RuleServerError, RuleTable
 from .status import StatusGate
 
 logger = logging.getLogger(__name__)
