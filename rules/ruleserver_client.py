@@ -177,8 +177,9 @@ class RuleServerClient:
         """The adverts of rules with available tasks (``GET /task_advertisements``, §1.2); with
         ``wait``, a Spoolside server holds the request up to that long until there are some."""
         params = {"wait": _number(wait)} if wait > 0 else None
+        connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout,) * 2
         reply = self._call("GET", "/task_advertisements", params=params,
-                           timeout=self.timeout + wait)
+                           timeout=(connect, read + wait))
         if not isinstance(reply, list) or not all(isinstance(a, dict) for a in reply):
             raise ProtocolError(f"/task_advertisements reply is not a list of adverts: "
                                 f"{reply!r:.200}", url=self.base_url)
