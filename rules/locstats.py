@@ -135,7 +135,8 @@ class Progress:
         if self.lag == 0 and self.spooling_done:
             return f"all {self.analysed:,} frames analysed"
         eta = "–" if self.eta_s is None else _duration(self.eta_s)
-        state = "spooling done" if self.spooling_done else f"spooling {self.spool_rate:.0f} frames/s"
+        state = ("spooling done" if self.spooling_done else
+                 f"spooling {self.spool_rate:.0f} frames/s" if self.spool_rate > 0 else "spooling")
         return (f"analysed {self.analysed:,} of {self.spooled:,} frames ({state}) · lag "
                 f"{self.lag:,} frames · analysis {self.analysis_rate:.0f} frames/s · ETA {eta}")
 
