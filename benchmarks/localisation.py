@@ -222,9 +222,15 @@ def main(argv=None) -> int:
     parser.add_argument("--blinking-frames", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--only", default="isolated,scmos,dense,dim,blinking")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
+                        help="override one of the preset's settings, e.g. "
+                             "Analysis.BGRange=[-10,0]")
     args = parser.parse_args(argv)
     wanted = set(args.only.split(","))
     analysis = preset_analysis()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        analysis[key] = yaml.safe_load(value)
     print(f"preset settings: {analysis}; load: {os.getloadavg()[0]:.2f} "
           f"(1 min) on {os.cpu_count()} cores")
     print(f"{'setting':<9} {'photons':>7} {'bg':>4} {'emit':>4} {'recall':>7} {'false+':>7} "

@@ -243,3 +243,20 @@ def test_camera_metadata_round_trips():
     camera = CameraModel(ad_offset=200.0, electrons_per_count=10.0, em_gain=100.0, read_noise=60.0,
                          noise_factor=1.41)
     assert CameraModel.from_metadata(camera.metadata()) == camera
+
+
+def test_a_wrong_psf_guess_is_corrected_from_the_bright_spots():
+    frames, truth, md = simulate_frames(20, shape=(128, 128), emitters_per_frame=15,
+                                        photons=1000, background=50, psf_sigma_nm=130.0, seed=4)
+    md = {**md, "Analysis.BGRange": [0, 0]}
+
+    def rmse(results):
+        pairs, _, _ = match_to_truth(results, truth, radius_nm=200.0)
+        fit = results["fitResults"][pairs[:, 0]]
+        err = np.column_stack([fit["x0"], fit["y0"]]) - truth[pairs[:, 1], 1:3]
+        return float(np.sqrt(np.mean(err ** 2)))
+
+    right = localise_frames(lambda i: frames[i], range(20), md)
+    wrong = localise_frames(lambda i: frames[i], range(20), {**md, "Analysis.PSFSigmaGuess": 90.0})
+    assert abs(np.median(wrong["fitResults"]["sigma"]) - 130.0) < 6.0
+    assert rmse(wrong) < 1.02 * rmse(right)

@@ -23,8 +23,10 @@ Differences from PYME, on purpose:
   ``subtractedBackground`` (what PYME's fit sees) when ``Analysis.subtractBackground`` is on;
 - the background gradient terms ``bx``/``by`` are not fitted (they correlate with the position
   and cost precision): reported as 0 with error −5000 (not estimable);
-- a weak prior (25 %) on σ around ``Analysis.PSFSigmaGuess`` keeps faint spots' σ from running
-  away; positions are unaffected (their Cramér–Rao bound is the same with σ known);
+- a weak prior (25 %) on σ keeps faint spots' σ from running away; positions are unaffected
+  (their Cramér–Rao bound is the same with σ known).  It is centred on ``Analysis.PSFSigmaGuess``,
+  or on the median σ of a batch's bright spots when that differs (a wrong guess then costs no
+  precision);
 - ``DetectionThreshold`` is a significance: 1.0 = 5 σ of the matched filter's noise.
 - ``Analysis.DebounceRadius`` (px, default 1.5 here, 5 in PYME) applies to the fitted positions
   (the dimmer of two closer fits is dropped), not to the candidates, so it never stops close
@@ -73,6 +75,12 @@ FIT_CHUNK = 8192
 #: Detection threshold in what the fits leave unexplained, relative to the first search (the
 #: fits' own errors add to the noise there).
 RESIDUAL_THRESHOLD = 1.3
+#: The σ prior is centred on the PSF σ of the batch's bright spots (photon count above this many
+#: standard errors, at least ``PSF_LEARN_COUNT`` of them) when that differs from
+#: ``Analysis.PSFSigmaGuess`` by more than ``PSF_LEARN_TOLERANCE``.
+PSF_LEARN_SNR = 10.0
+PSF_LEARN_COUNT = 20
+PSF_LEARN_TOLERANCE = 0.05
 #: Tile size (px) over which the background level sets the detection noise σ.
 NOISE_BLOCK = 16
 
@@ -299,6 +307,18 @@ class _NoiseModel:
         return self.gamma if self.pixel_var is None else self.pixel_var[gx, gy]
 
 
+def _psf_from_fits(theta, cov, converged, psf_px) -> float | None:
+    """The PSF σ (px) of the bright, converged fits (median), when there are enough of them and
+    it differs from ``psf_px`` (``Analysis.PSFSigmaGuess``) by more than :data:`PSF_LEARN_TOLERANCE`."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = theta[:, 0] / np.sqrt(cov[:, 0, 0])
+    bright = converged & np.isfinite(snr) & (snr > PSF_LEARN_SNR)
+    if bright.sum() < PSF_LEARN_COUNT:
+        return None
+    sigma = float(np.median(theta[bright, 3]))
+    return sigma if abs(sigma / psf_px - 1.0) > PSF_LEARN_TOLERANCE else None
+
+
 def _fit(rois, mask, gamma, psf_px, theta0=None):
     """:func:`fit_rois` in chunks of :data:`FIT_CHUNK`: ``(theta, cov, converged, nchi2)``."""
     chunks = [fit_rois(rois[i:i + FIT_CHUNK], mask[i:i + FIT_CHUNK],
@@ -358,7 +378,14 @@ def _localise_batch(cache: _FrameCache, batch: Sequence[int], settings: FitSetti
                       lambda fi, xi, yi: noise_at(busy[fi], xi, yi),
                       threshold=settings.threshold * RESIDUAL_THRESHOLD, psf_sigma_px=psf_px)
 
-    fits = resolve_crowding(candidates(f, ix, iy), candidates, search,
+    first = candidates(f, ix, iy)
+    learned = _psf_from_fits(first.theta, first.cov, first.converged, psf_px)
+    if learned is not None:     # refit with the σ prior centred on the series' real PSF
+        logger.debug("PSF σ %.2f px from the bright spots (guess %.2f px)", learned, psf_px)
+        psf_px = learned
+        first.set_fit(slice(None), _fit(first.rois, first.mask, first.gamma, psf_px,
+                                        first.theta))
+    fits = resolve_crowding(first, candidates, search,
                             lambda rois, mask, gamma, theta0=None: _fit(rois, mask, gamma,
                                                                         psf_px, theta0),
                             psf_px=psf_px, frame_shape=(w, h), debounce_px=settings.debounce_px)
