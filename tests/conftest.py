@@ -115,3 +115,21 @@ def cluster(fixture_series_root, rule_server, data_server):
     c = Cluster(rule_server.url, data_server.url, serverfilter="testcluster")
     yield c
     c.close()
+
+
+@pytest.fixture(scope="module")
+def local_cluster(tmp_path_factory):
+    """An embedded cluster with one real worker process (cluster name ``e2e``), one per module."""
+    from cluster.local import start_local_cluster
+    root = tmp_path_factory.mktemp("cluster")
+    with start_local_cluster(root, workers=1, serverfilter="e2e", task_timeout=60) as lc:
+        yield lc
+
+
+@pytest.fixture
+def engine(local_cluster):
+    """An engine ``rules.Cluster`` on :func:`local_cluster`."""
+    from rules import Cluster
+    with Cluster(local_cluster.ruleserver_url, local_cluster.dataserver_url,
+                 serverfilter=local_cluster.serverfilter) as c:
+        yield c

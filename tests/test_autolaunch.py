@@ -9,9 +9,7 @@ import threading
 
 import pytest
 
-from cluster.local import start_local_cluster
 from cluster.simulator import SampleModel, SimulatedAcquisition
-from rules import Cluster
 from rules.autolaunch import AutoLauncher, series_glob
 from rules.factories import SpoolLocalLocalizationRuleFactory
 from rules.metadata import MetaDataHandler
@@ -26,20 +24,6 @@ PRESET = """\
       Analysis.DetectionThreshold: 1.0
       Analysis.BGRange: [-5, 0]
 """
-
-
-@pytest.fixture(scope="module")
-def local_cluster(tmp_path_factory):
-    root = tmp_path_factory.mktemp("autocluster")
-    with start_local_cluster(root, workers=1, serverfilter="auto", task_timeout=60) as lc:
-        yield lc
-
-
-@pytest.fixture
-def engine(local_cluster):
-    with Cluster(local_cluster.ruleserver_url, local_cluster.dataserver_url,
-                 serverfilter=local_cluster.serverfilter) as c:
-        yield c
 
 
 def spool(engine, name, frames=40, fps=400.0):
@@ -93,7 +77,7 @@ def test_cli_watch_prints_launches_until_interrupted(engine, local_cluster, tmp_
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "watch", str(preset), "--pattern", "cli/*.pcs",
          "--server", local_cluster.ruleserver_url, "--dataserver", local_cluster.dataserver_url,
-         "--serverfilter", "auto"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         "--serverfilter", engine.serverfilter], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=env)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")),
@@ -111,7 +95,7 @@ def test_cli_watch_prints_launches_until_interrupted(engine, local_cluster, tmp_
     reader.join(5)
     assert process.returncode == 0, process.stderr.read()
     launched = [line for line in lines if line.startswith("launched rule")]
-    assert len(launched) == 1 and "PYME-CLUSTER://auto/cli/s1.pcs" in launched[0]
+    assert len(launched) == 1 and f"PYME-CLUSTER://{engine.serverfilter}/cli/s1.pcs" in launched[0]
     assert lines[-1].strip() == "stopped watching"
 
 

@@ -12,7 +12,6 @@ import sys
 
 import helpers
 import numpy as np
-import pytest
 import tifffile
 
 from cluster.local import start_local_cluster
@@ -40,20 +39,6 @@ def chain_statuses(client, first_id: str) -> dict[str, dict]:
         ids.append(rule_id)
         todo += client.followon_ids(rule_id) or []
     return {i: info[i] for i in ids if i in info}
-
-
-@pytest.fixture(scope="module")
-def local_cluster(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cluster")
-    with start_local_cluster(root, workers=1, serverfilter="e2e", task_timeout=60) as lc:
-        yield lc
-
-
-@pytest.fixture
-def engine(local_cluster):
-    with Cluster(local_cluster.ruleserver_url, local_cluster.dataserver_url,
-                 serverfilter=local_cluster.serverfilter) as c:
-        yield c
 
 
 def simulate(engine, name, frames, fps=2000.0, seed=1, run=True, scmos=False):

@@ -2,24 +2,15 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import tables
 
-from cluster.local import start_local_cluster
 from cluster.simulator import SampleModel, SimulatedAcquisition
-from rules import Cluster, LocalisationRuleFactory
+from rules import LocalisationRuleFactory
 from rules.render import DensityCanvas, colourise, contrast_levels
 from widgets.live_view import LiveView, colour_table, length_label, nice_length
 
 ANALYSIS = {"Analysis.FitModule": "LatGaussFitFR", "Analysis.DetectionThreshold": 1.0,
             "Analysis.BGRange": [-5, 0], "Analysis.StartAt": 0}
-
-
-@pytest.fixture(scope="module")
-def local_cluster(tmp_path_factory):
-    root = tmp_path_factory.mktemp("livecluster")
-    with start_local_cluster(root, workers=1, serverfilter="live", task_timeout=60) as lc:
-        yield lc
 
 
 def test_canvas_counts_and_grows():
@@ -37,40 +28,38 @@ def test_scale_bar_lengths():
     assert length_label(500) == "500 nm" and length_label(2000) == "2 µm"
 
 
-def test_live_view_follows_a_spooling_localisation(qtbot, local_cluster, tmp_path):
-    with Cluster(local_cluster.ruleserver_url, local_cluster.dataserver_url,
-                 serverfilter="live") as engine:
-        acquisition = SimulatedAcquisition(engine.data, "sim/live_view", frames=300, fps=150,
-                                           size=96, seed=2, serverfilter="live",
-                                           sample=SampleModel(emitters_per_frame=12)).start()
-        rule = LocalisationRuleFactory(analysisMetadata=ANALYSIS).get_rule(
-            context={"seriesName": acquisition.series_uri})
-        rule.push(cluster=engine)
-        view = LiveView()
-        qtbot.addWidget(view)
-        view.resize(1100, 650)
-        view.show()
-        view.follow(engine.data, rule.results_uri, acquisition.series_uri, engine.rules,
-                    rule._pushed_id())
-        # mid-acquisition: some localisations shown while frames are still arriving
-        qtbot.waitUntil(lambda: view.localisations > 0 and "lag" in view.progress_label.text(),
-                        timeout=60000)
-        assert view.scale_bar.isVisible() and view.summary_label.text().endswith(" nm")
-        view.grab().save(str(tmp_path / "live_mid.png"))
-        qtbot.waitUntil(lambda: not view.following, timeout=120000)
-        acquisition.wait(10)
-        rule.cleanup()
-        path = local_cluster.root / "sim" / "analysis" / "live_view.h5r"
-        with tables.open_file(str(path)) as h5:
-            rows = h5.root.FitResults.nrows
-            frames = np.unique(h5.root.FitResults.col("tIndex"))
-        assert rows > 1000
-        assert view.summary_label.text().startswith(f"{rows:,} localisations · 300 frames")
-        assert "all 300 frames analysed" in view.progress_label.text()
-        x, y = view.per_frame_curve.getData()
-        assert len(x) == frames.max() + 1 and int(y.sum()) == rows
-        assert view.image_item.boundingRect().width() > 9000  # 96 px × 100 nm
-        view.colour_box.setCurrentText("magma")
-        count = len(view.gui_seconds)
-        qtbot.waitUntil(lambda: len(view.gui_seconds) > count, timeout=10000)  # re-coloured
-        view.grab().save(str(tmp_path / "live_done.png"))
+def test_live_view_follows_a_spooling_localisation(qtbot, local_cluster, engine, tmp_path):
+    acquisition = SimulatedAcquisition(engine.data, "sim/live_view", frames=300, fps=150,
+                                       size=96, seed=2, serverfilter=engine.serverfilter,
+                                       sample=SampleModel(emitters_per_frame=12)).start()
+    rule = LocalisationRuleFactory(analysisMetadata=ANALYSIS).get_rule(
+        context={"seriesName": acquisition.series_uri})
+    rule.push(cluster=engine)
+    view = LiveView()
+    qtbot.addWidget(view)
+    view.resize(1100, 650)
+    view.show()
+    view.follow(engine.data, rule.results_uri, acquisition.series_uri, engine.rules,
+                rule._pushed_id())
+    # mid-acquisition: some localisations shown while frames are still arriving
+    qtbot.waitUntil(lambda: view.localisations > 0 and "lag" in view.progress_label.text(),
+                    timeout=60000)
+    assert view.scale_bar.isVisible() and view.summary_label.text().endswith(" nm")
+    view.grab().save(str(tmp_path / "live_mid.png"))
+    qtbot.waitUntil(lambda: not view.following, timeout=120000)
+    acquisition.wait(10)
+    rule.cleanup()
+    path = local_cluster.root / "sim" / "analysis" / "live_view.h5r"
+    with tables.open_file(str(path)) as h5:
+        rows = h5.root.FitResults.nrows
+        frames = np.unique(h5.root.FitResults.col("tIndex"))
+    assert rows > 1000
+    assert view.summary_label.text().startswith(f"{rows:,} localisations · 300 frames")
+    assert "all 300 frames analysed" in view.progress_label.text()
+    x, y = view.per_frame_curve.getData()
+    assert len(x) == frames.max() + 1 and int(y.sum()) == rows
+    assert view.image_item.boundingRect().width() > 9000  # 96 px × 100 nm
+    view.colour_box.setCurrentText("magma")
+    count = len(view.gui_seconds)
+    qtbot.waitUntil(lambda: len(view.gui_seconds) > count, timeout=10000)  # re-coloured
+    view.grab().save(str(tmp_path / "live_done.png"))
