@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from .errors import ClusterUnreachable, RequestRefused
@@ -99,8 +99,7 @@ class ChainWatch:
             for rule_id in info:
                 self._first_listed.setdefault(rule_id, self._polls)
             statuses, problem = self._statuses(info)
-            if problem is None:
-                self._find_followons(info)
+            self._find_followons(info)
         except ClusterUnreachable:
             self._outages += 1
             raise
@@ -124,6 +123,11 @@ class ChainWatch:
                     self._unfinished_at[rule_id] = self._polls
             elif rule_id in self._last and self._last[rule_id].finished:
                 status = self._last[rule_id]  # finished, then dropped after the retention time
+            elif rule_id in self._last and step < len(self.chain):
+                # dropped while we could not look, but its follow-on exists: it had finished
+                status = self._last[rule_id] = replace(self._last[rule_id], finished=True,
+                                                       running=0, expired=False)
+                self._finished_since.setdefault(rule_id, now)
             elif rule_id not in self._last and now - self._added[rule_id] < self.grace:
                 status = RuleStatus.from_info(rule_id, {})  # not listed yet
             else:
@@ -139,7 +143,8 @@ class ChainWatch:
         if rule_id not in self._last:
             return f"step {step} ({rule_id}) never appeared on the rule server — rules lost"
         if self._outages > self._outages_when_seen[rule_id]:
-            return f"cluster restarted — rules lost (step {step}, {rule_id}, was running)"
+            return (f"cluster restarted — rules lost (step {step}, {rule_id}, was "
+                    f"{self._last[rule_id].state})")
         return (f"step {step} ({rule_id}) is no longer on the rule server although it had not "
                 "finished (the cluster restarted or the rule expired) — rules lost")
 

@@ -139,15 +139,39 @@ def test_unanswered_polls_end_nothing(rule_server):
         root = push(client)
         watch = ChainWatch(client, root, chain_followons(CHAIN))
         watch.poll()
-        dead = RuleServerClient(f"http://127.0.0.1:{_closed_port()}")
-        watch.client = dead
-        with pytest.raises(ClusterUnreachable):
-            watch.poll()
+        with RuleServerClient(f"http://127.0.0.1:{_closed_port()}") as dead:
+            watch.client = dead
+            with pytest.raises(ClusterUnreachable):
+                watch.poll()
         watch.client = client
         assert watch.poll().outcome is None
         work(rule_server.url, root)
         progress = watch.poll()
         assert len(progress.statuses) == 2 and progress.outcome is None
+
+
+def test_a_step_dropped_during_an_outage_counts_as_finished_when_its_followon_exists(rule_server):
+    """The watch could not look while step 1 finished and its retention passed: Spoolside's server
+    still names the follow-on, so step 1 had finished and the chain carries on."""
+    table = rule_server.table
+    offset = [0.0]
+    table.clock = lambda: time.time() + offset[0]
+    with RuleServerClient(rule_server.url) as client:
+        root = push(client)
+        watch = ChainWatch(client, root, chain_followons(CHAIN))
+        assert [s.state for s in watch.poll().statuses] == ["waiting"]
+        with RuleServerClient(f"http://127.0.0.1:{_closed_port()}") as dead:
+            watch.client = dead
+            with pytest.raises(ClusterUnreachable):
+                watch.poll()
+        work(rule_server.url, root)
+        offset[0] = 61.0
+        table.tick()
+        assert root not in client.queue_info()
+        watch.client = client
+        progress = watch.poll()
+        assert progress.outcome is None, progress.message
+        assert [s.state for s in progress.statuses] == ["finished", "waiting"]
 
 
 def _closed_port() -> int:
