@@ -36,6 +36,7 @@ from rules.uris import make_cluster_uri
 from widgets.background import BackgroundCall, CallSignals
 from widgets.chain_editor import ChainEditor
 from widgets.chain_model import ChainModel
+from widgets.import_dialog import DropImporter, ImportDialog, choose_import_path
 from widgets.metadata_panel import MetadataPanel
 from widgets.presets_menu import PresetsMenu, PresetStore
 from widgets.progress_graph import ProgressGraph
@@ -196,6 +197,9 @@ class MainWindow(QMainWindow):
                                                         self.metadata_panel._on_load_clicked)
         self.save_metadata_action = file_menu.addAction("Save M&etadata…",
                                                         self.metadata_panel._on_save_clicked)
+        self.import_action = file_menu.addAction("&Import Data…",
+                                                 lambda: self.import_data(choose_import_path(self)))
+        self._drop_importer = DropImporter(self, self.import_data)
         file_menu.addSeparator()
         self.connect_action = file_menu.addAction("&Connect to Cluster…", self._on_connect_triggered)
         self.forget_action = file_menu.addAction("Use the &Embedded Cluster at Next Start",
@@ -406,6 +410,17 @@ class MainWindow(QMainWindow):
                 self._parents[status.rule_id] = status.parent_id
 
     # -- series and metadata --------------------------------------------------------------------
+    def import_data(self, path: str) -> ImportDialog | None:
+        """Import a local TIFF stack or .pcs folder as a series (File ▸ Import Data…, or a drop)."""
+        if not path or self.address is None:
+            return None
+        address = self.address
+        dialog = ImportDialog(path, lambda: DataClient(list(address.dataservers),
+                                                       address.serverfilter or ""), self)
+        dialog.imported.connect(lambda series: (self.series_browser.refresh(), self.set_series(series)))
+        dialog.open()
+        return dialog
+
     def set_series(self, path: str) -> None:
         """Make ``path`` (cluster path or URI) the series launches and previews use."""
         self._series = path
