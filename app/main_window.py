@@ -6,6 +6,7 @@ in the :class:`~app.launcher.Launcher` pool, listings and metadata reads on pool
 """
 from __future__ import annotations
 
+import html
 import json
 import logging
 import platform
@@ -13,13 +14,14 @@ import posixpath
 from pathlib import Path
 
 from PyQt5.QtCore import PYQT_VERSION_STR, QT_VERSION_STR, Qt, QThreadPool
-from PyQt5.QtGui import QIcon, QKeySequence
+from PyQt5.QtGui import QFontMetrics, QIcon, QKeySequence
 from PyQt5.QtWidgets import (
     QAction,
     QLabel,
     QMainWindow,
     QMessageBox,
     QSplitter,
+    QStyle,
     QTabWidget,
     QToolBar,
     QVBoxLayout,
@@ -46,6 +48,11 @@ from widgets.series_browser import SeriesBrowser
 from widgets.server_dialog import ServerDialog
 
 logger = logging.getLogger(__name__)
+
+#: Widest the toolbar's series name gets (elided in the middle beyond it).
+SERIES_LABEL_WIDTH = 300
+#: Width the right pane (rule table, graph) is given first when the window is narrow.
+RULES_PANE_WIDTH = 660
 
 LAST_CHAIN = "last_chain.yaml"
 PRESETS_FOLDER = "chained_analysis"
@@ -234,26 +241,34 @@ class MainWindow(QMainWindow):
                              (self.add_recipe_action, "recipe"), (self.presets.save_action, "save"),
                              (self.launch_action, "launch"), (self.simulate_action, "simulate")):
             action.setIcon(_icon(icon))
+        # The main actions come first and keep their text, so they never fall into the » overflow
+        # (1024 px wide, any series name); editing actions are icons with tooltips (the chain
+        # editor has the same buttons), the series name is elided.
+        self.rule_view.abort_action.setIcon(self.style().standardIcon(QStyle.SP_BrowserStop))
         toolbar = QToolBar("Main")
         toolbar.setObjectName("main_toolbar")
         toolbar.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        toolbar.addAction(self.add_localisation_action)
-        toolbar.addAction(self.add_recipe_action)
-        toolbar.addAction(self.presets.save_action)
-        toolbar.addSeparator()
-        self.series_label = QLabel()
-        self.series_label.setContentsMargins(6, 0, 6, 0)
-        toolbar.addWidget(self.series_label)
         toolbar.addAction(self.launch_action)
         launch_button = toolbar.widgetForAction(self.launch_action)
         launch_button.setStyleSheet("QToolButton { font-weight: bold; }")
-        toolbar.addSeparator()
         toolbar.addAction(self.simulate_action)
+        toolbar.addAction(self.rule_view.abort_action)
+        toolbar.addSeparator()
+        self.series_label = QLabel()
+        self.series_label.setContentsMargins(6, 0, 6, 0)
+        self.series_label.setMaximumWidth(SERIES_LABEL_WIDTH)
+        toolbar.addWidget(self.series_label)
+        toolbar.addSeparator()
+        for action in (self.add_localisation_action, self.add_recipe_action,
+                       self.presets.save_action):
+            toolbar.addAction(action)
+            toolbar.widgetForAction(action).setToolButtonStyle(Qt.ToolButtonIconOnly)
         self.addToolBar(Qt.TopToolBarArea, toolbar)
         self.toolbar = toolbar
 
     def _build_status_bar(self) -> None:
         self.cluster_label = QLabel()
+        self.cluster_label.setContentsMargins(16, 0, 4, 0)
         self.cluster_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.statusBar().addPermanentWidget(self.cluster_label)
         self._show_cluster_status("No cluster yet", None)
@@ -327,6 +342,8 @@ class MainWindow(QMainWindow):
         self.chain_editor.set_recipe_source(lambda: self._list_cluster_recipes(address),
                                             lambda uri: self._fetch_text(address, uri))
         self._set_simulate_available()
+        if self._series:
+            self.set_series(self._series)  # a restored series: load its metadata from this cluster
         self._update_launch_enabled()
 
     def show_cluster_error(self, message: str) -> None:
@@ -394,6 +411,8 @@ class MainWindow(QMainWindow):
         name = "Embedded cluster" if self.address and self.address.embedded else "Cluster"
         where = self.address.ruleserver if self.address else ""
         self._show_cluster_status(f"{name} {where}", reachable)
+        if reachable and self.statusBar().currentMessage().startswith("Starting the embedded"):
+            self.statusBar().clearMessage()
         if not reachable:
             self.statusBar().showMessage(f"Cluster {where} unreachable: {message}", 10000)
         self._update_launch_enabled()
@@ -427,7 +446,13 @@ class MainWindow(QMainWindow):
         self.settings.setValue("series/last", path)
         self.series_browser.follow_series(path)
         self.chain_editor.set_series(self.series_uri() or None)
-        self.series_label.setText(f"Series: <b>{posixpath.basename(path) or '(none)'}</b>")
+        name = posixpath.basename(path) or "(none: pick one in the Series tab)"
+        bold = self.series_label.font()
+        bold.setBold(True)
+        metrics = QFontMetrics(bold)
+        name = metrics.elidedText(name, Qt.ElideMiddle,
+                                  SERIES_LABEL_WIDTH - metrics.horizontalAdvance("Series: ") - 16)
+        self.series_label.setText(f"Series: <b>{html.escape(name)}</b>")
         self.series_label.setToolTip(self.series_uri() or "Pick a series in the Series panel")
         if path and self.address is not None:
             address = self.address
@@ -592,6 +617,7 @@ class MainWindow(QMainWindow):
         status = self.rule_model.status(rule_id)
         if status is not None and getattr(status, "failed", 0):
             self.results_view.show_error_log(rule_id)
+            self.bottom_tabs.setCurrentWidget(self.results_view)  # where the log now is
 
     def _on_abort_requested(self, rule_id: str) -> None:
         address = self.address
@@ -762,6 +788,18 @@ class MainWindow(QMainWindow):
         if answer == QMessageBox.Close:
             self.ask_before_closing = False
             self.close()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        """Narrow windows take the room from the left pane first, down to what it needs, so the
+        rule table keeps its count columns."""
+        super().resizeEvent(event)
+        left, right = self.splitter.sizes()
+        wanted = RULES_PANE_WIDTH - right
+        if wanted > 0:
+            spare = left - self.left_tabs.minimumSizeHint().width()
+            move = min(wanted, max(0, spare))
+            if move:
+                self.splitter.setSizes([left - move, right + move])
 
     def closeEvent(self, event) -> None:
         work = self.running_work() if self.ask_before_closing else []

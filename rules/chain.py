@@ -163,12 +163,17 @@ def _from_metadata(md: Any) -> dict:
     return {key: md[key] for key in md.keys()}
 
 
+def bundled_name(text: str) -> str | None:
+    """The stem of the bundled recipe ``text`` is (comments and blank lines aside), or None."""
+    stripped = _strip_comments(text)
+    return next((name for name, body in _bundled_texts().items() if body == stripped), None)
+
+
 def recipe_label(text: str) -> str:
     """The bundled recipe's name when ``text`` is one, else its first and last module names."""
-    stripped = _strip_comments(text)
-    for name, body in _bundled_texts().items():
-        if body == stripped:
-            return name.replace("_", " ")
+    bundled = bundled_name(text)
+    if bundled is not None:
+        return bundled.replace("_", " ")
     try:
         modules = load_yaml(text)
     except yaml.YAMLError:

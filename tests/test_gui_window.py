@@ -1,6 +1,7 @@
 """The main window against real servers: launch in the background, unreachable clusters, settings."""
 from __future__ import annotations
 
+import json
 import socket
 import time
 from types import SimpleNamespace
@@ -334,3 +335,62 @@ def test_unexpected_error_goes_to_the_status_bar_not_an_abort(qtbot, make_window
     message = window.statusBar().currentMessage()
     assert "KeyError" in message and "surprise" in message and "Traceback" not in message
     assert any(record.exc_info and record.exc_info[0] is KeyError for record in caplog.records)
+
+
+def test_main_actions_and_count_columns_fit_at_1024_by_700(qtbot, make_window):
+    window = make_window()
+    window.resize(1024, 700)
+    window.show()
+    window.set_series("microscope/a_rather_long_series_name_from_the_spinning_disk_01.pcs")
+    qtbot.waitExposed(window)
+    qtbot.wait(50)
+    toolbar = window.toolbar
+    for action in (window.launch_action, window.simulate_action, window.rule_view.abort_action):
+        button = toolbar.widgetForAction(action)
+        assert button is not None and button.isVisible(), action.text()
+        assert toolbar.rect().contains(button.geometry()), f"{action.text()} in the » overflow"
+    table = window.rule_view.table
+    header = table.horizontalHeader()
+    model = window.rule_model
+    for key in ("state", "progress", "running", "completed", "failed"):
+        column = model._column_of[key]
+        assert not header.isSectionHidden(column), key
+        right = header.sectionViewportPosition(column) + header.sectionSize(column)
+        assert 0 <= header.sectionViewportPosition(column) and right <= table.viewport().width(), key
+    assert header.sectionSize(model._column_of["step"]) >= window.rule_view._step_minimum
+    window.resize(1920, 1080)
+    qtbot.waitUntil(lambda: not header.isSectionHidden(model._column_of["series"]), timeout=3000)
+    assert not header.isSectionHidden(model._column_of["posted"])
+
+
+def test_a_restored_series_has_its_metadata_loaded_at_start(qtbot, make_window, settings,
+                                                            rule_server, data_server,
+                                                            fixture_series_root):
+    settings.setValue("series/last", SERIES)
+    window = make_window()
+    assert window.series_uri().endswith(SERIES)
+    window.set_cluster(ClusterAddress(rule_server.url, (data_server.url,), "testcluster"))
+    qtbot.waitUntil(lambda: "Camera.ADOffset" in window.metadata_panel.model.metadata(),
+                    timeout=10000)
+    assert window.metadata_panel.status_label.text().startswith("Metadata of")
+
+
+def test_a_re_analysis_shows_and_chains_the_files_it_really_writes(qtbot, make_window, rule_server,
+                                                                  data_server, cluster):
+    cluster.data.put_file("pyme/analysis/series.h5r", b"a first analysis")
+    window = make_window()
+    window.set_cluster(ClusterAddress(rule_server.url, (data_server.url,), "testcluster"))
+    window.set_series(SERIES)
+    window.chain_editor.validate_now()
+    with qtbot.waitSignal(window.launcher.launched, timeout=20000) as blocker:
+        assert window.launch() is not None
+    _, rule_id = blocker.args
+    outputs = [o.uri for o in window.results_view._outputs]
+    assert outputs == ["PYME-CLUSTER://testcluster/pyme/analysis/series_1.h5r?table=FitResults",
+                       "PYME-CLUSTER://testcluster/pyme/analysis/series_1.tif",
+                       "PYME-CLUSTER://testcluster/pyme/analysis/series_1_blobs.csv"]
+    pushed = next(r for r in window.launcher.rules if r.rule_id == rule_id)
+    render = json.loads(pushed.rule["on_completion"]["template"])
+    measure = json.loads(pushed.rule["on_completion"]["on_completion"]["template"])
+    assert render["inputs"] == {"input": "PYME-CLUSTER://testcluster/pyme/analysis/series_1.h5r"}
+    assert measure["inputs"] == {"input": "PYME-CLUSTER://testcluster/pyme/analysis/series_1.tif"}

@@ -52,7 +52,8 @@ def _save(widget, out: Path) -> None:
     print(f"wrote {out}")
 
 
-def render(out: Path, workers: int, frames: int, fps: float, states: Path | None = None) -> None:
+def render(out: Path, workers: int, frames: int, fps: float, states: Path | None = None,
+           sizes: tuple[tuple[int, int], ...] = (), series: str = "microscope/cells_01") -> None:
     """Grab the window once localisation has finished and its follow-on render step is running.
 
     With ``states``, also grab the other tabs and states into that folder (for review).
@@ -73,12 +74,12 @@ def render(out: Path, workers: int, frames: int, fps: float, states: Path | None
             window.set_cluster(ClusterAddress(cluster.ruleserver_url, (cluster.dataserver_url,),
                                               cluster.serverfilter, embedded=True))
             _wait(app, lambda: window._reachable is True, 20, "the cluster")
-            window.simulate("microscope/cells_01", frames, fps)
+            window.simulate(series, frames, fps)
             _wait(app, lambda: window.launcher.labels, 60, "the launch")
             rule_id = next(iter(window.launcher.labels))
             _wait(app, lambda: rule_id in window.rule_model.rule_ids(), 20, "the rule table")
             window.rule_view.select_rules([rule_id])
-            window.series_browser.select_series("microscope/cells_01.pcs")
+            window.series_browser.select_series(series + ".pcs")
 
             def followon_visible() -> bool:
                 status = window.rule_model.status(rule_id)
@@ -88,6 +89,12 @@ def render(out: Path, workers: int, frames: int, fps: float, states: Path | None
             _wait(app, lambda: len(window.progress_graph.points(rule_id)[0]) >= 4, 20, "graph points")
             _settle(app)
             _save(window, out)
+            for width, height in sizes:
+                window.resize(width, height)
+                _settle(app, 0.5)
+                _save(window, out.with_name(f"{out.stem}_{width}x{height}{out.suffix}"))
+            if sizes:
+                window.resize(1280, 800)
             if states is not None:
                 _render_states(app, window, cluster, rule_id, states)
         finally:
@@ -161,9 +168,15 @@ def main() -> int:
     parser.add_argument("--fps", type=float, default=50.0)
     parser.add_argument("--states", type=Path, default=None,
                         help="also render the other tabs, dialogs and states into this folder")
+    parser.add_argument("--sizes", default="",
+                        help="also grab the window at these sizes, e.g. 1024x700,1920x1080 "
+                             "(saved beside --out as <stem>_<W>x<H>.png)")
+    parser.add_argument("--series", default="microscope/cells_01",
+                        help="name of the simulated series (try a long one)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    render(args.out, args.workers, args.frames, args.fps, args.states)
+    sizes = tuple(tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",") if size)
+    render(args.out, args.workers, args.frames, args.fps, args.states, sizes, args.series)
     return 0
 
 

@@ -181,8 +181,9 @@ class ChainEditor(QWidget):
                                        + ", ".join(map(str, rows)))
             self.summary_label.setStyleSheet("color: #b00020;")
         else:
-            self.summary_label.setText(f"{self.model.rowCount()} step(s), ready to launch"
-                                       if self.model.rowCount() else "")
+            n = self.model.rowCount()
+            self.summary_label.setText(f"{n} step{'s' if n != 1 else ''}, no problems found"
+                                       if n else "")
             self.summary_label.setStyleSheet("")
         self.problemsChanged.emit(self.problems())
         return self.problems()

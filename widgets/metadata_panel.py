@@ -221,6 +221,7 @@ class MetadataPanel(QWidget):
         header.resizeSection(0, self.fontMetrics().horizontalAdvance("ElectronsPerCount") + 36)
         self.status_label = QLabel("No series loaded")
         self.status_label.setWordWrap(True)
+        self.status_label.setMinimumWidth(120)  # a long series name must not widen the pane
         self.load_button = QPushButton("Load…")
         self.load_button.setToolTip("Load metadata from a metadata.json file")
         self.save_button = QPushButton("Save…")

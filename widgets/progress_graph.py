@@ -30,7 +30,7 @@ _HINT = "Select rules in the table to see their progress"
 class RuleHistory:
     """Times and counts of one rule, in growable numpy buffers."""
 
-    __slots__ = ("t", "completed", "failed", "rate", "n", "last")
+    __slots__ = ("t", "completed", "failed", "rate", "n", "last", "tasks")
 
     _DTYPES = {"t": np.float64, "completed": np.float32, "failed": np.float32, "rate": np.float32}
 
@@ -41,6 +41,7 @@ class RuleHistory:
         self.rate = np.empty(capacity, np.float32)
         self.n = 0
         self.last: tuple | None = None
+        self.tasks = 0  # the most tasks the rule has had posted
 
     def append(self, t: float, completed: int, failed: int, max_points: int) -> None:
         if self.n == len(self.t):
@@ -97,9 +98,11 @@ class ProgressGraph(QWidget):
         self.rate_plot.setXLink(self.tasks_plot)
         self.tasks_plot.setLabel("left", "tasks")
         self.rate_plot.setLabel("left", "rate", units="tasks/s")
-        self.rate_plot.setLabel("bottom", "time", units="s")
-        self.legend = self.tasks_plot.addLegend(offset=(10, 10), labelTextColor=(40, 40, 40),
-                                                brush=pg.mkBrush(255, 255, 255, 200))
+        self.rate_plot.setLabel("bottom", "time since the first selected rule started", units="s")
+        # The legend sits under the plots, never over a curve: one entry per rule (its colour);
+        # dashed lines are failed tasks, dots a step of one task (done when the dot is at 1).
+        self.legend = pg.LegendItem(labelTextColor=(40, 40, 40), colCount=2)
+        self.layout_widget.addItem(self.legend, row=2, col=0)
         for plot in (self.tasks_plot, self.rate_plot):
             plot.showGrid(x=True, y=True, alpha=0.2)
             plot.setClipToView(True)
@@ -131,6 +134,7 @@ class ProgressGraph(QWidget):
                                         or rel - history.t[history.n - 1] < IDLE_POINT_S):
                 continue
             history.last = key
+            history.tasks = max(history.tasks, int(getattr(status, "posted", 0) or 0))
             history.append(rel, status.completed, status.failed, self.max_points)
             appended.add(status.rule_id)
         # Only curves that got a point are redrawn: an idle graph costs no repaint.
@@ -195,11 +199,17 @@ class ProgressGraph(QWidget):
         for rule_id in self._shown:
             curves = self._curves.get(rule_id)
             if curves is not None:
-                name = self._names.get(rule_id) or rule_id[:11]
-                self.legend.addItem(curves[0], f"{name} done")
-                self.legend.addItem(curves[1], f"{name} failed")
+                self.legend.addItem(curves[0], self._names.get(rule_id) or rule_id[:11])
+
+    def time_origin(self) -> float:
+        """Where the time axis starts: when the earliest shown rule was first seen."""
+        starts = [h.t[0] for r in self._shown if (h := self._history.get(r)) is not None and h.n]
+        return min(starts) if starts else 0.0
 
     def _redraw(self, only: set[str] | None = None) -> None:
+        origin = self.time_origin()
+        if origin != getattr(self, "_origin", None):
+            self._origin, only = origin, None  # a new origin moves every shown curve
         for rule_id in self._shown:
             if only is not None and rule_id not in only:
                 continue
@@ -207,7 +217,11 @@ class ProgressGraph(QWidget):
             curves = self._curves.get(rule_id)
             if h is None or curves is None:
                 continue
-            t = h.t[:h.n]
+            t = h.t[:h.n] - origin
+            # a one-task step is over in a blink: dots show it, a line would lie flat at 0
+            curves[0].setSymbol("o" if h.tasks <= 1 else None)
+            curves[0].setSymbolSize(8)
+            curves[0].setSymbolBrush(curves[0].opts["pen"].color())
             curves[0].setData(t, h.completed[:h.n])
             curves[1].setData(t, h.failed[:h.n])
             curves[2].setData(t, h.rate[:h.n])

@@ -13,7 +13,15 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
-from PyQt5.QtCore import QAbstractTableModel, QItemSelection, QItemSelectionModel, QModelIndex, Qt, pyqtSignal
+from PyQt5.QtCore import (
+    QAbstractTableModel,
+    QEvent,
+    QItemSelection,
+    QItemSelectionModel,
+    QModelIndex,
+    Qt,
+    pyqtSignal,
+)
 from PyQt5.QtGui import QBrush, QColor, QGuiApplication, QKeySequence
 from PyQt5.QtWidgets import (
     QAbstractItemView,
@@ -454,6 +462,9 @@ class RuleTableView(QWidget):
 
     #: Columns a right click on the header shows; their values are in each row's tooltip too.
     HIDDEN_BY_DEFAULT = ("rule_id", "timed_out", "average_cost")
+    #: Columns given up, in this order, when the table is too narrow for the counts (Posted is in
+    #: the Progress text and Series in the row's tooltip); shown again when there is room.
+    FOLD_WHEN_NARROW = ("posted", "series")
 
     def __init__(self, model: RuleTableModel, parent=None, *, confirm_abort: bool = True):
         super().__init__(parent)
@@ -477,6 +488,7 @@ class RuleTableView(QWidget):
         self._delegate = ProgressBarDelegate(self.table)
         self.table.setItemDelegateForColumn(model._column_of["progress"], self._delegate)
         self._size_columns()
+        self.table.viewport().installEventFilter(self)
 
         self.abort_action = QAction("Abort rule", self)
         self.abort_action.setShortcut(QKeySequence.Delete)
@@ -537,8 +549,7 @@ class RuleTableView(QWidget):
         width = self.fontMetrics().horizontalAdvance
         padding = 2 * self.style().pixelMetric(QStyle.PM_HeaderMargin, None, header) + 8
         samples = {"launch": "#00 00:00", "rule_id": "000000-0000", "state": "finished",
-                   "series": "cells_00.pcs",
-                   "progress": "0000/0000"}
+                   "series": "cells_00.pcs", "progress": "0000/0000"}
         for column, (key, label) in enumerate(self._model.COLUMNS):
             if key == "step":
                 header.setSectionResizeMode(column, QHeaderView.Stretch)
@@ -555,10 +566,55 @@ class RuleTableView(QWidget):
             action.setCheckable(True)
             action.setChecked(not header.isSectionHidden(column))
             action.setToolTip(f"Show the {label} column")
-            action.toggled.connect(lambda shown, c=column: header.setSectionHidden(c, not shown))
+            action.toggled.connect(lambda shown, c=column, k=key: self._set_column_shown(c, k, shown))
             header.addAction(action)
         self.column_actions = {key: action for (key, _), action
                                in zip(self._model.COLUMNS, header.actions())}
+        self._step_minimum = width("Localise (…") + padding
+        self._folded: set[str] = set()
+        self._chosen: set[str] = set()
+
+    def _set_column_shown(self, column: int, key: str, shown: bool) -> None:
+        """A choice made in the header's menu: kept, never folded or unfolded automatically."""
+        self._chosen.add(key)
+        self._folded.discard(key)
+        self.table.horizontalHeader().setSectionHidden(column, not shown)
+
+    def fit_columns(self) -> None:
+        """Fold the :data:`FOLD_WHEN_NARROW` columns the counts need room from; unfold them when
+        the table is wide enough again (columns chosen in the header's menu stay as chosen)."""
+        header = self.table.horizontalHeader()
+        step = self._model._column_of["step"]
+        available = self.table.viewport().width()
+
+        def needed() -> int:
+            return self._step_minimum + sum(header.sectionSize(c) for c in range(header.count())
+                                            if c != step and not header.isSectionHidden(c))
+        for key in reversed(self.FOLD_WHEN_NARROW):
+            column = self._model._column_of[key]
+            if key in self._folded and needed() + header.sectionSize(column) <= available:
+                header.setSectionHidden(column, False)
+                self._check_quietly(key, True)
+                self._folded.discard(key)
+        for key in self.FOLD_WHEN_NARROW:
+            column = self._model._column_of[key]
+            if needed() <= available:
+                break
+            if key not in self._chosen and not header.isSectionHidden(column):
+                header.setSectionHidden(column, True)
+                self._check_quietly(key, False)
+                self._folded.add(key)
+
+    def _check_quietly(self, key: str, checked: bool) -> None:
+        action = self.column_actions[key]
+        action.blockSignals(True)
+        action.setChecked(checked)
+        action.blockSignals(False)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
+        if watched is self.table.viewport() and event.type() == QEvent.Resize:
+            self.fit_columns()
+        return super().eventFilter(watched, event)
 
     def _on_selection_changed(self, *_args) -> None:
         self._update_actions()

@@ -196,6 +196,7 @@ class SeriesBrowser(QWidget):
         self.simulate_button.setToolTip("Available on the embedded cluster")
         self.status_label = QLabel("Not connected")
         self.status_label.setStyleSheet("color: gray;")
+        self.status_label.setWordWrap(True)  # never what keeps the pane wide
         buttons = QHBoxLayout()
         buttons.addWidget(self.refresh_button)
         buttons.addWidget(self.simulate_button)

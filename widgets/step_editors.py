@@ -29,7 +29,7 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from rules.chain import ChainStep, StepProblem, resolve
+from rules.chain import ChainStep, StepProblem, bundled_name, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ class LocalisationStepEditor(QWidget):
         self.threshold.setRange(0.01, 1000.0)
         self.threshold.setDecimals(2)
         self.threshold.setSingleStep(0.1)
-        self.threshold.setSuffix(" × σ")
-        self.threshold.setToolTip("Analysis.DetectionThreshold, in units of the pixel noise σ")
+        self.threshold.setToolTip("Analysis.DetectionThreshold: 1.0 means 5 σ of the noise after "
+                                  "the PSF-matched filter; higher finds fewer, brighter spots")
         self.bg_lo, self.bg_hi = QSpinBox(), QSpinBox()
         for box in (self.bg_lo, self.bg_hi):
             box.setRange(-10000, 10000)
@@ -92,13 +92,17 @@ class LocalisationStepEditor(QWidget):
         self.start_at.setRange(0, 10_000_000)
         self.start_at.setToolTip("Analysis.StartAt: the first frame analysed (0 = from the start); "
                                  "earlier frames give no localisations")
+        # narrow enough for the left pane of a 1024-px window (the ranges alone ask for more)
+        for field_box in (self.bg_lo, self.bg_hi, self.start_at, self.threshold):
+            field_box.setMinimumWidth(self.fontMetrics().horizontalAdvance("-000000") + 24)
         bg = QHBoxLayout()
         bg.addWidget(self.bg_lo)
         bg.addWidget(QLabel("to"))
         bg.addWidget(self.bg_hi)
         form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.WrapLongRows)  # labels above fields in a narrow pane
         form.addRow("Fit module", self.fit_module)
-        form.addRow("Detection threshold", self.threshold)
+        form.addRow("Threshold (1 = 5 σ)", self.threshold)
         form.addRow("Background frames", bg)
         form.addRow("Start at frame", self.start_at)
         self.problems_label = problem_label()
@@ -106,6 +110,7 @@ class LocalisationStepEditor(QWidget):
         box.setLayout(form)
         self.results_preview = QLabel()
         self.results_preview.setWordWrap(True)
+        self.results_preview.setMinimumWidth(120)  # a long series name must not widen the pane
         self.results_preview.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.results_preview.setToolTip("The results file every task appends its localisations to "
                                         "(PYME's layout; an existing file is never overwritten)")
@@ -157,8 +162,9 @@ class LocalisationStepEditor(QWidget):
         except ValueError as exc:
             self.results_preview.setText(f"⚠ {exc}")
             return
-        self.results_preview.setText(f"→ {path}<br><span style='color:gray'>table FitResults"
-                                     "</span>")
+        self.results_preview.setText(f"→ {path}<br><span style='color:gray'>table FitResults; "
+                                     "if that file exists, the next free _1, _2, … name (the "
+                                     "next steps read that one)</span>")
 
     def analysis(self) -> dict:
         return {**self._analysis,
@@ -193,6 +199,8 @@ class RecipeStepEditor(QWidget):
         self._context: dict = {}
         self.recipe_picker = QComboBox()
         self.recipe_picker.setToolTip("Where the recipe comes from")
+        self.recipe_picker.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.recipe_picker.setMinimumContentsLength(14)
         self.recipe_picker.addItem("Inline YAML (typed below)", INLINE)
         for name, path in bundled_recipes().items():
             self.recipe_picker.addItem(f"Bundled: {name}", f"bundled:{path}")
@@ -223,6 +231,8 @@ class RecipeStepEditor(QWidget):
         self.output_edit.setToolTip("Folder the recipe's outputs go to; {{variables}} allowed")
         self.output_preview = QLabel()
         self.output_preview.setStyleSheet("color: gray;")
+        self.output_preview.setWordWrap(True)
+        self.output_preview.setMinimumWidth(120)
         self.output_preview.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.output_problems = problem_label()
 
@@ -267,7 +277,7 @@ class RecipeStepEditor(QWidget):
             self.yaml_edit.setPlaceholderText(YAML_PLACEHOLDER)
             self.yaml_edit.setPlainText(step.recipe)
             self.uri_edit.setText(step.recipe_uri)
-            self.recipe_picker.setCurrentIndex(0)
+            self._show_source(step.recipe, step.recipe_uri)
             self.inputs_table.setRowCount(0)
             for name, pattern in step.input_patterns.items():
                 self._append_input_row(name, pattern)
@@ -437,7 +447,23 @@ class RecipeStepEditor(QWidget):
             self.clusterRecipeRequested.emit(uri)
 
     def _on_yaml_changed(self) -> None:
-        self._emit(recipe=self.yaml_edit.toPlainText())
+        text = self.yaml_edit.toPlainText()
+        if not self._loading:
+            self._show_source(text, "")
+        self._emit(recipe=text)
+
+    def _show_source(self, text: str, uri: str) -> None:
+        """Point the picker at where the step's recipe comes from: a cluster recipe, a bundled one
+        (its text unchanged), else inline YAML."""
+        wanted = INLINE
+        if uri and not text:
+            wanted = "cluster:" + uri
+        elif text:
+            name = bundled_name(text)
+            path = bundled_recipes().get(name) if name else None
+            wanted = f"bundled:{path}" if path else INLINE
+        index = self.recipe_picker.findData(wanted)
+        self.recipe_picker.setCurrentIndex(index if index >= 0 else 0)
 
     def _on_inputs_changed(self, *_args) -> None:
         if self._loading:
