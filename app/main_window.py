@@ -59,6 +59,13 @@ PRESETS_FOLDER = "chained_analysis"
 WATCH_INTERVAL_S = 1.0
 
 
+def _server_features(address: ClusterAddress) -> tuple:
+    """``(address, True)`` when the rule server is Spoolside's (has ``/spoolside/`` endpoints)."""
+    from rules.ruleserver_client import RuleServerClient
+    with RuleServerClient(address.ruleserver) as client:
+        return address, client.extra_rule_info() is not None
+
+
 def default_steps() -> list[ChainStep]:
     """The bundled default chain: localise → render image → measure blobs."""
     from resources import resource_path
@@ -127,7 +134,6 @@ class MainWindow(QMainWindow):
         self._series = ""
         self._reachable: bool | None = None
         self._launch_outputs: dict[str, list[ResultOutput]] = {}
-        self._parents: dict[str, str] = {}
         self._acquisitions: list = []
         self._simulator_available = False
         #: False: close at once, without asking about running work (Ctrl-C, SIGTERM)
@@ -232,6 +238,7 @@ class MainWindow(QMainWindow):
         self.refresh_action.setShortcut(QKeySequence.Refresh)
         analysis.addSeparator()
         analysis.addAction(self.rule_view.abort_action)
+        analysis.addAction(self.rule_view.requeue_action)
 
         help_menu = self.menuBar().addMenu("&Help")
         self.about_action = help_menu.addAction("&About Spoolside", self.show_about)
@@ -283,6 +290,7 @@ class MainWindow(QMainWindow):
         self.launcher.launchFailed.connect(self._on_launch_failed)
         self.launcher.labelsChanged.connect(self.rule_model.set_rule_labels)
         self.rule_view.abortRequested.connect(self._on_abort_requested)
+        self.rule_view.requeueRequested.connect(self._on_requeue_requested)
         self.rule_view.selectionChangedTo.connect(self._on_rules_selected)
         self.series_browser.seriesSelected.connect(self.set_series)
         self.series_browser.simulateRequested.connect(self.simulate)
@@ -342,6 +350,9 @@ class MainWindow(QMainWindow):
         self.chain_editor.set_recipe_source(lambda: self._list_cluster_recipes(address),
                                             lambda uri: self._fetch_text(address, uri))
         self._set_simulate_available()
+        self.rule_view.set_requeue_available("checking what the rule server can do…")
+        self._pool.start(BackgroundCall("features", lambda: _server_features(address),
+                                        self._signals))
         if self._series:
             self.set_series(self._series)  # a restored series: load its metadata from this cluster
         self._update_launch_enabled()
@@ -424,9 +435,17 @@ class MainWindow(QMainWindow):
     def _on_statuses_updated(self, statuses: list) -> None:
         self.rule_model.set_statuses(statuses)
         self.progress_graph.add_statuses(statuses)
-        for status in statuses:
-            if status.parent_id:
-                self._parents[status.rule_id] = status.parent_id
+        self.rule_model.set_live(self._live_rules())
+
+    def _live_rules(self) -> dict:
+        """Rules still released as their series spools → the tasks expected (None if unknown)."""
+        live = {}
+        for rule in self.launcher.rules:
+            if rule.rule_id and rule.releasing:
+                target = getattr(getattr(rule, "spooler", None), "n_target", None)
+                start = int(getattr(rule, "startAt", 0) or 0)
+                live[rule.rule_id] = max(0, target - start) if isinstance(target, int) else None
+        return live
 
     # -- series and metadata --------------------------------------------------------------------
     def import_data(self, path: str) -> ImportDialog | None:
@@ -598,20 +617,13 @@ class MainWindow(QMainWindow):
         self.error_box = box
 
     # -- rules and results ----------------------------------------------------------------------
-    def _root_rule(self, rule_id: str) -> str:
-        seen = set()
-        while rule_id in self._parents and rule_id not in seen:
-            seen.add(rule_id)
-            rule_id = self._parents[rule_id]
-        return rule_id
-
     def _on_rules_selected(self, rule_ids: list) -> None:
         self.progress_graph.set_rules(list(rule_ids), {r: self.rule_model.legend_name(r)
                                                        for r in rule_ids})
         if len(rule_ids) != 1:
             return
         rule_id = rule_ids[0]
-        outputs = self._launch_outputs.get(self._root_rule(rule_id))
+        outputs = self._launch_outputs.get(self.rule_model.root_of(rule_id))
         if outputs is not None:
             self.results_view.set_outputs(outputs)
         status = self.rule_model.status(rule_id)
@@ -624,12 +636,28 @@ class MainWindow(QMainWindow):
         if address is None:
             return
 
+        # the release loop pushing this rule's new frames stops too, so its counts stay put
+        local = [r for r in self.launcher.rules if r.rule_id == rule_id]
+
         def abort() -> str:
             from rules.ruleserver_client import RuleServerClient
+            for rule in local:
+                rule.cleanup()
             with RuleServerClient(address.ruleserver) as client:
                 client.inactivate_rule(rule_id)
             return rule_id
         self._pool.start(BackgroundCall("abort", abort, self._signals))
+
+    def _on_requeue_requested(self, rule_id: str) -> None:
+        address = self.address
+        if address is None:
+            return
+
+        def requeue() -> tuple:
+            from rules.ruleserver_client import RuleServerClient
+            with RuleServerClient(address.ruleserver) as client:
+                return rule_id, client.requeue_failed(rule_id)
+        self._pool.start(BackgroundCall("requeue", requeue, self._signals))
 
     # -- simulation -----------------------------------------------------------------------------
     def _set_simulate_available(self) -> None:
@@ -680,11 +708,28 @@ class MainWindow(QMainWindow):
                 self.launch(series=acquisition.series_path, steps=steps,
                             spooler=acquisition)
             self.series_browser.refresh()
+        elif what == "features":
+            address, spoolside = result
+            if address == self.address:
+                self.rule_view.set_requeue_available(
+                    None if spoolside else "this rule server (PYME) cannot re-run failed tasks; "
+                                           "launch the chain again")
+        elif what == "requeue":
+            rule_id, n = result
+            self.statusBar().showMessage(
+                f"{n} failed task(s) of rule {rule_id[:11]} queued again" if n is not None
+                else "This rule server cannot re-run failed tasks", 8000)
+            if self._watcher is not None:
+                self._watcher.poll_now()
         elif what == "abort":
             self.statusBar().showMessage(f"Rule {str(result)[:6]}… aborted", 8000)
 
     def _on_call_failed(self, what: str, message: str) -> None:
-        title = {"simulate": "Simulation failed", "abort": "Abort failed"}.get(what, what)
+        if what == "features":
+            self.rule_view.set_requeue_available(f"the rule server did not answer ({message})")
+            return
+        title = {"simulate": "Simulation failed", "abort": "Abort failed",
+                 "requeue": "Re-run failed"}.get(what, what)
         self._show_error(title, f"{title}: {message}")
 
     def _on_preset_loaded(self, name: str, factories: list) -> None:
@@ -759,7 +804,7 @@ class MainWindow(QMainWindow):
                 for a in self._acquisitions if not a.finished()]
         mine = {rule.rule_id for rule in self.launcher.rules}
         running = [r for r in self.rule_model.rule_ids()
-                   if self._root_rule(r) in mine and not self.rule_model.is_gone(r)
+                   if self.rule_model.root_of(r) in mine and not self.rule_model.is_gone(r)
                    and not self.rule_model.status(r).terminal]
         if running:
             work.append(f"analysis ({len(running)} rule{'s' if len(running) != 1 else ''} "

@@ -135,6 +135,20 @@ class RuleServerClient:
         self._call("POST", "/inactivate_rule", params={"ruleID": rule_id})
         logger.info("inactivated rule %s", rule_id)
 
+    def requeue_failed(self, rule_id: str) -> int | None:
+        """Run a rule's failed tasks again (Spoolside's ``/spoolside/requeue_failed``); returns how
+        many were queued, or None on a rule server without it (PYME)."""
+        reply = self._call("POST", "/spoolside/requeue_failed", params={"ruleID": rule_id},
+                           absent_ok=True)
+        if reply is None:
+            return None
+        n = reply.get("requeued") if isinstance(reply, dict) else None
+        if not isinstance(n, int):
+            raise ProtocolError(f"/spoolside/requeue_failed reply has no count: {reply!r:.200}",
+                                url=self.base_url)
+        logger.info("requeued %d failed task(s) of rule %s", n, rule_id)
+        return n
+
     # -- status ---------------------------------------------------------------------------
     def queue_info(self) -> dict[str, dict]:
         """Every rule's counters: ``{ruleID: {"tasksPosted": ..., "finished": ..., ...}}``."""

@@ -258,3 +258,44 @@ def test_legend_name_uses_launch_and_step():
     assert model.legend_name(first) == "#1 Localise"
     assert model.legend_name(follow) == "#1 render image"
     assert model.legend_name(other) == other[:11]
+
+
+def test_a_finished_rule_stays_finished_when_its_retention_runs_out():
+    model = RuleTableModel()
+    model.set_statuses([_status("a", finished=True, expired=True)])
+    assert _cell(model, 0, "state") == "finished"
+    model.set_statuses([])  # then dropped by the server
+    assert _cell(model, 0, "state") == "finished"
+
+
+def test_live_progress_is_against_the_frames_expected_or_marked_spooling():
+    model = RuleTableModel()
+    model.set_statuses([_status("a", posted=71, completed=58, running=3, finished=False)])
+    model.set_live({"a": 500})
+    assert _cell(model, 0, "progress") == "58/500"
+    assert abs(_cell(model, 0, "progress", RAW_ROLE) - 58 / 500) < 1e-9
+    model.set_live({"a": None})
+    assert _cell(model, 0, "progress") == "58/71 spooling"
+    model.set_live({})  # release complete: posted is the total now
+    assert _cell(model, 0, "progress") == "58/71"
+
+
+def test_root_of_follows_parents():
+    model = RuleTableModel()
+    model.set_statuses([_status("a"), _status("b", parent_id="a"), _status("c", parent_id="b")])
+    assert model.root_of("c") == "a" and model.root_of("a") == "a" and model.root_of("x") == "x"
+
+
+def test_re_run_failed_tasks_needs_failures_and_a_server_that_can(qtbot):
+    model, view = _shown_view(qtbot)
+    model.set_statuses([_status("a", failed=2, finished=True), _status("b", failed=0)])
+    view.set_requeue_available("this rule server (PYME) cannot re-run failed tasks")
+    view.select_rules(["a"])
+    assert not view.requeue_action.isEnabled() and "PYME" in view.requeue_action.toolTip()
+    view.set_requeue_available(None)
+    assert view.requeue_action.isEnabled()
+    with qtbot.waitSignal(view.requeueRequested) as blocker:
+        view.requeue_action.trigger()
+    assert blocker.args == ["a"]
+    view.select_rules(["b"])
+    assert not view.requeue_action.isEnabled()

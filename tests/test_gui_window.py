@@ -394,3 +394,27 @@ def test_a_re_analysis_shows_and_chains_the_files_it_really_writes(qtbot, make_w
     measure = json.loads(pushed.rule["on_completion"]["on_completion"]["template"])
     assert render["inputs"] == {"input": "PYME-CLUSTER://testcluster/pyme/analysis/series_1.h5r"}
     assert measure["inputs"] == {"input": "PYME-CLUSTER://testcluster/pyme/analysis/series_1.tif"}
+
+
+def test_failed_tasks_are_re_run_from_the_rule_table(qtbot, make_window, rule_server, data_server):
+    import helpers
+    import requests
+    template = json.dumps({"id": "{{ruleID}}~{{taskID}}", "type": "recipe", "taskdef": {"recipe": "x"},
+                           "inputs": {}})
+    rule_id = requests.post(rule_server.url + "/add_integer_id_rule",
+                            params={"max_tasks": 3, "release_start": 0, "release_end": 3},
+                            json={"template": template}, timeout=10).json()["ruleID"]
+    assert len(helpers.work(rule_server.url, rule_id, status=helpers.FAILED)) == 3
+    window = make_window()
+    window.show()
+    window.set_cluster(ClusterAddress(rule_server.url, (data_server.url,), "testcluster"))
+    qtbot.waitUntil(lambda: window.rule_view._requeue_reason is None, timeout=10000)
+    qtbot.waitUntil(lambda: (s := window.rule_model.status(rule_id)) is not None and s.failed == 3,
+                    timeout=10000)
+    window.rule_view.select_rules([rule_id])
+    assert window.rule_view.requeue_action.isEnabled()
+    window.rule_view.requeue_action.trigger()
+    qtbot.waitUntil(lambda: helpers.queue_info(rule_server.url)[rule_id]["tasksFailed"] == 0,
+                    timeout=10000)
+    assert len(helpers.work(rule_server.url, rule_id)) == 3  # available again, and they complete
+    qtbot.waitUntil(lambda: window.rule_model.rule_state(rule_id) == "finished", timeout=10000)

@@ -114,6 +114,7 @@ class RuleTableModel(QAbstractTableModel):
         self._index: dict[str, int] = {}
         self._labels: dict[str, RuleLabel] = {}
         self._reachable = True
+        self._live: dict[str, int | None] = {}
         self._column_of = {key: i for i, (key, _) in enumerate(self.COLUMNS)}
 
     # -- Qt model interface ------------------------------------------------------------------
@@ -248,6 +249,26 @@ class RuleTableModel(QAbstractTableModel):
         i = self._index.get(rule_id)
         return None if i is None else self.state_of(self._rows[i])
 
+    def root_of(self, rule_id: str) -> str:
+        """The first rule of ``rule_id``'s chain (follow-ons point to their parents)."""
+        seen: set[str] = set()
+        while rule_id not in seen:
+            seen.add(rule_id)
+            status = self.status(rule_id)
+            if status is None or not status.parent_id:
+                break
+            rule_id = status.parent_id
+        return rule_id
+
+    def set_live(self, live: dict) -> None:
+        """``{rule_id: expected tasks or None}`` of the rules still being released as a series
+        spools: their progress is shown against the expected count, or marked "spooling"."""
+        if live == self._live:
+            return
+        changed = {r for r in set(live) | set(self._live) if live.get(r, -1) != self._live.get(r, -1)}
+        self._live = dict(live)
+        self._emit_rows_changed([self._index[r] for r in changed if r in self._index])
+
     def legend_name(self, rule_id: str) -> str:
         """A rule's name for a graph legend: launch and step when known, else its short ID."""
         i = self._index.get(rule_id)
@@ -278,7 +299,10 @@ class RuleTableModel(QAbstractTableModel):
         if key in ("launch", "step", "series"):
             return getattr(row, key)
         if key == "progress":
-            return f"{s.completed + s.failed}/{s.posted}"
+            if s.rule_id in self._live and not s.finished:
+                expected = self._live[s.rule_id]
+                return (f"{s.done}/{expected}" if expected else f"{s.done}/{s.posted} spooling")
+            return f"{s.done}/{s.posted}"
         if key == "average_cost":
             return f"{s.average_cost:.3g}"
         if key == "state":
@@ -289,6 +313,9 @@ class RuleTableModel(QAbstractTableModel):
         if key in ("launch", "step", "series"):
             return getattr(row, key)
         if key == "progress":
+            expected = self._live.get(row.status.rule_id)
+            if expected and not row.status.finished:
+                return min(1.0, row.status.done / expected)
             return _progress(row.status)
         if key == "state":
             return self.state_of(row)
@@ -458,6 +485,7 @@ class RuleTableView(QWidget):
     """
 
     abortRequested = pyqtSignal(str)
+    requeueRequested = pyqtSignal(str)
     selectionChangedTo = pyqtSignal(list)
 
     #: Columns a right click on the header shows; their values are in each row's tooltip too.
@@ -499,7 +527,11 @@ class RuleTableView(QWidget):
         self.copy_action.setShortcut(QKeySequence.Copy)
         self.copy_action.setShortcutContext(Qt.WidgetWithChildrenShortcut)
         self.copy_action.triggered.connect(self._on_copy_triggered)
-        self.table.addActions([self.abort_action, self.copy_action])
+        self.requeue_action = QAction("Re-run failed tasks", self)
+        self.requeue_action.setEnabled(False)
+        self.requeue_action.triggered.connect(self._on_requeue_triggered)
+        self._requeue_reason: str | None = "checking what the rule server can do…"
+        self.table.addActions([self.abort_action, self.requeue_action, self.copy_action])
         self.table.setContextMenuPolicy(Qt.ActionsContextMenu)
 
         layout = QVBoxLayout(self)
@@ -625,6 +657,24 @@ class RuleTableView(QWidget):
         self.abort_action.setEnabled(self._model.reachable
                                      and any(self._model.can_abort(i) for i in ids))
         self.copy_action.setEnabled(bool(ids))
+        failed = [i for i in ids if (s := self._model.status(i)) is not None and s.failed
+                  and not self._model.is_gone(i)]
+        self.requeue_action.setEnabled(self._requeue_reason is None and self._model.reachable
+                                       and bool(failed))
+        self.requeue_action.setToolTip(
+            f"Not available: {self._requeue_reason}" if self._requeue_reason
+            else "Queue the failed tasks of the selected rule(s) again")
+
+    def set_requeue_available(self, reason: str | None) -> None:
+        """``None`` when the rule server can re-run failed tasks, else why it cannot."""
+        self._requeue_reason = reason
+        self._update_actions()
+
+    def _on_requeue_triggered(self) -> None:
+        for rule_id in self.selected_rule_ids():
+            status = self._model.status(rule_id)
+            if status is not None and status.failed:
+                self.requeueRequested.emit(rule_id)
 
     def _on_abort_triggered(self) -> None:
         ids = [i for i in self.selected_rule_ids() if self._model.can_abort(i)]

@@ -213,7 +213,7 @@ class Rule:
             costs = self.cost[idx]
             self.cost_sum += float(costs[entering].sum(dtype=np.float64))
             self.cost_sum -= float(costs[leaving].sum(dtype=np.float64))
-        if self.counts[2] + self.counts[3] + self.counts[4] == 0:
+        if self.counts[STATUS_ASSIGNED] + self.counts[STATUS_COMPLETE] + self.counts[STATUS_FAILED] == 0:
             self.cost_sum = 0.0
         self.version += 1
 
@@ -223,7 +223,7 @@ class Rule:
         self._account(old, new, idx)
 
     def _widen(self, lo: int, hi: int) -> None:
-        if self.counts[1] + self.counts[2] == 0 or self.lo >= self.hi:
+        if self.counts[STATUS_AVAILABLE] + self.counts[STATUS_ASSIGNED] == 0 or self.lo >= self.hi:
             self.lo, self.hi = lo, hi
         else:
             self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
@@ -243,14 +243,16 @@ class Rule:
 
     @property
     def released(self) -> int:
-        return self.max_tasks - self.counts[0]
+        return self.max_tasks - self.counts[STATUS_UNAVAILABLE]
 
     @property
     def finished(self) -> bool:
-        return self.counts[1] == 0 and self.counts[3] + self.counts[4] >= self.target
+        counts = self.counts
+        return (counts[STATUS_AVAILABLE] == 0
+                and counts[STATUS_COMPLETE] + counts[STATUS_FAILED] >= self.target)
 
     def expired(self, now: float) -> bool:
-        idle = self.counts[2] == 0 and (self.counts[1] == 0 or not self.active)
+        idle = self.counts[STATUS_ASSIGNED] == 0 and (self.counts[STATUS_AVAILABLE] == 0 or not self.active)
         return idle and now > self.expires_at
 
     def check_range(self, start: int, end: int) -> None:
@@ -303,7 +305,7 @@ class Rule:
 
     def _held_by(self, worker: int) -> np.ndarray:
         """IDs of the ASSIGNED tasks ``worker`` holds."""
-        if self.counts[2] == 0:
+        if self.counts[STATUS_ASSIGNED] == 0:
             return np.zeros(0, np.int64)
         lo, hi = self.lo, self.hi
         held = (self.status[lo:hi] == STATUS_ASSIGNED) & (self.owner[lo:hi] == worker)
@@ -365,7 +367,7 @@ class Rule:
 
     def time_out(self, now: float) -> int:
         """Requeue (or fail, past ``retries``) ASSIGNED tasks whose expiry has passed."""
-        if self.counts[2] == 0 or now < self.next_timeout:
+        if self.counts[STATUS_ASSIGNED] == 0 or now < self.next_timeout:
             return 0
         lo, hi = self.lo, self.hi
         assigned = self.status[lo:hi] == STATUS_ASSIGNED
@@ -406,7 +408,7 @@ class Rule:
             return self._advert[1]
         lo, hi = self.lo, self.hi
         avail = np.flatnonzero(self.status[lo:hi] == STATUS_AVAILABLE) + lo
-        if self.counts[2] == 0 and avail.size:
+        if self.counts[STATUS_ASSIGNED] == 0 and avail.size:
             self.lo, self.hi = int(avail[0]), int(avail[-1]) + 1
         if avail.size > cap:
             first = int(np.searchsorted(avail, self._advert_cursor))
@@ -429,11 +431,11 @@ class Rule:
         return data
 
     def info(self, now: float) -> dict[str, Any]:
-        done = self.counts[2] + self.counts[3] + self.counts[4]
+        done = self.counts[STATUS_ASSIGNED] + self.counts[STATUS_COMPLETE] + self.counts[STATUS_FAILED]
         return {"tasksPosted": self.released,
-                "tasksRunning": self.counts[2],
-                "tasksCompleted": self.counts[3],
-                "tasksFailed": self.counts[4],
+                "tasksRunning": self.counts[STATUS_ASSIGNED],
+                "tasksCompleted": self.counts[STATUS_COMPLETE],
+                "tasksFailed": self.counts[STATUS_FAILED],
                 "averageExecutionCost": self.cost_sum / done if done else 0.0,
                 "active": self.active,
                 "tasksTimedOut": self.timed_out,
@@ -526,7 +528,7 @@ class RuleTable:
         if rule.fired or not rule.active or not rule.finished:
             return
         rule.fired = True
-        rule.expires_at = now + (RETAIN_FINISHED_WITH_FAILURES if rule.counts[4]
+        rule.expires_at = now + (RETAIN_FINISHED_WITH_FAILURES if rule.counts[STATUS_FAILED]
                                  else RETAIN_FINISHED)
         spec = rule.on_completion
         if spec is not None:
@@ -615,14 +617,14 @@ class RuleTable:
         with self.changed:
             if wait > 0:
                 self.changed.wait_for(self._has_adverts, wait)
-            rules = [r for r in self._rules.values() if r.active and r.counts[1] > 0]
-            shares = fair_shares([r.counts[1] for r in rules], MAX_ADVERTISEMENTS,
+            rules = [r for r in self._rules.values() if r.active and r.counts[STATUS_AVAILABLE] > 0]
+            shares = fair_shares([r.counts[STATUS_AVAILABLE] for r in rules], MAX_ADVERTISEMENTS,
                                  MAX_ADVERTISEMENTS_PER_RULE)
             parts = [r.advert_json(n) for r, n in zip(rules, shares)]
         return b"[" + b", ".join(parts) + b"]"
 
     def _has_adverts(self) -> bool:
-        return any(r.active and r.counts[1] > 0 for r in self._rules.values())
+        return any(r.active and r.counts[STATUS_AVAILABLE] > 0 for r in self._rules.values())
 
     def _parse_bids(self, bids: Any) -> list[_Bid]:
         if not isinstance(bids, list):
@@ -718,7 +720,7 @@ class RuleTable:
                     continue
                 rule.handin(ids, status, now, worker)
                 if rule.fired:  # a late result: keep the retention, do not restart the timeout
-                    rule.expires_at = now + (RETAIN_FINISHED_WITH_FAILURES if rule.counts[4]
+                    rule.expires_at = now + (RETAIN_FINISHED_WITH_FAILURES if rule.counts[STATUS_FAILED]
                                              else RETAIN_FINISHED)
                 self._check_finished(rule, now)
             self._changed()
