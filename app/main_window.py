@@ -34,6 +34,8 @@ from rules.chain import LOCALISATION, ChainStep, expected_outputs, from_factorie
 from rules.dataserver_client import DataClient
 from rules.errors import ClusterError
 from rules.presets import PresetError, load_preset, save_preset
+from rules.recipe_check import MODULE_SCHEMA_FILE
+from rules.recipe_params import params_from_json
 from rules.uris import make_cluster_uri
 from widgets.background import BackgroundCall, CallSignals
 from widgets.chain_editor import ChainEditor
@@ -64,6 +66,17 @@ def _server_features(address: ClusterAddress) -> tuple:
     from rules.ruleserver_client import RuleServerClient
     with RuleServerClient(address.ruleserver) as client:
         return address, client.extra_rule_info() is not None
+
+
+def _module_schema(address: ClusterAddress) -> tuple:
+    """``(address, {module: declarations})`` the cluster publishes in ``RECIPES/``, or
+    ``(address, None)`` when it publishes none (a PYME cluster: its modules are not guessed)."""
+    with DataClient(list(address.dataservers), address.serverfilter or "") as client:
+        try:
+            text = client.get_file(f"RECIPES/{MODULE_SCHEMA_FILE}")
+        except FileNotFoundError:
+            return address, None
+    return address, params_from_json(json.loads(text))
 
 
 def default_steps() -> list[ChainStep]:
@@ -346,7 +359,8 @@ class MainWindow(QMainWindow):
         self._watcher, self._watcher_thread = watcher, start_watcher(watcher)
         self.series_browser.set_source(
             lambda: DataClient(list(address.dataservers), address.serverfilter or ""))
-        self.chain_editor.set_available_modules(self._available_modules(address))
+        self.chain_editor.set_available_modules(None)
+        self._pool.start(BackgroundCall("modules", lambda: _module_schema(address), self._signals))
         self.chain_editor.set_recipe_source(lambda: self._list_cluster_recipes(address),
                                             lambda uri: self._fetch_text(address, uri))
         self._set_simulate_available()
@@ -374,13 +388,6 @@ class MainWindow(QMainWindow):
         return (f"Rule server: {self.address.ruleserver}\n"
                 f"Data server(s): {', '.join(self.address.dataservers)}\n"
                 f"Cluster name: {self.address.serverfilter or '(any)'}")
-
-    @staticmethod
-    def _available_modules(address: ClusterAddress):
-        if not address.embedded:
-            return None  # another cluster's workers may have other modules: do not guess
-        from cluster.recipes.registry import MODULES
-        return set(MODULES)
 
     @staticmethod
     def _list_cluster_recipes(address: ClusterAddress) -> list[str]:
@@ -708,6 +715,10 @@ class MainWindow(QMainWindow):
                 self.launch(series=acquisition.series_path, steps=steps,
                             spooler=acquisition)
             self.series_browser.refresh()
+        elif what == "modules":
+            address, modules = result
+            if address == self.address:
+                self.chain_editor.set_available_modules(modules)
         elif what == "features":
             address, spoolside = result
             if address == self.address:
@@ -725,6 +736,9 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Rule {str(result)[:6]}… aborted", 8000)
 
     def _on_call_failed(self, what: str, message: str) -> None:
+        if what == "modules":
+            logger.info("no module declarations from the cluster: %s", message)
+            return
         if what == "features":
             self.rule_view.set_requeue_available(f"the rule server did not answer ({message})")
             return

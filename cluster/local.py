@@ -9,6 +9,7 @@ a pipe from this process and exit when it closes, so they never outlive the clus
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -21,10 +22,12 @@ from typing import BinaryIO, Callable
 
 from cluster.dataserver import DataServer
 from cluster.http_base import Access
+from cluster.recipes.registry import module_schema
 from cluster.ruleserver import RuleServer
 from cluster.ruleserver.model import DEFAULT_LEASE_SECONDS
 from resources import resource_path
 from rules import nameservice
+from rules.recipe_check import MODULE_SCHEMA_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -159,13 +162,19 @@ class LocalCluster:
         return self.data_server.url
 
     def _publish_bundled_recipes(self) -> None:
-        """Put the bundled recipes in ``RECIPES/`` (never over a user's file of the same name)."""
+        """Put the bundled recipes in ``RECIPES/`` (never over a user's file of the same name), and
+        the modules' parameter declarations as ``RECIPES/{MODULE_SCHEMA_FILE}`` (always this
+        version's), for the chain editor (the app reads it; it never imports ``cluster``)."""
         folder = self.root / "RECIPES"
         folder.mkdir(exist_ok=True)
         for recipe in resource_path("recipes").glob("*.yaml"):
             target = folder / recipe.name
             if not target.exists():
                 target.write_bytes(recipe.read_bytes())
+        schema = (folder / MODULE_SCHEMA_FILE)
+        temporary = schema.with_name(schema.name + ".tmp")
+        temporary.write_text(json.dumps(module_schema(), indent=1), encoding="utf-8")
+        os.replace(temporary, schema)
 
     def start(self) -> "LocalCluster":
         self._publish_bundled_recipes()

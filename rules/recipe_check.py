@@ -1,12 +1,16 @@
 """Static checks of PYME recipe YAML for the chain editor (§6): parse errors, shape, module names."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import yaml
 
+from .recipe_params import Param, ParamError, coerce_value
 from .safeload import compose_yaml
+
+#: Where the embedded cluster publishes its modules' parameter declarations (in ``RECIPES/``).
+MODULE_SCHEMA_FILE = "spoolside_modules.json"
 
 
 class RecipeProblem(NamedTuple):
@@ -24,7 +28,9 @@ def _parse(text: str) -> tuple[Any, yaml.Node | None, list[RecipeProblem]]:
     try:
         node, data = compose_yaml(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        # an unclosed bracket is reported where it opens, not where the parser gave up
+        flow = exc.context_mark is not None and "flow" in (exc.context or "")
+        mark = exc.context_mark if flow else exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         detail = " ".join(part for part in (exc.context, exc.problem) if part)
         return None, None, [RecipeProblem(line, f"YAML does not parse: {detail or exc}")]
@@ -53,9 +59,13 @@ def _module_known(name: str, available: set[str]) -> bool:
     return "." not in name and any(m.rsplit(".", 1)[-1] == name for m in available)
 
 
-def check_recipe(text: str, available_modules: Iterable[str] | None = None) -> list[RecipeProblem]:
+def check_recipe(text: str, available_modules: Iterable[str] | Mapping[str, tuple[Param, ...]] | None
+                 = None) -> list[RecipeProblem]:
     """Problems with a recipe: YAML errors (with their line), a non-list recipe, items that are not
-    one-key ``module: {parameters}`` mappings, and modules not in ``available_modules`` (if given)."""
+    one-key ``module: {parameters}`` mappings, and modules not in ``available_modules`` (if given).
+    When ``available_modules`` maps names to their parameter declarations (published by the
+    cluster), unknown parameters and values of the wrong type are flagged on their own line, with
+    the message the cluster would give."""
     if text is None or not str(text).strip():
         return [RecipeProblem(None, "the recipe is empty")]
     data, node, problems = _parse(text)
@@ -74,9 +84,38 @@ def check_recipe(text: str, available_modules: Iterable[str] | None = None) -> l
             problems.append(RecipeProblem(line, f"item {index + 1} is not a one-key mapping "
                                                 "'module.Name: {parameters}'"))
             continue
-        (name, _), = item.items()
+        (name, params), = item.items()
         if available is not None and not _module_known(name, available):
             problems.append(RecipeProblem(line, f"module {name!r} is not available on the cluster"))
+        elif isinstance(available_modules, Mapping):
+            declared = available_modules.get(name)
+            if declared is None and "." not in name:
+                declared = next((v for k, v in available_modules.items()
+                                 if k.rsplit(".", 1)[-1] == name), None)
+            if declared is not None:
+                problems += _param_problems(name, params or {}, declared, item_nodes[index])
+    return problems
+
+
+def _param_problems(module: str, values: dict, declared: tuple[Param, ...],
+                    item_node: yaml.Node) -> list[RecipeProblem]:
+    lines: dict[str, int] = {}
+    params_node = item_node.value[0][1] if isinstance(item_node, yaml.MappingNode) else None
+    if isinstance(params_node, yaml.MappingNode):
+        lines = {str(k.value): k.start_mark.line + 1 for k, _ in params_node.value}
+    known = {p.name: p for p in declared}
+    problems = []
+    for key, value in values.items():
+        line = lines.get(str(key))
+        param = known.get(key)
+        if param is None:
+            problems.append(RecipeProblem(line, f"unknown parameter {key!r} for module {module} "
+                                                f"(known: {', '.join(sorted(known))})"))
+            continue
+        try:
+            coerce_value(module, param, value)
+        except ParamError as exc:
+            problems.append(RecipeProblem(line, str(exc)))
     return problems
 
 

@@ -262,6 +262,10 @@ def test_cluster_recipes_are_listed_fetched_and_checked(qtbot, make_window, rule
                                                         data_server, data_root):
     (data_root / "RECIPES").mkdir()
     (data_root / "RECIPES" / "odd.yaml").write_text("- fancy.Deconvolve: {inputName: input}\n")
+    # what the embedded cluster publishes at start: its modules' declarations
+    from cluster.recipes.registry import module_schema
+    from rules.recipe_check import MODULE_SCHEMA_FILE
+    (data_root / "RECIPES" / MODULE_SCHEMA_FILE).write_text(json.dumps(module_schema()))
     window = make_window()
     window.set_cluster(ClusterAddress(rule_server.url, (data_server.url,), "testcluster",
                                       embedded=True))
@@ -418,3 +422,19 @@ def test_failed_tasks_are_re_run_from_the_rule_table(qtbot, make_window, rule_se
                     timeout=10000)
     assert len(helpers.work(rule_server.url, rule_id)) == 3  # available again, and they complete
     qtbot.waitUntil(lambda: window.rule_model.rule_state(rule_id) == "finished", timeout=10000)
+
+
+def test_recipe_parameters_are_checked_from_what_the_cluster_publishes(qtbot, make_window, tmp_path):
+    from cluster.local import start_local_cluster
+    with start_local_cluster(tmp_path / "root", serverfilter="pub") as lc:
+        window = make_window()
+        window.set_cluster(ClusterAddress(lc.ruleserver_url, (lc.dataserver_url,), "pub",
+                                          embedded=True))
+        qtbot.waitUntil(lambda: isinstance(window.chain_editor._available_modules, dict),
+                        timeout=10000)
+        window.chain_editor.select_row(2)
+        text = window.chain_model.step(2).recipe.replace("sigmaX: 2.0", "sigmaX: two")
+        window.chain_editor.recipe_editor.yaml_edit.setPlainText(text)
+        problems = window.chain_editor.validate_now()
+        assert [p.line for p in problems] == [text.splitlines().index("    sigmaX: two") + 1]
+        assert "sigmaX" in problems[0].message and not window.launch_action.isEnabled()

@@ -145,8 +145,9 @@ class ChainEditor(QWidget):
         self._timer.start()
 
     def set_available_modules(self, modules) -> None:
-        """Recipe modules the cluster can run (``None``: the engine's defaults)."""
-        self._available_modules = None if modules is None else set(modules)
+        """Recipe modules the cluster can run: their names, or names → parameter declarations
+        (``rules.recipe_params.Param``), or ``None`` when unknown (then not checked)."""
+        self._available_modules = modules
         self._timer.start()
 
     def set_recipe_source(self, list_recipes, fetch_recipe) -> None:
