@@ -27,6 +27,7 @@ from cluster.ruleserver import RuleServer
 from cluster.ruleserver.model import DEFAULT_LEASE_SECONDS
 from resources import resource_path
 from rules import nameservice
+from rules.files import atomic_write
 from rules.recipe_check import MODULE_SCHEMA_FILE
 
 logger = logging.getLogger(__name__)
@@ -171,10 +172,7 @@ class LocalCluster:
             target = folder / recipe.name
             if not target.exists():
                 target.write_bytes(recipe.read_bytes())
-        schema = (folder / MODULE_SCHEMA_FILE)
-        temporary = schema.with_name(schema.name + ".tmp")
-        temporary.write_text(json.dumps(module_schema(), indent=1), encoding="utf-8")
-        os.replace(temporary, schema)
+        atomic_write(folder / MODULE_SCHEMA_FILE, json.dumps(module_schema(), indent=1))
 
     def start(self) -> "LocalCluster":
         self._publish_bundled_recipes()

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from typing import Callable, Iterable
 
 import numpy as np
 
 from .dataserver_client import DataClient
+from .files import atomic_path
 from .localisations import COLUMNS, PhotonConversion, localisation_columns
 from .results_reader import IncrementalTable
 
@@ -51,15 +51,9 @@ def export_localisations(batches: Iterable[dict[str, np.ndarray]], path: str | o
         raise FileExistsError(f"{target} already exists")
     if not target.parent.is_dir():
         raise FileNotFoundError(f"folder {target.parent} does not exist")
-    handle, temporary = tempfile.mkstemp(prefix="." + target.name, suffix=".part", dir=target.parent)
-    os.close(handle)
     writer: Callable = _write_csv if fmt == "csv" else _write_hdf5
-    try:
-        count = writer(batches, pathlib.Path(temporary))
-        os.replace(temporary, target)
-    except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as temporary:
+        count = writer(batches, temporary)
     return count
 
 

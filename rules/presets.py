@@ -7,14 +7,13 @@ the entry and the problem, and nothing is changed.
 from __future__ import annotations
 
 import logging
-import os
 import pathlib
-import tempfile
 from typing import Any
 
 import yaml
 
 from .factories import FACTORIES, RuleFactory, link
+from .files import atomic_write
 from .safeload import load_yaml
 
 logger = logging.getLogger(__name__)
@@ -74,17 +73,7 @@ def save_preset(path, factories) -> pathlib.Path:
     _check_data(data, path)
     text = yaml.safe_dump(data, default_flow_style=False, sort_keys=False, allow_unicode=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, text)
     logger.info("saved preset %s (%d steps)", path, len(data))
     return path
 

@@ -212,7 +212,7 @@ def test_tiff_round_trip_and_cm_resolution():
      ["output.CSVOutput", "output_dir.__class__"]),
     ("- output.CSVOutput: {inputName: Events, scheme: 'pyme-cluster://', filePattern: "
      "'{output_dir}/../../etc/x.csv'}\n", {"input": H5R_URI}, CONTEXT,
-     ["output.CSVOutput", "not a valid cluster path"]),
+     ["output.CSVOutput", "'..' component"]),
     ("- output.ImageOutput: {inputName: Events, scheme: 'pyme-cluster://'}\n", {"input": H5R_URI},
      CONTEXT, ["output.ImageOutput", "'Events' must be an image, but it is a table"]),
     ("- tablefilters.Mapping: {inputName: FitResults, mappings: {q: 'x * nope'}}\n",

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from pathlib import Path
 
 from PyQt5.QtCore import Qt, QThreadPool, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
@@ -27,6 +25,7 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
+from rules.files import atomic_write
 from rules.settings import SettingError, format_value, parse_setting, setting_for, setting_problem
 from widgets.background import BackgroundCall, CallSignals
 
@@ -269,13 +268,7 @@ class MetadataPanel(QWidget):
             text = json.dumps(self.model.metadata(), indent=1, sort_keys=True)
         except TypeError as exc:
             raise ValueError(f"metadata cannot be written as JSON: {exc}") from exc
-        target = Path(path)
-        partial = target.with_name(f".{target.name}.partial")
-        try:
-            partial.write_text(text, encoding="utf-8")
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
+        atomic_write(path, text)
 
     def _load_tag(self) -> str:
         return f"metadata load {self._request}"

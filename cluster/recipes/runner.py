@@ -6,10 +6,11 @@ import posixpath
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from rules.uris import check_name
+
 from .errors import RecipeError
 from .fileio import FormatError, read_csv, read_results, read_tiff
 from .modules.base import RecipeModule
-from .modules.output import cluster_path
 from .parser import parse_recipe
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def save_context(context: dict[str, Any], inputs: dict[str, str]) -> dict[str, A
         ctx.setdefault("input_dir", posixpath.dirname(path).lstrip("/"))
     if isinstance(ctx.get("output_dir"), str) and ctx["output_dir"]:
         try:
-            ctx["output_dir"] = cluster_path(ctx["output_dir"].rstrip("/"))
+            ctx["output_dir"] = check_name(ctx["output_dir"].rstrip("/"))
         except ValueError as exc:
             raise RecipeError(f"task output_dir {context['output_dir']!r}: {exc}") from exc
     return ctx

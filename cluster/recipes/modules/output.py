@@ -10,13 +10,14 @@ from __future__ import annotations
 import string
 from typing import Any, Callable
 
+from rules.uris import check_name
+
 from ..datatypes import Image, Table
 from ..errors import RecipeError
 from ..fileio import FormatError, write_csv, write_results, write_tiff
 from .base import Param, RecipeModule
 
 SCHEMES = ("File", "pyme-cluster://", "pyme-cluster:// - aggregate")
-CLUSTER_PREFIX = "pyme-cluster://"
 
 
 class _PlainFormatter(string.Formatter):
@@ -24,18 +25,6 @@ class _PlainFormatter(string.Formatter):
         if not field_name.isidentifier():
             raise KeyError(field_name)
         return self.get_value(field_name, args, kwargs), field_name
-
-
-def cluster_path(path: str) -> str:
-    """The bare cluster path: scheme and serverfilter of a ``PYME-CLUSTER://`` URI and leading
-    slashes removed; ``..`` components refused."""
-    if path.lower().startswith(CLUSTER_PREFIX):
-        rest = path[len(CLUSTER_PREFIX):]
-        path = rest.split("/", 1)[1] if "/" in rest else ""
-    path = path.lstrip("/")
-    if not path or any(part in ("..", ".") for part in path.split("/")):
-        raise ValueError(f"not a valid cluster path: {path!r}")
-    return path
 
 
 class OutputModule(RecipeModule):
@@ -62,7 +51,7 @@ class OutputModule(RecipeModule):
         except (ValueError, IndexError) as exc:
             raise self.error(f"bad filePattern {pattern!r}: {exc}") from exc
         try:
-            return cluster_path(formatted)
+            return check_name(formatted)
         except ValueError as exc:
             raise self.error(f"filePattern {pattern!r} gave {formatted!r}: {exc}") from exc
 
