@@ -62,3 +62,13 @@ def test_preset_name_dialog_flags_unusable_names(qtbot, name):
     dialog.name_edit.setText("STORM 2024-05 v1.2")
     assert not dialog.problem.isVisible() and dialog.ok_button.isEnabled()
     assert preset_name_problem(dialog.name()) == ""
+
+
+def test_the_simulate_dialog_offers_a_free_name_and_flags_a_taken_one(qtbot):
+    taken = {"sim/series_01.pcs", "sim/series_02.pcs"}
+    dialog = SimulateDialog(taken=taken)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.values()[0] == "sim/series_03" and dialog.ok_button.isEnabled()
+    dialog.name_edit.setText("sim/series_01")
+    assert "already has" in dialog.name_problem.text() and not dialog.ok_button.isEnabled()

@@ -78,19 +78,31 @@ def list_series(make_lister) -> list[SeriesEntry]:
         return walk_series(lambda p: client.listdirectory(p, fresh=True))
 
 
-def check_series_name(name: str) -> str:
-    """Why ``name`` cannot be a new series' cluster path ("" when it can)."""
+def check_series_name(name: str, taken: frozenset[str] | set[str] = frozenset()) -> str:
+    """Why ``name`` cannot be a new series' cluster path ("" when it can); ``taken`` holds the
+    series paths (``x/y.pcs``) the cluster already has."""
     from rules.uris import check_name
     name = name.strip()
     if not name:
         return "Type a name for the series, e.g. sim/series_01."
     if name.startswith("/") or name.endswith("/"):
         return "The name cannot start or end with '/'."
+    path = name if name.endswith(".pcs") else name + ".pcs"
     try:
-        check_name(name if name.endswith(".pcs") else name + ".pcs")
+        check_name(path)
     except ValueError as exc:
         return str(exc)[0].upper() + str(exc)[1:] + "."
+    if path in taken:
+        return f"The cluster already has a series {path}; pick another name."
     return ""
+
+
+def free_series_name(taken: frozenset[str] | set[str], stem: str = "sim/series_") -> str:
+    """The first ``sim/series_NN`` whose ``.pcs`` is not in ``taken``."""
+    n = 1
+    while f"{stem}{n:02d}.pcs" in taken:
+        n += 1
+    return f"{stem}{n:02d}"
 
 
 class SimulateDialog(QDialog):
@@ -99,8 +111,11 @@ class SimulateDialog(QDialog):
     A name the cluster would refuse is flagged under the field and "Spool and launch" stays off.
     """
 
-    def __init__(self, parent=None, name: str = "sim/series_01"):
+    def __init__(self, parent=None, name: str | None = None,
+                 taken: frozenset[str] | set[str] = frozenset()):
         super().__init__(parent)
+        self._taken = frozenset(taken)
+        name = name or free_series_name(self._taken)
         self.setWindowTitle("Simulate acquisition")
         self.name_edit = QLineEdit(name)
         self.name_edit.setToolTip("Cluster path of the new series (.pcs is added)")
@@ -142,11 +157,11 @@ class SimulateDialog(QDialog):
         return self.name_edit.text().strip(), self.frames.value(), self.fps.value()
 
     def accept(self) -> None:
-        if not check_series_name(self.name_edit.text()):
+        if not check_series_name(self.name_edit.text(), self._taken):
             super().accept()
 
     def _on_input_changed(self, *_args) -> None:
-        problem = check_series_name(self.name_edit.text())
+        problem = check_series_name(self.name_edit.text(), self._taken)
         self.name_problem.setText(f"⚠ {problem}" if problem else "")
         self.name_problem.setVisible(bool(problem))
         self.ok_button.setEnabled(not problem)
@@ -324,6 +339,7 @@ class SeriesBrowser(QWidget):
             self.seriesSelected.emit(chosen)
 
     def _on_simulate_clicked(self) -> None:
-        dialog = SimulateDialog(self)
+        taken = {entry.path for entry in self._entries if entry.is_series}
+        dialog = SimulateDialog(self, taken=taken)
         if dialog.exec_() == QDialog.Accepted:
             self.simulateRequested.emit(*dialog.values())
