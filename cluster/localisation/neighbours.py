@@ -31,6 +31,8 @@ REFIT_ROUNDS = 6
 WIDE_FIT = 1.2
 #: ... when wider by this many standard errors of its σ (not a faint spot's noisy σ).
 WIDE_SIGNIFICANCE = 4.0
+#: Fits closer than this (in PSF σ) may hide a third emitter: their frame is searched again.
+CLOSE_PAIR = 4.0
 #: The two halves of a split closer than this (in PSF σ) are one emitter after all.
 SPLIT_MIN_SEPARATION = 1.5
 
@@ -213,28 +215,51 @@ def resolve_crowding(fits: Fits, candidates: Callable[..., Fits],
                                SPLIT_MIN_SEPARATION * psf_px)
 
     fits = fits.subset(plausible(fits))
-    _, has_neighbour = neighbour_light(fits.theta, fits.f, fits.ix, fits.iy, half, reach)
-    # frames with close fits or fits wider than the PSF (two spots fitted as one) are searched
+    # frames with close fits, or fits wider than the PSF (two spots fitted as one), are searched
     # again in what the fits leave unexplained: emitters hidden by a brighter neighbour
-    busy = np.unique(fits.f[has_neighbour | (fits.theta[:, 3] > WIDE_FIT * psf_px)])
-    if busy.size == 0:
-        return fits
+    px, py = fits.centres()
+    close = np.zeros(len(fits), bool)
+    pairs = cKDTree(_frame_keys(fits.f, px, py, reach)).query_pairs(
+        CLOSE_PAIR * psf_px, output_type="ndarray")
+    close[pairs.ravel()] = True
+    busy = np.unique(fits.f[close | _wide(fits, psf_px)])
+    if busy.size:
+        fits = _search_hidden(fits, busy, candidates, search, plausible, frame_shape)
+    fits = _split_wide(fits, psf_px, reach)
+    return _refit_with_neighbours(fits, fit, plausible, reach)
+
+
+def _wide(fits: Fits, psf_px: float) -> np.ndarray:
+    """Fits significantly wider than the PSF."""
+    s_err = np.sqrt(np.abs(np.nan_to_num(fits.cov[:, 3, 3], nan=np.inf)))
+    return ((fits.theta[:, 3] > WIDE_FIT * psf_px)
+            & (fits.theta[:, 3] - psf_px > WIDE_SIGNIFICANCE * s_err))
+
+
+def _search_hidden(fits: Fits, busy: np.ndarray, candidates, search, plausible,
+                   frame_shape) -> Fits:
+    """Fits plus those of the candidates found in frames ``busy`` once the fits are subtracted."""
+    half = fits.half
     listed = np.isin(fits.f, busy)
     model = render(fits.theta[listed], np.searchsorted(busy, fits.f[listed]), fits.ix[listed],
                    fits.iy[listed], half, busy.size, frame_shape)
     nf, nx, ny = search(busy, model)
-    if nf.size:
-        def minus(f: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
-            return model[np.asarray(np.searchsorted(busy, f))[:, None, None], gx, gy]
+    if not nf.size:
+        return fits
 
-        new = candidates(busy[nf], nx, ny, minus=minus)
-        new.group = new.group + int(fits.group.max(initial=-1)) + 1
-        fits = fits.extend(new)
-        fits = fits.subset(plausible(fits))
-    # a fit significantly wider than the PSF starts again as two emitters
-    s_err = np.sqrt(np.abs(np.nan_to_num(fits.cov[:, 3, 3], nan=np.inf)))
-    wide = np.nonzero((fits.theta[:, 3] > WIDE_FIT * psf_px)
-                      & (fits.theta[:, 3] - psf_px > WIDE_SIGNIFICANCE * s_err))[0]
+    def minus(f: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+        return model[np.asarray(np.searchsorted(busy, f))[:, None, None], gx, gy]
+
+    new = candidates(busy[nf], nx, ny, minus=minus)
+    new.group = new.group + int(fits.group.max(initial=-1)) + 1
+    fits = fits.extend(new)
+    return fits.subset(plausible(fits))
+
+
+def _split_wide(fits: Fits, psf_px: float, reach: float) -> Fits:
+    """A fit significantly wider than the PSF starts again as two emitters."""
+    half = fits.half
+    wide = np.nonzero(_wide(fits, psf_px))[0]
     if wide.size:
         light, _ = neighbour_light(fits.theta, fits.f, fits.ix, fits.iy, half, reach)
         pair = split_wide(fits.theta[wide], fits.rois[wide] - light[wide]
@@ -242,7 +267,12 @@ def resolve_crowding(fits: Fits, candidates: Callable[..., Fits],
         twin = fits.subset(wide)
         fits.theta[wide], twin.theta = pair[0], pair[1]
         fits = fits.extend(twin)
-    # refit every fit whose neighbours' light (subtracted from its ROI) is out of date
+    return fits
+
+
+def _refit_with_neighbours(fits: Fits, fit: FitFunction, plausible, reach: float) -> Fits:
+    """Refit every fit whose neighbours' light (subtracted from its ROI) is out of date."""
+    half = fits.half
     used = np.zeros_like(fits.rois)
     for _ in range(REFIT_ROUNDS):
         light, _ = neighbour_light(fits.theta, fits.f, fits.ix, fits.iy, half, reach)
