@@ -94,13 +94,16 @@ class Worker:
     def _heartbeats(self) -> None:
         """Renew the lease on the running tasks every third of the lease."""
         client = RuleServerClient(self.rules.base_url, timeout=5)
-        while not self.stopping.wait(self.lease / 3):
-            if not self.running_tasks.is_set():
-                continue
-            try:
-                self.lease = max(0.3, client.heartbeat(self.worker_id))
-            except ClusterError as exc:
-                logger.warning("heartbeat failed: %s", exc)
+        beat = True  # the first one (holding nothing) learns the server's lease
+        while True:
+            if beat:
+                try:
+                    self.lease = max(0.3, client.heartbeat(self.worker_id))
+                except ClusterError as exc:
+                    logger.warning("heartbeat failed: %s", exc)
+            if self.stopping.wait(self.lease / 3):
+                return
+            beat = self.running_tasks.is_set()
 
     # -- bidding ----------------------------------------------------------------------------
     def _win(self, advert: dict) -> list[Task]:
