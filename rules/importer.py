@@ -25,7 +25,7 @@ from rules.dataserver_client import DataClient
 from rules.metadata import MetaDataHandler
 from rules.pzf import COMPRESSION_HUFFMAN, PZFError, decode_frame, encode_frame
 from rules.settings import SettingError, check_setting
-from rules.tiff_metadata import imagej_pixel_size_nm, ome_pixel_size_nm
+from rules.tiff_metadata import tiff_pixel_size_nm
 from rules.uris import check_name
 
 __all__ = ["REQUIRED", "ImportDataError", "ImportSource", "open_source", "import_series",
@@ -97,13 +97,7 @@ def _open_tiff(path: pathlib.Path) -> ImportSource:
             series = tif.series[0]
             axes, shape = series.axes, series.shape
             kind = "ome-tiff" if tif.is_ome else "imagej-tiff" if tif.is_imagej else "tiff"
-            ome_xml = tif.ome_metadata if tif.is_ome else None
-            imagej = tif.imagej_metadata or {}
-            tags = tif.pages[0].tags
-            resolution = ((tags["XResolution"].value,
-                           (tags["YResolution"] if "YResolution" in tags else tags["XResolution"]).value)
-                          if "XResolution" in tags else None)
-            unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else None
+            x_nm, y_nm, _ = tiff_pixel_size_nm(tif)
             stack = series.asarray()
     except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
         raise ImportDataError(f"{path.name}: not a readable TIFF (truncated or damaged?): {exc}") from exc
@@ -127,11 +121,6 @@ def _open_tiff(path: pathlib.Path) -> ImportSource:
     stack = np.ascontiguousarray(np.moveaxis(stack.reshape([shape[i] for i in keep]),
                                              [keep.index(i) for i in order], [0, 1, 2]))
     metadata: dict[str, Any] = {}
-    x_nm, y_nm, _ = ome_pixel_size_nm(ome_xml)
-    if x_nm is None or y_nm is None:
-        x_nm, y_nm = imagej_pixel_size_nm(resolution, unit, imagej)
-        if not imagej.get("unit") and unit not in (2, 3):
-            x_nm = y_nm = None  # resolution without a length unit says nothing about size
     if x_nm is not None and y_nm is not None:
         metadata.update({"voxelsize.x": x_nm / 1e3, "voxelsize.y": y_nm / 1e3,
                          "voxelsize.units": "um"})

@@ -54,3 +54,22 @@ def imagej_pixel_size_nm(resolution: tuple[Any, Any] | None, resolution_unit: in
     if unit_nm is None or not all(r > 0 for r in per_unit):
         return None, None
     return unit_nm / per_unit[0], unit_nm / per_unit[1]
+
+
+def tiff_pixel_size_nm(tif) -> tuple[float | None, float | None, float | None]:
+    """``(x, y, z)`` pixel size in nm of an open ``tifffile.TiffFile``: OME-XML first, else ImageJ's
+    ``unit`` (z from ``spacing``) or the ResolutionUnit tag with the resolution tags."""
+    x, y, z = ome_pixel_size_nm(tif.ome_metadata if tif.is_ome else None)
+    if x is not None and y is not None:
+        return x, y, z
+    imagej = tif.imagej_metadata or {}
+    tags = tif.pages[0].tags
+    resolution = None
+    if "XResolution" in tags:
+        resolution = (tags["XResolution"].value,
+                      (tags["YResolution"] if "YResolution" in tags else tags["XResolution"]).value)
+    unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else None
+    x, y = imagej_pixel_size_nm(resolution, unit, imagej)
+    unit_nm = UNITS_NM.get(str(imagej.get("unit", "um")).strip().lower(), 1e3)
+    z = float(imagej["spacing"]) * unit_nm if "spacing" in imagej else None
+    return x, y, z

@@ -21,7 +21,7 @@ import tables
 import tifffile
 
 from cluster import h5r  # also installs the safe unpickler PyTables uses for attributes
-from rules.tiff_metadata import UNITS_NM, imagej_pixel_size_nm, ome_pixel_size_nm
+from rules.tiff_metadata import tiff_pixel_size_nm
 
 from .datatypes import Image, Table
 
@@ -133,17 +133,9 @@ def read_tiff(data: bytes) -> Image:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             array = tif.asarray()
             imagej = tif.imagej_metadata or {}
-            ome_x, ome_y, ome_z = ome_pixel_size_nm(tif.ome_metadata if tif.is_ome else None)
-            tags = tif.pages[0].tags
-            resolution = ((tags["XResolution"].value,
-                           (tags["YResolution"] if "YResolution" in tags else tags["XResolution"]).value)
-                          if "XResolution" in tags else None)
-            unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else None
-            vx, vy = imagej_pixel_size_nm(resolution, unit, imagej)
+            vx, vy, vz = tiff_pixel_size_nm(tif)
     except (tifffile.TiffFileError, ValueError, IndexError) as exc:
         raise FormatError(f"not a readable TIFF: {exc}") from exc
-    if ome_x is not None and ome_y is not None:
-        vx, vy = ome_x, ome_y
     array = np.squeeze(array)
     if array.ndim not in (2, 3):
         raise FormatError(f"TIFF of shape {array.shape}: only 2-D images and z stacks are supported")
@@ -152,8 +144,7 @@ def read_tiff(data: bytes) -> Image:
     if vx is None or vy is None:
         vx = vy = 1.0
         metadata["voxelsize.unknown"] = True
-    unit_nm = UNITS_NM.get(str(imagej.get("unit", "um")).lower(), 1e3)
-    vz = ome_z or (float(imagej["spacing"]) * unit_nm if "spacing" in imagej else vx)
+    vz = vz or vx
     origin = (-float(imagej.get("xorigin", 0.0)) * vx, -float(imagej.get("yorigin", 0.0)) * vy,
               -float(imagej.get("zorigin", 0.0)) * vz)
     metadata.update({"voxelsize.x": vx / 1e3, "voxelsize.y": vy / 1e3, "voxelsize.z": vz / 1e3,
