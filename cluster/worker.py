@@ -40,7 +40,7 @@ REMOTE_COST = 1.0
 LOCALISATION_BATCH = 64
 IDLE_POLL_S = 0.05
 #: An idle worker's long poll for adverts (the server answers as soon as tasks appear).
-ADVERT_WAIT_S = 10.0
+ADVERT_WAIT_S = 25.0
 #: Hand-ins are retried this long through a rule-server outage.
 HANDIN_PATIENCE_S = 45.0
 #: Lease assumed until the rule server says otherwise (heartbeats go out every third of it).

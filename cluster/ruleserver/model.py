@@ -45,6 +45,8 @@ FOLLOWON_HISTORY = 10000
 #: A task won by a named worker is re-queued this long after the worker's last heartbeat
 #: (capped by the task timeout); anonymous bidders (PYME nodes) keep the plain task timeout.
 DEFAULT_LEASE_SECONDS = 10.0
+#: The background pass runs this often while the server holds no rule at all.
+IDLE_TICK_SECONDS = 1.0
 WORKER_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 RULE_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -795,7 +797,8 @@ class RuleTable:
                 self._changed()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.tick_interval):
+        # with no rules there is nothing to time out: wake less often (idle CPU)
+        while not self._stop.wait(self.tick_interval if self._rules else IDLE_TICK_SECONDS):
             try:
                 self.tick()
             except Exception:  # the pass must survive anything: log it and carry on
