@@ -103,3 +103,13 @@ def test_chain_check_flags_every_setting_the_worker_refuses(key, value):
     step = ChainStep.localisation({**md})
     messages = [p.message for p in chain_problems([step], preview_context(SERIES))]
     assert messages == [str(refused.value)]
+
+
+def test_a_pyme_chained_analysis_preset_runs_from_spoolside_launch(cluster, rule_server, data_server,
+                                                                   tmp_path, capsys):
+    from rules.cli import run_launch
+    path = tmp_path / "pyme.yaml"
+    path.write_text(helpers.PYME_PRESET)
+    assert run_launch([str(path), "--series", SERIES, "--server", rule_server.url,
+                       "--dataserver", data_server.url, "--serverfilter", "testcluster"]) == 0
+    assert capsys.readouterr().out.startswith("pushed rule ")

@@ -438,3 +438,24 @@ def test_recipe_parameters_are_checked_from_what_the_cluster_publishes(qtbot, ma
         problems = window.chain_editor.validate_now()
         assert [p.line for p in problems] == [text.splitlines().index("    sigmaX: two") + 1]
         assert "sigmaX" in problems[0].message and not window.launch_action.isEnabled()
+
+
+def test_a_pyme_chained_analysis_preset_runs_from_the_window(qtbot, make_window, rule_server,
+                                                             data_server, fixture_series_root,
+                                                             tmp_path):
+    import helpers
+
+    from rules.presets import load_preset
+    path = tmp_path / "pyme.yaml"
+    path.write_text(helpers.PYME_PRESET)  # tiles are SpoolLocalLocalizationRuleFactory
+    window = make_window()
+    window.set_cluster(ClusterAddress(rule_server.url, (data_server.url,), "testcluster"))
+    window.chain_model.set_factories(load_preset(path))
+    window.set_series(SERIES)
+    window.chain_editor.validate_now()
+    with qtbot.waitSignal(window.launcher.launched, timeout=20000) as blocker:
+        assert window.launch() is not None
+    _, rule_id = blocker.args
+    pushed = next(r for r in window.launcher.rules if r.rule_id == rule_id)
+    assert type(pushed).__name__ == "LocalisationRule"  # no spooler here: the series on the cluster
+    assert helpers.queue_info(rule_server.url)[rule_id]["tasksPosted"] > 0
