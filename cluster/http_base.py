@@ -59,8 +59,9 @@ class Limits:
 
     #: Largest body streamed to disk (a data-server PUT of a file), after decompression.
     max_body: int = 8 << 30
-    #: Largest body held in memory (rules, bids, hand-ins, appends), after decompression.
-    max_memory_body: int = 256 << 20
+    #: Largest body held in memory (rules, bids, hand-ins, appends, any gzip body), after
+    #: decompression (a batch of fit results is well under a megabyte).
+    max_memory_body: int = 64 << 20
     #: A kept-alive connection with no new request, or a body/reply that stalls, is closed after this.
     idle_timeout: float = 60.0
     #: The request line and headers must all arrive within this many seconds of their first byte.

@@ -283,3 +283,30 @@ def test_adverts_are_fair_to_new_rules(rule_server, http):
     later = {a["ruleID"]: a["availableTaskIDs"] for a in
              http.get(url + "/task_advertisements").json()}[old[0]]
     assert not set(first[:100]) & set(later)
+
+
+def test_rule_size_is_bounded(rule_server):
+    url = rule_server.url + "/add_integer_id_rule"
+    reply = requests.post(url + "?max_tasks=50000000", json={"template": "{}"}, timeout=10)
+    assert reply.status_code == 400 and "max_tasks must be between" in reply.json()["error"]
+    assert requests.post(url + "?max_tasks=2000000", json={"template": "{}"},
+                         timeout=10).status_code == 200
+
+
+def test_huge_release_is_applied_whole_in_chunks(rule_server):
+    from cluster.ruleserver.model import RELEASE_CHUNK
+    n = 3 * RELEASE_CHUNK + 5
+    rule_id = requests.post(rule_server.url + f"/add_integer_id_rule?max_tasks={n}"
+                            f"&release_start=0&release_end={n - 2}", json={"template": "{}"},
+                            timeout=10).json()["ruleID"]
+    info = requests.get(rule_server.url + "/distributor/queues", timeout=10).json()["result"]
+    assert info[rule_id]["tasksPosted"] == n - 2
+    requests.get(rule_server.url + f"/release_rule_tasks?ruleID={rule_id}&release_start=0"
+                 f"&release_end={n}", timeout=10).raise_for_status()
+    info = requests.get(rule_server.url + "/distributor/queues", timeout=10).json()["result"]
+    assert info[rule_id]["tasksPosted"] == n
+    reply = requests.post(rule_server.url + "/add_integer_id_rule?max_tasks=10&release_start=0"
+                          "&release_end=11", json={"template": "{}"}, timeout=10)
+    assert reply.status_code == 400
+    assert len(requests.get(rule_server.url + "/distributor/queues",
+                            timeout=10).json()["result"]) == 1

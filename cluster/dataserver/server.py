@@ -233,8 +233,12 @@ class DataRequestHandler(RequestHandler):
         self._send_empty()
 
     def _receive_into(self, out) -> None:
-        """Stream the request body (gunzipped if it says so) into ``out``, within the limit."""
-        for chunk in self.iter_body(self.limits.max_body):
+        """Stream the request body (gunzipped if it says so) into ``out``, within the limit
+        (for gzip bodies the in-memory one: a small body never unpacks into a huge file)."""
+        limit = self.limits.max_body
+        if self.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity"):
+            limit = min(limit, self.limits.max_memory_body)
+        for chunk in self.iter_body(limit):
             out.write(chunk)
 
     def _aggregate_txt(self, name: str) -> None:

@@ -35,7 +35,11 @@ MAX_ADVERTISEMENTS = 30000
 #: ... and at most this many per rule, shared out fairly between rules.
 MAX_ADVERTISEMENTS_PER_RULE = 5000
 DEFAULT_MAX_TASKS = 1_000_000
-MAX_MAX_TASKS = 50_000_000
+#: Largest rule (a task costs ~14 bytes of state, up to ~26 once bids are placed).
+MAX_MAX_TASKS = 2_000_000
+#: Releases are applied this many tasks at a time, the lock let go in between, so one huge
+#: release never keeps the other clients waiting more than a few milliseconds.
+RELEASE_CHUNK = 1 << 16
 DEFAULT_RULE_TIMEOUT = 3600.0
 #: A finished rule stays visible this long (longer when some of its tasks failed).
 RETAIN_FINISHED = 60.0
@@ -582,15 +586,36 @@ class RuleTable:
         inputs = parse_inputs_by_task(spec.get("inputsByTask"), max_tasks)
         on_completion = Completion.parse(spec.get("on_completion"))
         with self.lock:
-            return self._add(template, inputs, on_completion, max_tasks, rule_timeout, release,
-                             rule_id, None, self.clock())
+            rule_id = self._add(template, inputs, on_completion, max_tasks, rule_timeout, None,
+                                rule_id, None, self.clock())
+            if release is not None:
+                rule = self._rules[rule_id]
+                try:
+                    rule.check_range(*release)
+                except InvalidRequest:
+                    del self._rules[rule_id]
+                    self._forget(rule)
+                    raise
+        if release is not None:
+            self.release(rule_id, *release)
+        return rule_id
 
     def release(self, rule_id: str, start: int, end: int) -> int:
+        """Release ``[start, end)`` in chunks of ``RELEASE_CHUNK``, letting others in between."""
         with self.lock:
             rule = self._get(rule_id)
-            n = rule.release(start, end, self.clock())
-            self._changed()
-            return n
+            rule.check_range(start, end)
+        n = 0
+        for lo in range(start, end, RELEASE_CHUNK) if start < end else [start]:
+            with self.lock:
+                if self._rules.get(rule_id) is not rule:
+                    break  # aborted or replaced meanwhile
+                n += rule.release(lo, min(end, lo + RELEASE_CHUNK) if start < end else end,
+                                  self.clock())
+                self._changed()
+            if end - lo > RELEASE_CHUNK:
+                time.sleep(0.0005)  # let a waiting client take the lock (locks are not fair)
+        return n
 
     def mark_release_complete(self, rule_id: str, n_tasks: int | None = None) -> None:
         with self.lock:
