@@ -171,6 +171,7 @@ class Server(ThreadingHTTPServer):
         self.limits = limits or Limits()
         self.access = access or Access()
         self.host_names = _known_host_names()
+        self.trusted_clients: set[str] = set()  # addresses admitted without a token (a cache)
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(*args, **kwargs)
@@ -296,7 +297,13 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _access_problem(self) -> None:
         server = self.server
-        if not server.access.admits(self.client_address[0], self.headers.get(TOKEN_HEADER)):
+        client = self.client_address[0]
+        if client in server.trusted_clients:
+            pass
+        elif server.access.admits(client, None):
+            if len(server.trusted_clients) < 4096:
+                server.trusted_clients.add(client)
+        elif not server.access.admits(client, self.headers.get(TOKEN_HEADER)):
             raise HTTPError(403, f"{self.client_address[0]} is not allowed: it is not in the "
                                  "cluster's --allow networks and sent no valid token")
         host = self.headers.get("Host")
