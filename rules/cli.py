@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 import time
 
 from .chain import rule_for_series
@@ -196,6 +198,16 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
+def _stop_on_signals() -> threading.Event:
+    """An event set by Ctrl-C (SIGINT) or SIGTERM. The handlers are installed explicitly, because a
+    process started in the background inherits SIGINT ignored and would never see Ctrl-C."""
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda *_: stop.set())
+    return stop
+
+
 def run_watch(args, stop=None) -> int:
     """Run ``spoolside watch``: launch the preset on every new matching series, printing each
     launch, until Ctrl-C (or until the ``stop`` event is set). Returns 0, or 1 on a bad start."""
@@ -222,8 +234,11 @@ def run_watch(args, stop=None) -> int:
         print(f"watching {launcher.glob} on {cluster.ruleserver_url} for new series "
               "(Ctrl-C to stop)", flush=True)
         launcher.start()
-        while stop is None or not stop.is_set():
-            time.sleep(0.2)
+        if stop is None:
+            stop = _stop_on_signals()
+        while not stop.wait(0.2):
+            pass
+        print("stopped watching", flush=True)
         return 0
     except (PresetError, ClusterError, ValueError, TypeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
