@@ -10,10 +10,15 @@ import pytest
 import tables
 
 from cluster.localisation import FIT_RESULTS_DTYPE, LocalisationError, localise_frames
-from cluster.localisation.background import bg_frame_indices
+from cluster.localisation.background import bg_frame_indices, without_spots
 from cluster.localisation.camera import CameraModel
 from cluster.localisation.fitting import fisher_information
-from cluster.localisation.synthetic import SIMULATED_CAMERA, match_to_truth, simulate_frames
+from cluster.localisation.synthetic import (
+    SIMULATED_CAMERA,
+    expected_image,
+    match_to_truth,
+    simulate_frames,
+)
 from cluster.pzf import decode_frame
 
 
@@ -195,7 +200,14 @@ def test_background_stack_matches_direct_estimate(indices, pct):
             assert rel_var[k] == 0 and maps[k].shape == (16, 16)
             continue
         stack = raw[bg_idx].astype(float)
-        expected = np.percentile(stack, 50, axis=0) if pct else stack.mean(axis=0)
+        if pct:
+            expected = np.percentile(stack, 50, axis=0)
+        else:   # the mean of the pixels outside spots (here: outside noise peaks)
+            clean, keep = without_spots(stack.astype(np.float32), camera.gamma)
+            n_kept = keep.sum(axis=0)
+            expected = np.where(n_kept > 0, clean.sum(axis=0) / np.maximum(n_kept, 1),
+                                stack.mean(axis=0))
+            assert n_kept.mean() > 0.99 * len(bg_idx)   # noise alone is hardly ever a spot
         np.testing.assert_allclose(maps[k], expected, rtol=1e-5)
         assert rel_var[k] > 0
 
@@ -260,3 +272,20 @@ def test_a_wrong_psf_guess_is_corrected_from_the_bright_spots():
     wrong = localise_frames(lambda i: frames[i], range(20), {**md, "Analysis.PSFSigmaGuess": 90.0})
     assert abs(np.median(wrong["fitResults"]["sigma"]) - 130.0) < 6.0
     assert rmse(wrong) < 1.02 * rmse(right)
+
+
+def test_blinking_spots_do_not_leak_into_the_temporal_background():
+    """A spot on in half the background frames is left out of their mean (the plain mean, PYME's,
+    would raise the background under it and dim the next frame's spot there)."""
+    from cluster.localisation import FitSettings, _background_stack, _FrameCache
+
+    rng = np.random.default_rng(8)
+    spot = expected_image(np.array([[16.3, 15.8]]), 3000.0, 1.3, (32, 32))
+    raw = np.stack([rng.poisson(20.0 + (spot if 3 <= t < 8 else 0.0 * spot)) for t in range(11)])
+    md = {"Analysis.FitModule": "LatGaussFitFR", "voxelsize.x": 0.1, "voxelsize.y": 0.1,
+          "Analysis.BGRange": [-10, 0]}
+    settings = FitSettings.from_metadata(md)
+    cache = _FrameCache(lambda i: raw[i].astype(np.uint16), CameraModel.from_metadata(md))
+    maps, _ = _background_stack(cache, [10], settings)
+    assert abs(maps[0][14:19, 14:19].mean() - 20.0) < 1.5
+    assert raw[:10, 14:19, 14:19].mean() > 50       # what the plain mean would have given

@@ -3,9 +3,9 @@
 :func:`localise_frames` takes a frame getter, the frame indices of a task and the series metadata
 (flat dotted keys) and returns rows of :data:`FIT_RESULTS_DTYPE`.  Steps: camera model (ADU →
 effective photons, :mod:`.camera`, with sCMOS dark, variance and flat-field maps from
-:mod:`.camera_maps`); background from the ``Analysis.BGRange`` frames (running
-mean, or percentile with ``Analysis.PCTBackground``) or, with none, from the frame itself
-(:mod:`.background`); candidates where the PSF-matched filter exceeds ``Analysis.
+:mod:`.camera_maps`); background from the ``Analysis.BGRange`` frames (running mean of the
+pixels outside spots, or percentile with ``Analysis.PCTBackground``) or, with none, from the
+frame itself (:mod:`.background`); candidates where the PSF-matched filter exceeds ``Analysis.
 DetectionThreshold`` × 5 σ of its noise, σ from the camera noise model at the local background
 plus each pixel's read-noise variance (:mod:`.detection`); a Poisson + read-noise
 maximum-likelihood fit of a pixel-integrated Gaussian with flat background, Newton's method on
@@ -152,7 +152,9 @@ class _FrameCache:
         self._get = get_frame
         self._camera = camera
         self.maps = CameraMaps()
+        self.read_variance: float | np.ndarray = 0.0
         self._frames: dict[int, np.ndarray] = {}
+        self._clean: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def raw(self, index: int) -> np.ndarray:
         raw = np.asarray(self._get(index))
@@ -169,9 +171,25 @@ class _FrameCache:
             self._frames[index] = frame
         return frame
 
+    def clean(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ``index`` with its spot pixels zeroed, and the mask of pixels kept."""
+        if index not in self._clean:
+            self.prepare_clean([index])
+        return self._clean[index]
+
+    def prepare_clean(self, indices) -> None:
+        """Compute :meth:`clean` for many frames at once (one batched background estimate)."""
+        todo = [i for i in indices if i not in self._clean]
+        if todo:
+            cleaned, keep = _background.without_spots(np.stack([self[i] for i in todo]),
+                                                      self.read_variance)
+            for k, i in enumerate(todo):
+                self._clean[i] = (cleaned[k], keep[k])
+
     def forget_before(self, index: int) -> None:
-        for key in [k for k in self._frames if k < index]:
-            del self._frames[key]
+        for store in (self._frames, self._clean):
+            for key in [k for k in store if k < index]:
+                del store[key]
 
 
 def _block_means(maps: np.ndarray, block: int) -> np.ndarray:
@@ -198,7 +216,19 @@ def _background_stack(cache: _FrameCache, batch: Sequence[int],
     rel_var: list[float] = []
     own: list[int] = []          # positions in batch of frames estimated from themselves
     window: range = range(0)
-    total = None
+    total: np.ndarray = np.zeros(0)
+    count: np.ndarray = total
+    plain: np.ndarray = total
+    if settings.pct_background <= 0:
+        cache.prepare_clean(sorted({i for index in batch for i in _background.bg_frame_indices(
+            index, settings.bg_range, settings.laser_on)}))
+
+    def add(i, sign):
+        clean, keep = cache.clean(i)
+        total[...] += sign * clean
+        count[...] += sign * keep
+        plain[...] += sign * cache[i]
+
     for index in batch:
         indices = _background.bg_frame_indices(index, settings.bg_range, settings.laser_on)
         if len(indices) == 0:
@@ -211,20 +241,23 @@ def _background_stack(cache: _FrameCache, batch: Sequence[int],
                                                 settings.pct_background))
             rel_var.append(math.pi / 2 / len(indices))
             continue
-        # running sum over the sliding window of background frames
-        if total is None or indices.start < window.start or indices.start >= window.stop:
-            total = np.zeros(cache[index].shape, np.float64)
+        # running sums over the sliding window of background frames: of their pixels outside
+        # spots, how many those are, and of all pixels (where every frame had a spot there)
+        if not total.size or indices.start < window.start or indices.start >= window.stop:
+            total, count, plain = (np.zeros(cache[index].shape, np.float64) for _ in range(3))
             for i in indices:
-                total += cache[i]
+                add(i, 1)
         else:
             for i in range(window.start, indices.start):
-                total -= cache[i]
+                add(i, -1)
             for i in range(max(window.stop, indices.start), indices.stop):
-                total += cache[i]
+                add(i, 1)
             for i in range(indices.stop, window.stop):
-                total -= cache[i]
+                add(i, -1)
         window = indices
-        maps.append((total / len(indices)).astype(np.float32))
+        counted = np.rint(count)
+        maps.append(np.where(counted >= 1, total / np.maximum(counted, 1),
+                             plain / len(indices)).astype(np.float32))
         rel_var.append(1.0 / len(indices))
     if own:
         estimates = _background.from_frame(np.stack([cache[batch[k]] for k in own]))
@@ -264,6 +297,7 @@ def localise_frames(get_frame: Callable[[int], np.ndarray], frame_indices: Seque
         raise LocalisationError(str(exc)) from exc
     cache.maps = maps
     pixel_var = maps.read_variance_units(camera)
+    cache.read_variance = camera.gamma if pixel_var is None else pixel_var
     noise = _NoiseModel(camera, pixel_var, settings.psf_sigma_nm / settings.voxel_nm[0])
     batch_frames = max(1, BATCH_PIXELS // cache[indices[0]].size)
     for start in range(0, len(indices), batch_frames):

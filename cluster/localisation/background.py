@@ -1,10 +1,22 @@
-"""Background estimates: from the ``Analysis.BGRange`` frames, or from the frame itself."""
+"""Background estimates: from the ``Analysis.BGRange`` frames, or from the frame itself.
+
+The mean over the ``BGRange`` frames leaves out each frame's spot pixels (:func:`without_spots`),
+so a blinking emitter that was on in an earlier frame does not raise the background, and dim,
+the spots of the frames after it; a pixel that is a spot in every background frame gets the plain
+mean.
+"""
 from __future__ import annotations
 
 import functools
 from typing import Sequence
 
 import numpy as np
+from scipy import ndimage
+
+#: A background frame's pixel is part of a spot when it exceeds the frame's own smooth background
+#: by this many σ of its noise; spot pixels, grown by ``SPOT_GROW`` px, stay out of the mean.
+SPOT_SIGMA = 4.0
+SPOT_GROW = 2
 
 
 def bg_frame_indices(index: int, bg_range: Sequence[int], laser_on: int = 0) -> range:
@@ -60,3 +72,15 @@ def from_frame(frames: np.ndarray, block: int = 16) -> np.ndarray:
     med = np.median(tiles, axis=3).astype(np.float32)
     out = _interpolation_matrix(w, nbx, block) @ med @ _interpolation_matrix(h, nby, block).T
     return out[0] if single else out
+
+
+def without_spots(frames: np.ndarray, read_variance=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(frames with spot pixels zeroed, 1/0 masks of the pixels kept)`` for ``(n, W, H)``
+    frames in photon units; ``read_variance`` is one value or a ``(W, H)`` map."""
+    frames = np.asarray(frames, np.float32)
+    smooth = from_frame(frames)
+    sigma = np.sqrt(np.maximum(smooth, 0.0) + read_variance + 1.0)
+    spot = frames - smooth > SPOT_SIGMA * sigma
+    grown = ndimage.maximum_filter(spot, size=(1, 2 * SPOT_GROW + 1, 2 * SPOT_GROW + 1))
+    keep = (~grown).astype(np.float32)
+    return frames * keep, keep
