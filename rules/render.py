@@ -106,3 +106,13 @@ def colourise(image: np.ndarray, lut: np.ndarray, levels: tuple[float, float]) -
     scale = (len(lut) - 1) / (high - low) if high > low else 0.0
     index = np.clip((image - low) * scale, 0, len(lut) - 1).astype(np.intp)
     return packed[index]
+
+
+def max_pool(image: np.ndarray, factor: int) -> np.ndarray:
+    """``image`` shrunk by an integer ``factor`` keeping each block's maximum (thin structures stay
+    visible in an overview, unlike sampling every ``factor``-th pixel)."""
+    if factor <= 1:
+        return image
+    h, w = image.shape[0] // factor * factor, image.shape[1] // factor * factor
+    blocks = image[:h, :w].reshape(h // factor, factor, w // factor, factor)
+    return blocks.max(axis=(1, 3))

@@ -6,7 +6,7 @@ import tables
 
 from cluster.simulator import SampleModel, SimulatedAcquisition
 from rules import LocalisationRuleFactory
-from rules.render import DensityCanvas, colourise, contrast_levels
+from rules.render import DensityCanvas, colourise, contrast_levels, max_pool
 from widgets.live_view import LiveView, colour_table, length_label, nice_length
 
 ANALYSIS = {"Analysis.FitModule": "LatGaussFitFR", "Analysis.DetectionThreshold": 1.0,
@@ -21,6 +21,22 @@ def test_canvas_counts_and_grows():
     assert canvas.counts.shape == (256, 512) and canvas.counts[1, 300] == 1 and canvas.total == 4
     argb = colourise(canvas.counts, colour_table("hot"), contrast_levels(canvas.counts, 100))
     assert argb[0, 1] == 0xFFFFFFFF and argb[0, 2] == 0xFF000000  # brightest white, empty black
+
+
+def test_overview_keeps_thin_lines_when_zoomed_out():
+    image = np.zeros((8, 8), np.float32)
+    image[:, 3] = 1.0  # a one-pixel line that sampling every 4th column would miss
+    assert max_pool(image, 4).tolist() == [[1.0, 0.0], [1.0, 0.0]]
+    from PyQt5.QtCore import QRectF
+    from PyQt5.QtGui import QImage
+
+    from widgets.live_view import QImageItem
+    full, half, quarter = QImage(8, 8, QImage.Format_RGB32), QImage(4, 4, QImage.Format_RGB32), \
+        QImage(2, 2, QImage.Format_RGB32)
+    item = QImageItem()
+    item.set_image(full, QRectF(0, 0, 80, 80), {2: half, 4: quarter})
+    assert item.image_for_scale(1.0) is full and item.image_for_scale(0.5) is half
+    assert item.image_for_scale(0.2) is quarter
 
 
 def test_scale_bar_lengths():

@@ -31,7 +31,7 @@ from PyQt5.QtWidgets import (
 from rules.dataserver_client import DataClient
 from rules.live import LiveLocalisations
 from rules.locstats import HISTOGRAMS
-from rules.render import DensityCanvas, colourise, contrast_levels, pixel_size_for
+from rules.render import DensityCanvas, colourise, contrast_levels, max_pool, pixel_size_for
 from rules.ruleserver_client import RuleServerClient
 from rules.watchers import RuleStatus
 from widgets.background import BackgroundCall, CallSignals
@@ -39,6 +39,8 @@ from widgets.background import BackgroundCall, CallSignals
 logger = logging.getLogger(__name__)
 
 UPDATE_INTERVAL_MS = 1000
+#: Sides of the overview images painted when zoomed out (each a max-pooled copy of the render).
+OVERVIEW_FACTORS = (2, 4)
 COLOUR_MAPS = ("hot", "magma")
 RENDER_LABELS = {"gaussian": "Gaussian", "histogram": "Histogram"}
 
@@ -70,6 +72,7 @@ class LiveFrame:
     """One finished update for the GUI thread."""
 
     image: QImage | None
+    overviews: dict[int, QImage]
     extent_nm: tuple[float, float]
     per_frame: np.ndarray
     histograms: dict[str, np.ndarray]
@@ -127,41 +130,66 @@ class LiveSource:
                         and (self.rule_id is not None or update.rows_read > 0))
         stats = self.live.stats
         summary = stats.summary(self._analysed)
-        image, extent = None, (0.0, 0.0)
+        image, overviews, extent = None, {}, (0.0, 0.0)
         if self.canvas is not None:
             density = self.canvas.image(display.render, summary.median_precision_nm)
-            argb = colourise(density, display.lut, contrast_levels(density, display.percentile))
-            image = QImage(argb.data, argb.shape[1], argb.shape[0], 4 * argb.shape[1],
-                           QImage.Format_RGB32).copy()
+            levels = contrast_levels(density, display.percentile)
+            image = _qimage(colourise(density, display.lut, levels))
+            for factor in OVERVIEW_FACTORS:
+                overviews[factor] = _qimage(colourise(max_pool(density, factor), display.lut,
+                                                      levels))
             extent = self.canvas.extent_nm
-        return LiveFrame(image=image, extent_nm=extent, per_frame=stats.per_frame(),
+        return LiveFrame(image=image, overviews=overviews, extent_nm=extent, per_frame=stats.per_frame(),
                          histograms={k: h.counts.copy() for k, h in stats.histograms.items()},
                          summary=summary.text(), progress=progress_text,
                          localisations=stats.count, finished=finished,
                          seconds=time.perf_counter() - started)
 
 
+def _qimage(argb: np.ndarray) -> QImage:
+    """A QImage owning a copy of ARGB32 pixels (QImage may be built off the GUI thread)."""
+    return QImage(argb.data, argb.shape[1], argb.shape[0], 4 * argb.shape[1],
+                  QImage.Format_RGB32).copy()
+
+
 class QImageItem(pg.GraphicsObject):
-    """A QImage drawn over a rectangle in view coordinates (nm); painting only, no processing."""
+    """A QImage drawn over a rectangle in view coordinates (nm); painting only, no processing.
+
+    Zoomed out, a max-pooled overview (``overviews[factor]``) is painted instead, so structures
+    thinner than a screen pixel stay visible.
+    """
 
     def __init__(self):
         super().__init__()
         self._image: QImage | None = None
+        self._overviews: dict[int, QImage] = {}
         self._rect = QRectF()
 
-    def set_image(self, image: QImage | None, rect: QRectF) -> None:
+    def set_image(self, image: QImage | None, rect: QRectF,
+                  overviews: dict[int, QImage] | None = None) -> None:
         if rect != self._rect:
             self.prepareGeometryChange()
             self._rect = rect
         self._image = image
+        self._overviews = dict(overviews or {})
         self.update()
 
     def boundingRect(self) -> QRectF:  # noqa: N802 - Qt's name
         return QRectF(self._rect)
 
+    def image_for_scale(self, screen_px_per_image_px: float) -> QImage | None:
+        """The coarsest image that still has at least one pixel per screen pixel."""
+        chosen = self._image
+        for factor in sorted(self._overviews):
+            if screen_px_per_image_px * factor <= 1.0:
+                chosen = self._overviews[factor]
+        return chosen
+
     def paint(self, painter: QPainter, *args) -> None:
-        if self._image is not None:
-            painter.drawImage(self._rect, self._image)
+        if self._image is None or self._image.width() == 0:
+            return
+        scale = painter.worldTransform().m11() * self._rect.width() / self._image.width()
+        painter.drawImage(self._rect, self.image_for_scale(abs(scale)))
 
 
 def nice_length(span_nm: float) -> float:
@@ -359,7 +387,8 @@ class LiveView(QWidget):
     def _apply(self, frame: LiveFrame) -> None:
         if frame.image is not None:
             width, height = frame.extent_nm
-            self.image_item.set_image(frame.image, QRectF(0.0, 0.0, width, height))
+            self.image_item.set_image(frame.image, QRectF(0.0, 0.0, width, height),
+                                      frame.overviews)
             if self._extent is None:
                 self._extent = frame.extent_nm
                 self.scale_bar.setVisible(True)
