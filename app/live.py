@@ -109,7 +109,7 @@ def export_localisations_dialog(parent: QWidget, data: DataClient, results_uri: 
         path += ".h5"
     elif chosen.startswith("Thunder") and not path.lower().endswith(".csv"):
         path += ".csv"
-    signals = CallSignals(parent)
+    signals = CallSignals()  # kept alive by the call, even if ``parent`` goes first
 
     def done(_tag: str, count: int) -> None:
         QMessageBox.information(parent, "Export localisations",

@@ -29,6 +29,7 @@ from PyQt5.QtWidgets import (
 )
 
 from app.launcher import ClusterAddress, Launcher
+from app.live import AutoAnalysis, AutoAnalysisDialog, LivePanel, results_file
 from app.watcher import StatusWatcher, start_watcher, stop_watcher
 from rules.chain import LOCALISATION, ChainStep, expected_outputs, from_factories, to_factories
 from rules.dataserver_client import DataClient
@@ -147,6 +148,7 @@ class MainWindow(QMainWindow):
         self._series = ""
         self._reachable: bool | None = None
         self._launch_outputs: dict[str, list[ResultOutput]] = {}
+        self._launch_series: dict[str, str] = {}
         self._acquisitions: list = []
         self._simulator_available = False
         #: False: close at once, without asking about running work (Ctrl-C, SIGTERM)
@@ -168,6 +170,8 @@ class MainWindow(QMainWindow):
         self._data_proxy = _CurrentDataClient(self)
         self.results_view = ResultsView(lambda: self._data_proxy)
         self.series_browser = SeriesBrowser()
+        self.live_panel = LivePanel()
+        self.auto_analysis = AutoAnalysis(settings, self)
         self.launcher = Launcher(self)
         self.presets = PresetsMenu(PresetStore(self.config_dir / PRESETS_FOLDER),
                                    lambda: self.chain_model.to_factories(), self)
@@ -188,6 +192,7 @@ class MainWindow(QMainWindow):
         self.bottom_tabs = QTabWidget()
         self.bottom_tabs.addTab(self.progress_graph, "Progress")
         self.bottom_tabs.addTab(self.results_view, "Results")
+        self.bottom_tabs.addTab(self.live_panel, "Live view")
         right = QSplitter(Qt.Vertical)
         right.addWidget(self._titled("Rules", self.rule_view))
         right.addWidget(self.bottom_tabs)
@@ -226,6 +231,7 @@ class MainWindow(QMainWindow):
         self.import_action = file_menu.addAction("&Import Data…",
                                                  lambda: self.import_data(choose_import_path(self)))
         self._drop_importer = DropImporter(self, self.import_data)
+        self.export_action = file_menu.addAction("E&xport Localisations…", self.export_localisations)
         file_menu.addSeparator()
         self.connect_action = file_menu.addAction("&Connect to Cluster…", self._on_connect_triggered)
         self.forget_action = file_menu.addAction("Use the &Embedded Cluster at Next Start",
@@ -248,6 +254,8 @@ class MainWindow(QMainWindow):
         self.simulate_action = analysis.addAction("&Simulate Acquisition…",
                                                   self.series_browser._on_simulate_clicked)
         self.refresh_action = analysis.addAction("&Refresh Series", self.series_browser.refresh)
+        self.auto_analysis_action = analysis.addAction("Analyse New Series &Automatically…",
+                                                       self.edit_auto_analysis)
         self.refresh_action.setShortcut(QKeySequence.Refresh)
         analysis.addSeparator()
         analysis.addAction(self.rule_view.abort_action)
@@ -300,6 +308,8 @@ class MainWindow(QMainWindow):
         self.metadata_panel.model.problemsChanged.connect(self._update_launch_enabled)
         self.metadata_panel.analysisEdited.connect(self._on_panel_analysis_edited)
         self.launcher.launched.connect(self._on_launched)
+        self.auto_analysis.launched.connect(self._on_auto_launched)
+        self.auto_analysis.stateChanged.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.launcher.launchFailed.connect(self._on_launch_failed)
         self.launcher.labelsChanged.connect(self.rule_model.set_rule_labels)
         self.rule_view.abortRequested.connect(self._on_abort_requested)
@@ -370,6 +380,7 @@ class MainWindow(QMainWindow):
         if self._series:
             self.set_series(self._series)  # a restored series: load its metadata from this cluster
         self._update_launch_enabled()
+        self.auto_analysis.start(address)
 
     def show_cluster_error(self, message: str) -> None:
         """The cluster could not be started or reached at all."""
@@ -584,6 +595,7 @@ class MainWindow(QMainWindow):
         number = self.launcher.launch(factories, series_uri, names,
                                       self.address, spooler)
         self._launch_outputs[str(number)] = self._expected_outputs(steps, series_uri)
+        self._launch_series[str(number)] = series_uri
         self.statusBar().showMessage(f"Launching #{number} on {posixpath.basename(series_uri)}…")
         self._update_launch_enabled()
         self.save_last_chain()
@@ -604,8 +616,37 @@ class MainWindow(QMainWindow):
             or previewed
         self._launch_outputs[rule_id] = outputs
         self.results_view.set_outputs(outputs)
+        self._follow_live(outputs, self._launch_series.pop(number, None), rule_id)
         self.statusBar().showMessage(f"Launched {launch}: rule {rule_id}", 10000)
         self._update_launch_enabled()
+        if self._watcher is not None:
+            self._watcher.poll_now()
+
+    def _follow_live(self, outputs: list[ResultOutput], series_uri: str | None, rule_id: str) -> None:
+        """A chain that starts with a localisation (its first output an ``.h5r``): show it live."""
+        results = results_file([o.uri for o in outputs[:1]])
+        if results is None or self.address is None:
+            return
+        self.live_panel.follow(self.address.dataservers, self.address.serverfilter or "", results,
+                               series_uri, self.address.ruleserver, rule_id)
+        self.bottom_tabs.setCurrentWidget(self.live_panel)
+
+    def export_localisations(self) -> None:
+        """File ▸ Export Localisations… of the results file in the Live view tab."""
+        if self.live_panel.results_uri is None:
+            self._show_error("Export localisations", "Launch a chain with a localisation step first: "
+                             "its results file is exported from the Live view tab.")
+            return
+        self.live_panel.export()
+
+    def edit_auto_analysis(self) -> None:
+        """Analysis ▸ Analyse New Series Automatically…"""
+        dialog = AutoAnalysisDialog(self.auto_analysis, self.config_dir / PRESETS_FOLDER, self)
+        if dialog.exec_():
+            self.auto_analysis.start(self.address)
+
+    def _on_auto_launched(self, text: str) -> None:
+        self.statusBar().showMessage(text, 15000)
         if self._watcher is not None:
             self._watcher.poll_now()
 
@@ -800,6 +841,8 @@ class MainWindow(QMainWindow):
         self._stop_watcher()
         self.series_browser.stop()
         self.results_view.stop()
+        self.auto_analysis.stop()
+        self.live_panel.close_clients()
         self.launcher.shutdown()
         for acquisition in self._acquisitions:
             acquisition.stop()

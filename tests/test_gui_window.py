@@ -205,6 +205,9 @@ def test_simulated_acquisition_runs_the_default_chain_to_the_end(qtbot, make_win
             window.simulate("sim/live_01", 100, 200.0)
         first = blocker.args[1]
         assert window.series_uri().endswith("sim/live_01.pcs")
+        # the localisation is shown live in the Live view tab
+        assert window.bottom_tabs.currentWidget() is window.live_panel
+        assert window.live_panel.results_uri.endswith("sim/analysis/live_01.h5r")
         # The series browser follows, once its listing has the new series.
         qtbot.waitUntil(lambda: window.series_browser.selected_series() == "sim/live_01.pcs",
                         timeout=10000)
@@ -220,6 +223,10 @@ def test_simulated_acquisition_runs_the_default_chain_to_the_end(qtbot, make_win
         window.rule_view.select_rules([first])
         times, completed, _failed, _rate = window.progress_graph.points(first)
         assert len(times) >= 2 and completed[-1] == 100
+        qtbot.waitUntil(lambda: not window.live_panel.view.following, timeout=30000)
+        assert window.live_panel.view.localisations > 0
+        assert window.live_panel.view.summary_label.text().startswith(
+            f"{window.live_panel.view.localisations:,} localisations · 100 frames")
 
         tif = next(o.uri for o in window.results_view._outputs if o.uri.endswith(".tif"))
         with qtbot.waitSignal(window.results_view.previewShown, timeout=20000) as shown:

@@ -95,6 +95,7 @@ class LiveSource:
         self.canvas: DensityCanvas | None = None
         self._analysed: int | None = None
         self._rule_done = rules is None or rule_id is None
+        self.cancelled = False  # set when the view stops following: a queued step does nothing
 
     def _rule_progress(self) -> None:
         if self.rules is None or self.rule_id is None:
@@ -117,7 +118,7 @@ class LiveSource:
         started = time.perf_counter()
         finished = False
         progress_text = ""
-        if read:
+        if read and not self.cancelled:
             rule_done_before = self._rule_done
             self._rule_progress()
             update = self.live.poll(self._analysed)
@@ -232,9 +233,6 @@ class LiveView(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._signals = CallSignals(self)
-        self._signals.done.connect(self._on_done)
-        self._signals.failed.connect(self._on_failed)
         self._source: LiveSource | None = None
         self._busy = False
         self._pending_recolour = False
@@ -344,6 +342,8 @@ class LiveView(QWidget):
 
     def stop(self) -> None:
         self._timer.stop()
+        if self._source is not None:
+            self._source.cancelled = True
 
     @property
     def following(self) -> bool:
@@ -357,8 +357,14 @@ class LiveView(QWidget):
             return
         self._busy = True
         source, display = self._source, self.display()
+        # signals without a Qt parent: the call keeps them alive even if this view is deleted
+        # first (Qt then drops the connections), so a late step never emits on a deleted object
+        signals = CallSignals()
+        signals.done.connect(self._on_done)
+        signals.failed.connect(self._on_failed)
+        self._in_flight = signals  # and this view keeps them until the result has arrived
         QThreadPool.globalInstance().start(BackgroundCall(
-            str(self._generation), lambda: source.step(display, read=read), self._signals))
+            str(self._generation), lambda: source.step(display, read=read), signals))
 
     def _recolour(self) -> None:
         self._tick(read=False)
