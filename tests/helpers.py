@@ -24,6 +24,15 @@ PYME_PRESET = """\
   - recipe: "- localisations.AddPipelineDerivedVars:\\n    inputFitResults: FitResults\\n"
 """
 
+# A one-step chain preset: localise every frame (quick background of 5 frames).
+LOCALISE_PRESET = """\
+- - LocalisationRuleFactory
+  - analysisMetadata:
+      Analysis.FitModule: LatGaussFitFR
+      Analysis.DetectionThreshold: 1.0
+      Analysis.BGRange: [-5, 0]
+"""
+
 
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition", interval: float = 0.02):
     """Poll ``predicate`` until it returns something true (returned), at most ``timeout`` s."""

@@ -13,17 +13,11 @@ from cluster.simulator import SampleModel, SimulatedAcquisition
 from rules.autolaunch import AutoLauncher, series_glob
 from rules.factories import SpoolLocalLocalizationRuleFactory
 from rules.metadata import MetaDataHandler
+from tests.helpers import LOCALISE_PRESET as PRESET
 from tests.helpers import wait_for
 
 ANALYSIS = {"Analysis.FitModule": "LatGaussFitFR", "Analysis.DetectionThreshold": 1.0,
             "Analysis.BGRange": [-5, 0], "Analysis.StartAt": 0}
-PRESET = """\
-- - LocalisationRuleFactory
-  - analysisMetadata:
-      Analysis.FitModule: LatGaussFitFR
-      Analysis.DetectionThreshold: 1.0
-      Analysis.BGRange: [-5, 0]
-"""
 
 
 def spool(engine, name, frames=40, fps=400.0):

@@ -9,14 +9,7 @@ from PyQt5.QtWidgets import QFileDialog, QMessageBox
 from app.launcher import ClusterAddress
 from app.live import AutoAnalysis, AutoAnalysisDialog, LivePanel, results_file
 from cluster.simulator import SampleModel, SimulatedAcquisition
-
-PRESET = """\
-- - LocalisationRuleFactory
-  - analysisMetadata:
-      Analysis.FitModule: LatGaussFitFR
-      Analysis.DetectionThreshold: 1.0
-      Analysis.BGRange: [-5, 0]
-"""
+from tests.helpers import LOCALISE_PRESET as PRESET
 
 
 def test_results_file_of_outputs():

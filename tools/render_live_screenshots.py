@@ -13,7 +13,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,19 +24,11 @@ from PyQt5.QtWidgets import QApplication  # noqa: E402 - after the environment i
 from cluster.local import start_local_cluster  # noqa: E402
 from cluster.simulator import SampleModel, SimulatedAcquisition  # noqa: E402
 from rules import Cluster, LocalisationRuleFactory  # noqa: E402
+from tools.render_screenshot import _wait  # noqa: E402
 from widgets.live_view import LiveView  # noqa: E402
 
 ANALYSIS = {"Analysis.FitModule": "LatGaussFitFR", "Analysis.DetectionThreshold": 1.0,
             "Analysis.BGRange": [-10, 0], "Analysis.StartAt": 0}
-
-
-def _wait(app: QApplication, condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def main() -> int:
