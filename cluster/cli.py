@@ -47,7 +47,7 @@ def run_cluster(args) -> int:
                                       rule_port=args.rule_port, data_port=args.data_port,
                                       bind=args.bind, serverfilter=args.serverfilter,
                                       register=True, access=access)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         print(f"spoolside cluster: cannot start: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()

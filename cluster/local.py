@@ -135,6 +135,16 @@ class WorkerPool:
                 self._close_pipe(process)
 
 
+def _unused_cluster_name(host: str) -> str:
+    """``host``, or ``host-2``, ``-3``... when a live cluster on this machine has that name."""
+    taken = {serverfilter for serverfilter, _, _ in nameservice.local_clusters()}
+    name, n = host, 1
+    while name in taken:
+        n += 1
+        name = f"{host}-{n}"
+    return name
+
+
 class LocalCluster:
     """Handle of a running cluster of one; usable as a context manager."""
 
@@ -146,7 +156,7 @@ class LocalCluster:
         self._registered: list[tuple[str, str]] = []
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.serverfilter = serverfilter or socket.gethostname()
+        self.serverfilter = serverfilter or _unused_cluster_name(socket.gethostname())
         self.rule_server = RuleServer(bind=bind, port=rule_port, task_timeout=task_timeout,
                                       access=access, lease=lease)
         self.data_server = DataServer(root=self.root, bind=bind, port=data_port,
@@ -179,7 +189,11 @@ class LocalCluster:
         self.rule_server.start()
         self.data_server.start()
         if self.register:
-            self._register_names()
+            try:
+                self._register_names()
+            except BaseException:
+                self.stop()
+                raise
         if self.n_workers > 0:
             self.pool = WorkerPool(self.n_workers, self.ruleserver_url, self.dataserver_url,
                                    self.root, self.serverfilter,
@@ -190,9 +204,15 @@ class LocalCluster:
         return self
 
     def _register_names(self) -> None:
-        """List both servers in PYME's local name service, so PYME's clients find them too."""
+        """List both servers in PYME's local name service, so PYME's clients find them too
+        (refused when a live cluster of the same name is listed: clients would mix the two)."""
+        for serverfilter, rule_url, _ in nameservice.local_clusters():
+            if serverfilter == self.serverfilter:
+                raise RuntimeError(f"a cluster named {serverfilter!r} already runs on this "
+                                   f"machine (rule server {rule_url}); choose another name")
         entries: list[tuple[str, str, RuleServer | DataServer]] = [
-                   (nameservice.RULESERVER_SERVICE, "PYMERuleServer", self.rule_server),
+                   (nameservice.RULESERVER_SERVICE, f"PYMERuleServer [{self.serverfilter}]",
+                    self.rule_server),
                    (nameservice.DATASERVER_SERVICE, f"PYMEDataServer [{self.serverfilter}]",
                     self.data_server)]
         for service_type, prefix, server in entries:

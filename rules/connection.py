@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -123,17 +122,20 @@ def default_cluster() -> Cluster:
 
 
 def _discover_local() -> Cluster | None:
-    """A cluster registered in PYME's local (sqlite) name service on this machine, if any."""
-    rule_servers = {n: u for n, u in nameservice.services(nameservice.RULESERVER_SERVICE).items()
-                    if n.startswith("PYMERuleServer")}
-    data_servers = nameservice.services(nameservice.DATASERVER_SERVICE)
-    if not rule_servers or not data_servers:
+    """The cluster registered in PYME's local (sqlite) name service on this machine, if any;
+    several are an error that lists them (a series must never be spread over two)."""
+    clusters = nameservice.local_clusters()
+    if not clusters:
         return None
-    rule_url = rule_servers[sorted(rule_servers)[-1]]
-    filters = {m.group(1) for n in data_servers if (m := re.match(r"PYMEDataServer \[(.*?)\]", n))}
-    logger.info("found a local cluster: rule server %s, data servers %s", rule_url, data_servers)
-    return Cluster(rule_url, sorted(data_servers.values()),
-                   serverfilter=filters.pop() if len(filters) == 1 else None)
+    if len(clusters) > 1:
+        listed = "; ".join(f"{sf!r}: --server {rule} --dataserver {','.join(data)}"
+                           for sf, rule, data in clusters)
+        raise ClusterError(
+            f"{len(clusters)} clusters run on this machine ({listed}); choose one with --server "
+            f"and --dataserver, or set {RULESERVER_ENV} and {DATASERVER_ENV}")
+    serverfilter, rule_url, data_urls = clusters[0]
+    logger.info("found a local cluster: rule server %s, data servers %s", rule_url, data_urls)
+    return Cluster(rule_url, data_urls, serverfilter=serverfilter or None)
 
 
 def _discover(wait_s: float = 1.5) -> Cluster | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sqlite3
 import tempfile
@@ -93,3 +94,34 @@ def services(service_type: str) -> dict[str, str]:
         except sqlite3.Error as exc:
             logger.warning("cannot drop dead entries from %s: %s", _database(service_type), exc)
     return live
+
+
+def local_clusters() -> list[tuple[str, str, list[str]]]:
+    """The live clusters registered here: ``[(serverfilter, rule server URL, data server URLs)]``.
+
+    Data servers are grouped by their ``[serverfilter]``; a rule server belongs to the cluster
+    named in its own name (``PYMERuleServer [<serverfilter>]:...``, Spoolside's), else to the one
+    whose data server the same process registered, else, when there is just one rule server, to
+    every group (a PYME cluster of one runs them as separate processes)."""
+    rules = {n: u for n, u in services(RULESERVER_SERVICE).items() if n.startswith("PYMERuleServer")}
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for name, url in sorted(services(DATASERVER_SERVICE).items()):
+        match = re.match(r"PYMEDataServer \[(.*?)\]", name)
+        groups.setdefault(match.group(1) if match else "", []).append((name, url))
+    out = []
+    for serverfilter, members in sorted(groups.items()):
+        pids = {_pid(name) for name, _ in members}
+        own = [url for name, url in sorted(rules.items())
+               if name.startswith(f"PYMERuleServer [{serverfilter}]:")]
+        own = own or [url for name, url in sorted(rules.items())
+                      if _pid(name) in pids and not name.startswith("PYMERuleServer [")]
+        if own:
+            out.append((serverfilter, own[-1], [url for _, url in members]))
+        elif len(rules) == 1:
+            out.append((serverfilter, next(iter(rules.values())), [url for _, url in members]))
+    return out
+
+
+def _pid(name: str) -> str | None:
+    match = re.search(r" - PID:(\d+)$", name)
+    return match.group(1) if match else None

@@ -75,3 +75,21 @@ def test_bundled_recipes_are_published_under_recipes(tmp_path):
         listing = requests.get(lc.dataserver_url + "/RECIPES/", timeout=5).json()
     assert {"render_image.yaml", "measure_blobs.yaml"} <= set(listing)
     assert (tmp_path / "RECIPES" / "measure_blobs.yaml").read_text() == "# the user's own\n"
+
+
+def test_two_clusters_on_one_machine_get_two_names_and_clients_must_choose(tmp_path,
+                                                                          no_default_cluster):
+    with start_local_cluster(tmp_path / "a", register=True) as first, \
+            start_local_cluster(tmp_path / "b", register=True) as second:
+        assert first.serverfilter != second.serverfilter
+        assert second.serverfilter.startswith(first.serverfilter)
+        with pytest.raises(ClusterError) as refused:
+            default_cluster()
+        message = str(refused.value)
+        assert "2 clusters run on this machine" in message
+        for lc in (first, second):
+            assert f"--server {lc.ruleserver_url} --dataserver {lc.dataserver_url}" in message
+        with pytest.raises(RuntimeError, match="already runs on this machine"):
+            start_local_cluster(tmp_path / "c", serverfilter=first.serverfilter, register=True)
+    with start_local_cluster(tmp_path / "a", register=True) as only:
+        assert default_cluster().dataserver_urls == [only.dataserver_url]
