@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     from rules.cli import add_launch_arguments
     add_launch_arguments(sub.add_parser("launch", help="push a chain preset for a series and show progress"))
     from rules.cli import add_import_arguments
-    add_import_arguments(sub.add_parser("import", help="upload a TIFF stack or a .pcs folder into "
+    add_import_arguments(sub.add_parser("import", help="upload a TIFF stack, a PYME .h5 file or a "
+                                                       ".pcs folder into "
                                                        "the cluster as a PYME series"))
     from rules.cli import add_watch_arguments
     add_watch_arguments(sub.add_parser("watch", help="launch a chain preset on every new series "

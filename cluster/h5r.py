@@ -16,17 +16,15 @@ tasks whose rows it holds (:class:`TaskRows`): rows of tasks already filed to th
 skipped, in the same atomic write that records the new identities (group ``/_spoolside``, not a
 table, so PYME's readers ignore it). A re-run or late task therefore never duplicates rows.
 
-Reading pickled attributes is made safe: PyTables would ``pickle.loads`` any byte-string attribute
-ending in ``.``, so a crafted ``.h5r`` could run code. On import this module points PyTables'
-attribute unpickling at a restricted unpickler that builds plain data only (lists, dicts, numbers,
-strings) and refuses every class or function reference.
+Reading pickled attributes is made safe: this module imports :mod:`rules.hdf5_attrs`, which points
+PyTables' attribute unpickling at a data-only unpickler (a crafted ``.h5r`` cannot run code), and
+reads ``/MetaData`` with its :func:`~rules.hdf5_attrs.read_metadata_from`.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import hashlib
-import io
 import logging
 import os
 import pickle
@@ -34,15 +32,14 @@ import re
 import shutil
 import tempfile
 import threading
-import types
 import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
 import tables
-import tables.attributeset
 
+from rules.hdf5_attrs import METADATA_GROUP, read_metadata_from
 from rules.localisation import EVENTS_DTYPE  # noqa: F401 - PYME's events record, owned by the engine
 
 logger = logging.getLogger(__name__)
@@ -56,7 +53,6 @@ FILTERS = tables.Filters(complevel=5, complib="zlib", shuffle=True)
 #: ``expectedrows`` that reproduces the fixture's chunk shapes (FitResults 1213, Events 885).
 EXPECTED_ROWS = 500_000
 
-METADATA_GROUP = "MetaData"
 #: Where the identities of filed tasks are kept (one int64 (rule key, task ID) array per table).
 FILED_GROUP = "_spoolside"
 #: Prefix of the hidden temporary files (the data server hides and never serves them).
@@ -110,28 +106,6 @@ class TaskRows:
 
     def text(self) -> str:
         return ",".join(f"{task}:{rows}" for task, rows in self.counts)
-
-
-# -- safe unpickling of attributes ------------------------------------------------------------
-class _DataOnlyUnpickler(pickle.Unpickler):
-    """Unpickles plain data; any class or function reference is refused."""
-
-    def find_class(self, module: str, name: str):  # noqa: D401 - pickle override
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from an attribute")
-
-
-def safe_loads(data: bytes, **_kwargs) -> Any:
-    """``pickle.loads`` restricted to builtin data (no globals, so no code can run)."""
-    return _DataOnlyUnpickler(io.BytesIO(bytes(data))).load()
-
-
-def _install_safe_attribute_unpickling() -> None:
-    shim = types.SimpleNamespace(loads=safe_loads, dumps=pickle.dumps,
-                                 UnpicklingError=pickle.UnpicklingError)
-    tables.attributeset.pickle = shim
-
-
-_install_safe_attribute_unpickling()
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -403,34 +377,6 @@ def write_metadata(path: str | os.PathLike, md: dict) -> None:
     entries = _metadata_entries(md)
     with HDF5_LOCK, _staged(path) as h5:
         _write_entries(h5, entries)
-
-
-def _plain(value: Any) -> Any:
-    """An attribute value as JSON-ready Python data (byte strings decoded, arrays as lists)."""
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()] if value.ndim else _plain(value.item())
-    if isinstance(value, (np.bytes_, bytes)):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def read_metadata_from(h5: tables.File) -> dict:
-    """``/MetaData`` of an open file as a flat dict of dotted keys, sorted ({} if it has none)."""
-    if METADATA_GROUP not in h5.root:
-        return {}
-    out: dict[str, Any] = {}
-    base = h5.get_node("/" + METADATA_GROUP)
-    for group in h5.walk_groups(base):
-        prefix = group._v_pathname[len(base._v_pathname) + 1:].replace("/", ".")
-        attrs = group._v_attrs
-        for name in attrs._f_list("user"):
-            key = f"{prefix}.{name}" if prefix else name
-            out[key] = _plain(getattr(attrs, name))
-    return dict(sorted(out.items()))
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

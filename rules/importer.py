@@ -1,27 +1,30 @@
-"""Local data into the cluster as a PYME series: TIFF / OME-TIFF stacks, ImageJ hyperstacks and
-``.pcs`` series folders on disk.
+"""Local data into the cluster as a PYME series: TIFF / OME-TIFF stacks, ImageJ hyperstacks,
+``.pcs`` series folders and PYME ``.h5`` series files on disk.
 
 :func:`open_source` reads a file or folder and checks all of it (every frame is read; dtype,
 dimensions and frame count checked) before anything is written, so a bad file gets a clear
 :class:`ImportDataError` and leaves no half series.  Its metadata (pixel size from OME-XML or
-ImageJ's tags; PYME's ``metadata.json`` for a series folder) is kept; :data:`REQUIRED` keys the
+ImageJ's tags; PYME's ``metadata.json`` or ``/MetaData`` for a series) is kept; :data:`REQUIRED` keys the
 file does not give must be supplied (the window asks, the command line has options).
 :func:`import_series` then uploads, in PYME's order, ``metadata.json``, the frames as Huffman-coded
-PZF files (as PYME Acquire spools them; a series folder's frames are copied as they are) and
-``events.json`` last, through :class:`rules.dataserver_client.DataClient`, reporting progress.
+PZF files (as PYME Acquire spools them; PZF frames of a series folder or ``.h5`` file are copied
+as they are) and ``events.json`` last (the file's own events when it has them), through
+:class:`rules.dataserver_client.DataClient`, reporting progress.
 """
 from __future__ import annotations
 
 import json
 import pathlib
+import pickle
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from rules.dataserver_client import DataClient
+from rules.hdf5_attrs import plain_value
 from rules.metadata import MetaDataHandler
 from rules.pzf import COMPRESSION_HUFFMAN, PZFError, decode_frame, encode_frame
 from rules.settings import SettingError, check_setting
@@ -34,7 +37,8 @@ __all__ = ["REQUIRED", "ImportDataError", "ImportSource", "open_source", "import
 #: Keys a series needs for localisation that a file may not carry (µm, ADU, e⁻/ADU).
 REQUIRED = ("voxelsize.x", "voxelsize.y", "Camera.ADOffset", "Camera.ElectronsPerCount")
 TIFF_SUFFIXES = (".tif", ".tiff")
-_FRAME_DTYPES = (np.dtype("u1"), np.dtype("u2"), np.dtype("f4"))
+H5_SUFFIXES = (".h5", ".hdf5")
+FRAME_DTYPES = (np.dtype("u1"), np.dtype("u2"), np.dtype("f4"))
 
 
 class ImportDataError(ValueError):
@@ -46,7 +50,7 @@ class ImportSource:
     """A file or folder read and checked, ready to upload."""
 
     path: pathlib.Path
-    kind: str                      # "tiff", "ome-tiff", "imagej-tiff" or "pcs"
+    kind: str                      # "tiff", "ome-tiff", "imagej-tiff", "pcs", "h5" or "h5-pzf"
     n_frames: int
     frame_shape: tuple[int, int]   # PYME's (x, y)
     dtype: np.dtype
@@ -54,9 +58,13 @@ class ImportSource:
     events: list | None = None
     _stack: np.ndarray | None = None            # TIFF: (t, y, x)
     _files: list[pathlib.Path] | None = None    # .pcs: the PZF files
+    _blobs: list[bytes] | None = None           # .h5 with PZFImageData: the PZF files, in order
 
     def frames(self) -> Iterator[bytes]:
-        """Each frame as a PZF file (Huffman-coded unless copied from a series folder)."""
+        """Each frame as a PZF file (Huffman-coded unless copied from a series folder or file)."""
+        if self._blobs is not None:
+            yield from self._blobs
+            return
         if self._files is not None:
             for path in self._files:
                 yield path.read_bytes()
@@ -75,7 +83,8 @@ def missing_metadata(source: ImportSource, overrides: dict[str, Any] | None = No
 
 
 def open_source(path: str | pathlib.Path) -> ImportSource:
-    """Read and check a TIFF file or a ``.pcs`` series folder (see the module docstring)."""
+    """Read and check a TIFF file, a ``.pcs`` series folder or a PYME ``.h5`` series file (see the
+    module docstring)."""
     path = pathlib.Path(path).expanduser()
     if not path.exists():
         raise ImportDataError(f"{path}: no such file or folder")
@@ -83,10 +92,10 @@ def open_source(path: str | pathlib.Path) -> ImportSource:
         return _open_pcs(path)
     if path.suffix.lower() in TIFF_SUFFIXES:
         return _open_tiff(path)
-    if path.suffix.lower() in (".h5", ".hdf5"):
-        raise ImportDataError(f"{path.name}: PYME .h5 series files cannot be imported yet; "
-                              "export the series as a TIFF stack or a .pcs folder")
-    raise ImportDataError(f"{path.name}: not a TIFF stack (.tif, .tiff) or a .pcs series folder")
+    if path.suffix.lower() in H5_SUFFIXES:
+        return _open_h5(path)
+    raise ImportDataError(f"{path.name}: not a TIFF stack (.tif, .tiff), a PYME .h5 series file or "
+                          "a .pcs series folder")
 
 
 def _open_tiff(path: pathlib.Path) -> ImportSource:
@@ -113,7 +122,7 @@ def _open_tiff(path: pathlib.Path) -> ImportSource:
         raise ImportDataError(f"{path.name}: a hyperstack with more than one non-image axis "
                               f"({', '.join(f'{a}={n}' for a, n in others)}); save one channel / "
                               "one time or z series as its own stack first")
-    if stack.dtype.newbyteorder("=") not in _FRAME_DTYPES:
+    if stack.dtype.newbyteorder("=") not in FRAME_DTYPES:
         raise ImportDataError(f"{path.name}: pixels are {stack.dtype}; camera frames must be "
                               "uint16 (or uint8 / float32)")
     order = [axes.index(others[0][0]), axes.index("Y"), axes.index("X")]
@@ -147,20 +156,8 @@ def _open_pcs(path: pathlib.Path) -> ImportSource:
         missing = sorted(set(expected) - {f.name for f in files})
         raise ImportDataError(f"{path.name}: frames are not numbered 0..{len(files) - 1} "
                               f"(missing {', '.join(missing[:3]) or 'none'})")
-    first: np.ndarray | None = None
-    for f in files:  # every frame must decode, with one shape and dtype
-        try:
-            frame = decode_frame(f.read_bytes())
-        except PZFError as exc:
-            raise ImportDataError(f"{path.name}/{f.name}: {exc}") from exc
-        if first is None:
-            first = frame
-        shape, dtype = first.shape, first.dtype
-        if (frame.shape, frame.dtype) != (shape, dtype):
-            raise ImportDataError(f"{path.name}/{f.name}: {frame.shape} {frame.dtype} frame in a "
-                                  f"series of {shape} {dtype} frames")
-    if len(shape) != 2:
-        raise ImportDataError(f"{path.name}: frames of shape {shape} are not 2-D")
+    shape, dtype = _check_pzf_frames(
+        (f"{path.name}/{f.name}", f.read_bytes()) for f in files)  # every frame must decode
     events = None
     events_path = path / "events.json"
     if events_path.is_file():
@@ -170,6 +167,111 @@ def _open_pcs(path: pathlib.Path) -> ImportSource:
             raise ImportDataError(f"{path.name}/events.json is not valid JSON: {exc}") from exc
     return ImportSource(path, "pcs", len(files), (shape[0], shape[1]), dtype, metadata, events,
                         _files=files)
+
+
+def _check_pzf_frames(frames: Iterable[tuple[str, bytes]]) -> tuple[tuple[int, int], np.dtype]:
+    """Decode every ``(label, PZF bytes)``; the one 2-D (x, y) shape and dtype they all share."""
+    first: np.ndarray | None = None
+    label = ""
+    for label, payload in frames:
+        try:
+            frame = decode_frame(payload)
+        except PZFError as exc:
+            raise ImportDataError(f"{label}: {exc}") from exc
+        if first is None:
+            first = frame
+        if (frame.shape, frame.dtype) != (first.shape, first.dtype):
+            raise ImportDataError(f"{label}: {frame.shape} {frame.dtype} frame in a series of "
+                                  f"{first.shape} {first.dtype} frames")
+    if first is None:
+        raise ImportDataError(f"{label or 'the series'}: no frames")
+    if first.ndim != 2:
+        raise ImportDataError(f"{label}: frames of shape {first.shape} are not 2-D")
+    return (first.shape[0], first.shape[1]), first.dtype
+
+
+def _open_h5(path: pathlib.Path) -> ImportSource:
+    """A PYME ``.h5`` series file, read with PyTables. The layout facts it rests on:
+
+    - ``/MetaData``: flat dotted keys as attributes, one sub-group per key component
+      (pyme-protocol.md §5.3), read by :func:`rules.hdf5_attrs.read_metadata_from`, whose import
+      makes attribute unpickling data-only (a crafted file cannot run code).
+    - ``/Events``: an optional table of PYME's events record (``EventName``, ``EventDescr``, ``Time``;
+      §5.5), kept as ``events.json``'s ``[name, description, time]`` triples.
+    - Frames, either of two layouts:
+
+      * ``/ImageData`` (PYME's classic HDF spooler): an array of frames, dimension order (t, x, y)
+        as PYME's data-format docs state — each row is already a frame in PYME's (x, y)
+        orientation, re-encoded here as a Huffman PZF like a TIFF frame.
+      * ``/PZFImageData`` (the data server's ``__aggregate_h5`` container, §4.3): one row per frame,
+        each row a whole PZF file's bytes, copied unchanged; the optional ``/PZFImageIndex`` table
+        (``FrameNum``, ``Position``: row of that frame) gives the frame order, otherwise rows are
+        in frame order.
+    """
+    import tables
+
+    from rules.hdf5_attrs import read_metadata_from
+
+    blobs: list[bytes] | None = None
+    try:
+        with tables.open_file(str(path), "r") as h5:
+            metadata = read_metadata_from(h5)
+            events = _h5_events(h5, path.name) if "Events" in h5.root else None
+            if "ImageData" in h5.root:
+                stack = _h5_raw_frames(h5.root.ImageData, path.name)
+            elif "PZFImageData" in h5.root:
+                blobs = _h5_pzf_frames(h5, path.name)
+            else:
+                raise ImportDataError(f"{path.name}: no frames (neither /ImageData nor /PZFImageData); "
+                                      "not a PYME series file")
+    except ImportDataError:
+        raise
+    except (tables.HDF5ExtError, OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as exc:
+        raise ImportDataError(f"{path.name}: not a readable HDF5 series (truncated or damaged?): "
+                              f"{exc}") from exc
+    if blobs is not None:
+        shape, dtype = _check_pzf_frames((f"{path.name} frame {i}", b) for i, b in enumerate(blobs))
+        return ImportSource(path, "h5-pzf", len(blobs), shape, dtype, metadata, events, _blobs=blobs)
+    # (t, x, y) → (t, y, x) as a TIFF stack is held; frames() transposes back to (x, y)
+    return ImportSource(path, "h5", stack.shape[0], (stack.shape[1], stack.shape[2]), stack.dtype,
+                        metadata, events, _stack=stack.transpose(0, 2, 1))
+
+
+def _h5_raw_frames(node: Any, name: str) -> np.ndarray:
+    import tables
+
+    if not isinstance(node, tables.Array) or len(node.shape) != 3:
+        raise ImportDataError(f"{name}: /ImageData is not a stack of 2-D frames "
+                              f"(shape {getattr(node, 'shape', '?')})")
+    if node.shape[0] == 0:
+        raise ImportDataError(f"{name}: /ImageData holds no frames")
+    stack = node.read()
+    if stack.dtype.newbyteorder("=") not in FRAME_DTYPES:
+        raise ImportDataError(f"{name}: pixels are {stack.dtype}; camera frames must be "
+                              "uint16 (or uint8 / float32)")
+    return np.ascontiguousarray(stack, stack.dtype.newbyteorder("="))
+
+
+def _h5_pzf_frames(h5: Any, name: str) -> list[bytes]:
+    rows = h5.root.PZFImageData.read()
+    if not len(rows):
+        raise ImportDataError(f"{name}: /PZFImageData holds no frames")
+    order = list(range(len(rows)))
+    if "PZFImageIndex" in h5.root:
+        index = h5.root.PZFImageIndex.read()
+        index = index[np.argsort(index["FrameNum"], kind="stable")]
+        if list(index["FrameNum"]) != order or sorted(index["Position"]) != order:
+            raise ImportDataError(f"{name}: /PZFImageIndex does not map frames 0..{len(rows) - 1} "
+                                  "one to one onto the rows of /PZFImageData")
+        order = [int(p) for p in index["Position"]]
+    return [bytes(rows[i]) for i in order]  # VLStringAtom rows are bytes, UInt8Atom rows uint8 arrays
+
+
+def _h5_events(h5: Any, name: str) -> list:
+    table = h5.root.Events.read()
+    if table.dtype.names is None or not {"EventName", "EventDescr", "Time"} <= set(table.dtype.names):
+        raise ImportDataError(f"{name}: /Events lacks PYME's EventName / EventDescr / Time columns")
+    return [[plain_value(r["EventName"]), plain_value(r["EventDescr"]), float(r["Time"])] for r in table]
 
 
 def _series_metadata(source: ImportSource, overrides: dict[str, Any]) -> MetaDataHandler:

@@ -88,3 +88,20 @@ def test_window_file_menu_and_drop_open_the_import_dialog(qtbot, tmp_path, data_
         window.shutdown()
         window.deleteLater()
         QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+
+
+def test_dialog_imports_a_pyme_h5_file_with_its_own_metadata(qtbot, data_server, data_root, tmp_path):
+    from tests.test_importer import EVENTS, _write_h5
+
+    frames = (np.arange(4 * 24 * 10) % 700).astype(np.uint16).reshape(4, 24, 10)  # (t, x, y)
+    dialog = ImportDialog(_write_h5(tmp_path / "acq.h5", frames, "pzf"), _client(data_server))
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.source is not None, timeout=10000)
+    assert "4 frames of 24×10 px, uint16 (h5-pzf)" in dialog.info.text()
+    dialog.name.setText("lab/acq")
+    assert dialog.import_button.isEnabled() and dialog.error.text() == ""
+    dialog.show()
+    with qtbot.waitSignal(dialog.imported, timeout=20000) as imported:
+        dialog.import_button.click()
+    assert imported.args == ["lab/acq.pcs"]
+    assert json.loads((data_root / "lab" / "acq.pcs" / "events.json").read_text()) == [list(e) for e in EVENTS]

@@ -1,4 +1,5 @@
-"""*File ▸ Import data…* and drag-and-drop: a local TIFF stack or ``.pcs`` folder into the cluster.
+"""*File ▸ Import data…* and drag-and-drop: a local TIFF stack, PYME ``.h5`` file or ``.pcs`` folder into
+the cluster.
 
 The dialog reads and checks the file off the GUI thread (:func:`rules.importer.open_source`),
 shows what it found, asks for the series name and for the metadata the file does not give
@@ -34,7 +35,7 @@ from widgets.background import BackgroundCall, CallSignals
 FIELDS = (("voxelsize.x", "Pixel size (nm)", 1e-3), ("Camera.ADOffset", "Camera offset (ADU)", 1.0),
           ("Camera.ElectronsPerCount", "Electrons per ADU", 1.0),
           ("Camera.ReadNoise", "Read noise (e⁻)", 1.0), ("Camera.TrueEMGain", "EM gain", 1.0))
-FILE_FILTER = "TIFF stacks (*.tif *.tiff);;All files (*)"
+FILE_FILTER = "TIFF stacks and PYME series (*.tif *.tiff *.h5 *.hdf5);;All files (*)"
 
 
 class _Progress(QObject):
@@ -182,7 +183,7 @@ class ImportDialog(QDialog):
 
 
 def choose_import_path(parent: QWidget) -> str:
-    """Ask for a TIFF stack (a ``.pcs`` folder can be dropped on the window); "" if none."""
+    """Ask for a TIFF stack or ``.h5`` file (a ``.pcs`` folder can be dropped on the window); "" if none."""
     path, _ = QFileDialog.getOpenFileName(parent, "Import data", "", FILE_FILTER)
     return path
 
