@@ -66,6 +66,29 @@ def _is_gui_test(request) -> bool:
     return request.node.module.__name__.rsplit(".", 1)[-1].startswith("test_gui_")
 
 
+def _refuse_modal_dialogs(monkeypatch) -> None:
+    """A modal dialog would block an offscreen run for good (no one clicks it, and the test timeout
+    cannot interrupt Qt's own event loop): each one fails the test instead, naming itself. Tests that
+    expect a dialog monkeypatch it themselves."""
+    from PyQt5.QtWidgets import QDialog, QFileDialog, QInputDialog, QMessageBox
+
+    def refuse(name):
+        def modal(*args, **kwargs):
+            raise AssertionError(f"{name} would open a modal dialog and block the offscreen run; "
+                                 "monkeypatch it in the test")
+        return staticmethod(modal)
+
+    statics = {QMessageBox: ("information", "warning", "critical", "question", "about"),
+               QFileDialog: ("getOpenFileName", "getOpenFileNames", "getSaveFileName",
+                             "getExistingDirectory"),
+               QInputDialog: ("getText", "getInt", "getDouble", "getItem")}
+    for cls, names in statics.items():
+        for name in names:
+            monkeypatch.setattr(cls, name, refuse(f"{cls.__name__}.{name}"))
+    for cls in (QDialog, QMessageBox, QFileDialog, QInputDialog):
+        monkeypatch.setattr(cls, "exec_", lambda self, _n=cls.__name__: refuse(f"{_n}.exec_").__func__())
+
+
 @pytest.fixture(autouse=True)
 def _gui_teardown(request, monkeypatch):
     """GUI tests leave nothing behind: every top-level widget is closed and deleted now (not by a
@@ -80,6 +103,7 @@ def _gui_teardown(request, monkeypatch):
     from PyQt5.QtCore import QCoreApplication, QEvent, QThread
     from PyQt5.QtWidgets import QApplication
 
+    _refuse_modal_dialogs(monkeypatch)
     started: list[QThread] = []
     original_start = QThread.start
 
