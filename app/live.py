@@ -23,6 +23,7 @@ from PyQt5.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -56,6 +57,8 @@ class LivePanel(QWidget):
         super().__init__(parent)
         self.view = LiveView()
         self.title = QLabel("Launch a chain with a localisation step to watch it here.")
+        # A long results URI is cut at the pane's edge (full URI in the tooltip), never widening the window.
+        self.title.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.export_button = QPushButton("Export localisations…")
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(self.export)
@@ -80,6 +83,7 @@ class LivePanel(QWidget):
         self.results_uri = results_uri
         self.title.setText(f"<b>{posixpath.basename(cluster_path(results_uri))}</b> — "
                            f"{results_uri}")
+        self.title.setToolTip(results_uri)
         self.export_button.setEnabled(True)
         self.view.follow(self._data, results_uri, series_uri, self._rules, rule_id)
 

@@ -70,3 +70,17 @@ def test_auto_analysis_setting_survives_and_launches(qtbot, local_cluster, engin
     finally:
         again.stop()
     assert launches[0].startswith("Auto-launched rule ") and "gui_auto/s1.pcs" in launches[0]
+
+
+def test_a_long_results_name_never_widens_the_window(qtbot):
+    """The Live view tab must fit beside the chain editor in a 1024-pixel-wide window."""
+    panel = LivePanel()
+    qtbot.addWidget(panel)
+    long_uri = "PYME-CLUSTER://lab/" + "a_very_long_series_name_" * 8 + ".h5r"
+    panel.title.setText(f"<b>{long_uri}</b> — {long_uri}")
+    panel.view.summary_label.setText("5,107 localisations · 187 frames · " * 6)
+    panel.view.progress_label.setText("analysed 187 of 200 frames (spooling done) · " * 6)
+    for layout in (panel.layout(), panel.view.layout()):
+        layout.invalidate()
+        layout.activate()
+    assert panel.minimumSizeHint().width() < 620

@@ -23,6 +23,7 @@ from PyQt5.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -272,13 +273,15 @@ class LiveView(QWidget):
                               ("Contrast", self.contrast_box)):
             controls.addWidget(QLabel(label))
             controls.addWidget(widget)
-        controls.addWidget(reset)
         controls.addStretch(1)
 
         self.summary_label = QLabel("No localisations yet")
         self.summary_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.progress_label = QLabel("")
         self.progress_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        for label in (self.summary_label, self.progress_label):  # never widen the window
+            label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+            label.setWordWrap(True)
 
         self.image_widget = pg.GraphicsLayoutWidget()
         self.image_widget.setBackground("k")
@@ -313,7 +316,10 @@ class LiveView(QWidget):
         splitter.setStretchFactor(1, 2)
         layout = QVBoxLayout(self)
         layout.addLayout(controls)
-        layout.addWidget(self.summary_label)
+        summary_row = QHBoxLayout()  # "Fit view" beside the summary keeps the controls row narrow
+        summary_row.addWidget(self.summary_label, 1)
+        summary_row.addWidget(reset)
+        layout.addLayout(summary_row)
         layout.addWidget(self.progress_label)
         layout.addWidget(splitter, 1)
 
