@@ -8,13 +8,14 @@ dicts) are stored the way PyTables does it, as protocol-0 pickles, which PYME re
 
 PyTables is not thread-safe, so every call here holds one process-wide lock (:data:`HDF5_LOCK`).
 
-Writes are crash-safe: each append or metadata merge works on a copy of the file (a hidden
-temporary file in the same folder), which is flushed to disk and then renamed over the original.
-A kill, a power cut or a full disk during a write leaves the previous file, with every row
-committed before it; a full disk raises :class:`DiskFull`. An append may carry the identity of the
-tasks whose rows it holds (:class:`TaskRows`): rows of tasks already filed to that table are
-skipped, in the same atomic write that records the new identities (group ``/_spoolside``, not a
-table, so PYME's readers ignore it). A re-run or late task therefore never duplicates rows.
+Writes are crash-safe and cost the size of the change, not of the file: each append or metadata
+merge is written into a hidden shadow copy of the file, flushed to disk and renamed over the
+original (:mod:`cluster.h5r_shadow`). A kill, a power cut or a full disk during a write leaves the
+previous file, with every row committed before it; a full disk raises :class:`DiskFull`. An
+append may carry the identity of the tasks whose rows it holds (:class:`TaskRows`): rows of
+tasks already filed to that table are skipped, in the same atomic write that records the new
+identities (group ``/_spoolside``, not a table, so PYME's readers ignore it). A re-run or late task
+therefore never duplicates rows.
 
 Reading pickled attributes is made safe: this module imports :mod:`rules.hdf5_attrs`, which points
 PyTables' attribute unpickling at a data-only unpickler (a crafted ``.h5r`` cannot run code), and
@@ -22,7 +23,6 @@ reads ``/MetaData`` with its :func:`~rules.hdf5_attrs.read_metadata_from`.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import logging
@@ -30,15 +30,16 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import tables
 
+from cluster import h5r_shadow
+from cluster.h5r_shadow import FILE_MODE, TMP_PREFIX  # noqa: F401 - re-exported
 from rules.hdf5_attrs import METADATA_GROUP, read_metadata_from
 from rules.localisation import EVENTS_DTYPE  # noqa: F401 - PYME's events record, owned by the engine
 
@@ -55,10 +56,6 @@ EXPECTED_ROWS = 500_000
 
 #: Where the identities of filed tasks are kept (one int64 (rule key, task ID) array per table).
 FILED_GROUP = "_spoolside"
-#: Prefix of the hidden temporary files (the data server hides and never serves them).
-TMP_PREFIX = ".spoolside-tmp-"
-#: Mode of results files (readable like every other served file).
-FILE_MODE = 0o644
 
 TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -134,49 +131,34 @@ def _no_space(exc: BaseException, directory: str) -> bool:
         return False
 
 
-def _fsync_directory(directory: str) -> None:
-    if os.name != "posix":
-        return  # Windows cannot open a directory; its renames are journaled by NTFS
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _apply(path: str, changes: list, new: bool) -> Any:
+    """Open the file at ``path`` (a new one when ``new``), apply ``changes`` in order, flush."""
+    result = None
+    with _open(path, "w" if new else "a") as h5:
+        for change in changes:
+            result = change(h5)
+        h5.flush()
+    return result
 
 
-@contextlib.contextmanager
-def _staged(path: str | os.PathLike) -> Iterator[tables.File]:
-    """An open, writable copy of the results file at ``path`` (a new file if there is none) that
-    replaces the original atomically when the block succeeds and is thrown away when it fails.
-    The caller holds :data:`HDF5_LOCK`."""
-    path = os.fspath(path)
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".h5r", dir=directory)
-    os.close(fd)
-    try:
-        try:
-            exists = os.path.exists(path)
-            if exists:
-                shutil.copyfile(path, tmp)
-                with _open(tmp, "r"):
-                    pass  # a damaged original is reported, not copied over
-            with _open(tmp, "a" if exists else "w") as h5:
-                yield h5
-                h5.flush()
-            with open(tmp, "rb+") as written:
-                os.fsync(written.fileno())
-            os.chmod(tmp, FILE_MODE)
-            os.replace(tmp, path)
-            _fsync_directory(directory)
-        except (OSError, tables.HDF5ExtError, H5RError) as exc:
-            if not isinstance(exc, H5RError) and _no_space(exc, directory):
-                raise DiskFull(errno.ENOSPC, f"disk full: cannot write {os.path.basename(path)} "
-                                             f"({exc})") from exc
-            raise
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _check_readable(path: str) -> None:
+    with _open(path, "r"):
+        pass
+
+
+def _write(path: str | os.PathLike, change) -> Any:
+    """Apply ``change`` (a callable on the open file) crash-safely through a shadow copy
+    (:mod:`cluster.h5r_shadow`); a full disk raises :class:`DiskFull`. The caller holds
+    :data:`HDF5_LOCK`."""
+    directory = os.path.dirname(os.fspath(path)) or "."
+
+    def explain(exc: BaseException) -> BaseException | None:
+        if isinstance(exc, (OSError, tables.HDF5ExtError)) and _no_space(exc, directory):
+            return DiskFull(errno.ENOSPC, f"disk full: cannot write {os.path.basename(path)} "
+                                          f"({exc})")
+        return None
+
+    return h5r_shadow.write(path, change, _apply, _check_readable, explain)
 
 
 def _shape_of(dtype: np.dtype):
@@ -257,30 +239,45 @@ def _record_filed(h5: tables.File, table_name: str, pairs: np.ndarray) -> None:
     filed.append(pairs)
 
 
+class _Append:
+    """One append to a table, decided once (which rows are new) and replayed as decided on the
+    shadow copy (:mod:`cluster.h5r_shadow`)."""
+
+    def __init__(self, table_name: str, records: np.ndarray, rows: TaskRows | None):
+        self.table_name, self.records, self.rows = table_name, records, rows
+        self.pairs: np.ndarray | None = None
+        self.decided = rows is None
+
+    def __call__(self, h5: tables.File) -> int:
+        if not self.decided:
+            assert self.rows is not None
+            self.records, self.pairs = _skip_filed(h5, self.table_name, self.records, self.rows)
+            self.decided = True
+        if self.pairs is not None and len(self.pairs):
+            _record_filed(h5, self.table_name, self.pairs)
+        records = self.records
+        if self.table_name in h5.root:
+            table = h5.get_node(h5.root, self.table_name)
+            if not isinstance(table, tables.Table):
+                raise H5RError(f"/{self.table_name} exists and is not a table")
+            if len(records):
+                table.append(_conform(records, table.dtype))
+        elif len(records) or self.rows is None:
+            table = h5.create_table(h5.root, self.table_name, records, filters=FILTERS,
+                                    expectedrows=EXPECTED_ROWS)
+        else:
+            return 0
+        return int(table.nrows)
+
+
 def append_table(path: str | os.PathLike, table_name: str, records: np.ndarray,
                  rows: TaskRows | None = None) -> int:
     """Append ``records`` to ``/table_name`` (created from their dtype); returns the row count.
     With ``rows``, the rows of tasks already filed to that table are skipped."""
     _check_table_name(table_name)
     records = _as_records(records)
-    with HDF5_LOCK, _staged(path) as h5:
-        pairs = None
-        if rows is not None:
-            records, pairs = _skip_filed(h5, table_name, records, rows)
-            if pairs is not None and len(pairs):
-                _record_filed(h5, table_name, pairs)
-        if table_name in h5.root:
-            table = h5.get_node(h5.root, table_name)
-            if not isinstance(table, tables.Table):
-                raise H5RError(f"/{table_name} exists and is not a table")
-            if len(records):
-                table.append(_conform(records, table.dtype))
-        elif len(records) or rows is None:
-            table = h5.create_table(h5.root, table_name, records, filters=FILTERS,
-                                    expectedrows=EXPECTED_ROWS)
-        else:
-            return 0
-        return int(table.nrows)
+    with HDF5_LOCK:
+        return _write(path, _Append(table_name, records, rows))
 
 
 def table_dtype(path: str | os.PathLike, table_name: str) -> np.dtype | None:
@@ -375,8 +372,8 @@ def write_metadata(path: str | os.PathLike, md: dict) -> None:
     """Merge flat dotted ``md`` into ``/MetaData`` of the results file at ``path`` (created if
     needed, only once ``md`` has been checked)."""
     entries = _metadata_entries(md)
-    with HDF5_LOCK, _staged(path) as h5:
-        _write_entries(h5, entries)
+    with HDF5_LOCK:
+        _write(path, lambda h5: _write_entries(h5, entries))
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 
-from cluster import h5r
+from cluster import h5r, h5r_shadow
 from cluster.dataserver import DataServer
 from cluster.tasks import ClusterFiles, TaskError, TaskRunner
 from rules.dataserver_client import DataClient
@@ -76,28 +76,64 @@ def test_results_files_are_readable_and_file_locks_are_freed(data_root, data_ser
     mode = stat.S_IMODE(os.stat(data_root / "m" / "r.h5r").st_mode)
     assert mode == 0o644
     assert data_server._locks == {}
+    # the hidden shadow copy (one change behind) is never listed, and goes once the file is idle
+    assert list(requests.get(data_server.url + "/m/", timeout=10).json()) == ["r.h5r"]
+    h5r_shadow.drop_idle(0)
     assert [p.name for p in (data_root / "m").iterdir()] == ["r.h5r"]  # no temporary left
 
 
 def test_a_write_killed_midway_leaves_the_committed_rows(tmp_path):
-    """A process killed (SIGKILL) in the middle of appending leaves the previous file."""
+    """A process killed (SIGKILL) in the middle of appending leaves the previous file: on the first
+    append of a process (the file copied) and on a later one (written into the shadow in place)."""
     path = tmp_path / "r.h5r"
     h5r.append_table(path, "FitResults", _rows(range(10)))
     code = f"""
 import os, signal, numpy as np, tables
 from cluster import h5r
+rows = np.zeros(1000, [("tIndex", "<i4"), ("x", "<f4")])
+h5r.append_table({str(path)!r}, "FitResults", rows)  # committed
 original = tables.Table.append
 def die(self, rows):
     original(self, rows)
     self._v_file.flush()
     os.kill(os.getpid(), signal.SIGKILL)  # mid-write: rows written, file not yet committed
 tables.Table.append = die
-rows = np.zeros(1000, [("tIndex", "<i4"), ("x", "<f4")])
-h5r.append_table({str(path)!r}, "FitResults", rows)
+h5r.append_table({str(path)!r}, "FitResults", rows[:10])
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert out.returncode == -9, out.stderr
-    np.testing.assert_array_equal(h5r.read_table(path, "FitResults"), _rows(range(10)))
+    committed = np.concatenate([_rows(range(10)), np.zeros(1000, DTYPE)])
+    np.testing.assert_array_equal(h5r.read_table(path, "FitResults"), committed)
+    # this process's own shadow of the file is stale now: the next append notices and copies
+    h5r.append_table(path, "FitResults", _rows([7]))
+    assert len(h5r.read_table(path, "FitResults")) == len(committed) + 3
+
+
+def test_appends_write_two_copies_in_place_and_never_the_public_file(tmp_path):
+    """The public file is replaced whole at each commit and never written in place: its inode
+    alternates between two copies (no copy of the whole file per append), and a copy being
+    streamed to a reader is left alone."""
+    path = tmp_path / "r.h5r"
+    inodes = []
+    for frame in range(6):
+        h5r.append_table(path, "FitResults", _rows([frame]), h5r.TaskRows("r", ((frame, 3),)))
+        inodes.append(os.stat(path).st_ino)
+        assert h5r.read_table(path, "FitResults")["tIndex"].tolist() == \
+            np.repeat(np.arange(frame + 1), 3).tolist()
+    assert len(set(inodes[1:])) == 2 and inodes[1:4:2] == inodes[3:6:2]
+    with open(path, "rb") as reader, h5r_shadow.reading(path):
+        before = reader.read()
+        for frame in (6, 7):
+            h5r.append_table(path, "FitResults", _rows([frame]), h5r.TaskRows("r", ((frame, 3),)))
+        reader.seek(0)
+        assert reader.read() == before  # the file being read was not the one written in place
+    assert len(h5r.read_table(path, "FitResults")) == 8 * 3
+    assert h5r.filed_tasks(path, "FitResults", "r") == set(range(8))
+    # idle shadows are deleted; the next append copies the file once and carries on
+    assert h5r_shadow.drop_idle(0) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["r.h5r"]
+    h5r.append_table(path, "FitResults", _rows([8, 0]), h5r.TaskRows("r", ((8, 3), (0, 3))))
+    assert len(h5r.read_table(path, "FitResults")) == 9 * 3
 
 
 @pytest.fixture

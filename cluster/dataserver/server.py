@@ -21,7 +21,7 @@ import threading
 import time
 from urllib.parse import parse_qs
 
-from cluster import h5r
+from cluster import h5r, h5r_shadow
 from cluster.dataserver import paths
 from cluster.dataserver.listing import list_directory
 from cluster.dataserver.records import decode_batch, to_csv, to_json, to_npy
@@ -112,7 +112,8 @@ class DataRequestHandler(RequestHandler):
             handle = open(path, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise HTTPError(403, f"cannot read file: {exc.strerror}") from exc
-        with handle:
+        # a results file being streamed is never written in place (see cluster.h5r_shadow)
+        with handle, h5r_shadow.reading(path):
             size = os.fstat(handle.fileno()).st_size
             lines = ["HTTP/1.1 200 OK", f"Content-Type: {content_type}",
                      f"Content-Length: {size}"]
@@ -368,6 +369,7 @@ class DataServer:
             self._http.stop()
         else:
             self._http.server.server_close()
+        h5r_shadow.drop_all(under=self.root_path)
 
     def __enter__(self) -> "DataServer":
         return self.start()
