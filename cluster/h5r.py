@@ -294,13 +294,20 @@ def table_dtype(path: str | os.PathLike, table_name: str) -> np.dtype | None:
 def read_table(path: str | os.PathLike, table_name: str, start: int = 0,
                stop: int | None = None) -> np.ndarray:
     """Rows ``[start, stop)`` of ``/table_name`` (KeyError if there is no such table)."""
+    return read_table_page(path, table_name, start, stop)[0]
+
+
+def read_table_page(path: str | os.PathLike, table_name: str, start: int = 0,
+                    stop: int | None = None) -> tuple[np.ndarray, int]:
+    """Rows ``[start, stop)`` of ``/table_name`` and the table's row count (KeyError if there is
+    no such table)."""
     _check_table_name(table_name)
     with HDF5_LOCK:
         with _open(path, "r") as h5:
             node = h5.root._f_get_child(table_name) if table_name in h5.root else None
             if not isinstance(node, tables.Table):
                 raise KeyError(f"no table {table_name!r} in {os.fspath(path)!r}")
-            return node.read(start=start, stop=stop)
+            return node.read(start=start, stop=stop), int(node.nrows)
 
 
 def list_tables(path: str | os.PathLike) -> list[str]:

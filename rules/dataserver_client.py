@@ -32,6 +32,9 @@ from .uris import check_name, cluster_path, make_cluster_uri, parse_cluster_uri
 logger = logging.getLogger(__name__)
 
 FLAG_DIR, FLAG_SERIES, FLAG_COMPLETE = 1, 2, 4
+#: A Spoolside data server's table reads carry the table's row count in this header (PYME's
+#: do not: :func:`rules.result_tables.table_length` finds it by reading).
+TABLE_ROWS_HEADER = "X-Spoolside-Table-Rows"
 
 
 class FileInfo(NamedTuple):
@@ -262,6 +265,12 @@ class DataClient:
     def read_table(self, path: str, table: str, start: int = 0,
                    stop: int | None = None) -> np.ndarray:
         """Rows ``[start, stop)`` of a table in an ``.h5r`` file (``GET <file>/<Table>.npy``)."""
+        return self.read_table_page(path, table, start, stop)[0]
+
+    def read_table_page(self, path: str, table: str, start: int = 0,
+                        stop: int | None = None) -> tuple[np.ndarray, int | None]:
+        """:meth:`read_table`, and the table's row count when the server tells it (Spoolside's
+        ``X-Spoolside-Table-Rows``; None from PYME's)."""
         bare = cluster_path(path).strip("/")
         params = {"from": str(int(start))}
         if stop is not None:
@@ -270,10 +279,12 @@ class DataClient:
             bare, f"/{quote(bare)}/{quote(table)}.npy",
             what=f"table {table!r} of {make_cluster_uri(bare, self.serverfilter)}", params=params)
         try:
-            return np.load(io.BytesIO(response.content), allow_pickle=False)
+            rows = np.load(io.BytesIO(response.content), allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise ProtocolError(f"{bare}/{table}.npy is not .npy data ({len(response.content)} "
                                 "bytes)", url=response.url) from exc
+        total = response.headers.get(TABLE_ROWS_HEADER, "")
+        return rows, int(total) if total.isdigit() else None
 
     # -- plumbing -------------------------------------------------------------------------
     def _server_listing(self, url: str, directory: str, fresh: bool) -> dict[str, FileInfo]:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import requests
 import tifffile
+from PyQt5.QtCore import Qt
 
 from app.watcher import StatusWatcher, start_watcher, stop_watcher
 from cluster import h5r
@@ -140,31 +141,54 @@ def test_results_view_previews_an_image(qtbot, results_view):
     with qtbot.waitSignal(results_view.previewShown, timeout=10000) as shown:
         results_view.outputs.setCurrentItem(results_view.outputs.topLevelItem(0))
     assert shown.args == [uri, "image"]
-    image = results_view.image_view.getImageItem().image
-    assert image.shape == (64, 48)  # pyqtgraph's (x, y)
-    assert image[5, 2] == 2 * 64 + 5
+    picture = results_view.image_view.canvas.image_item.image()
+    assert (picture.width(), picture.height()) == (64, 48)  # full resolution
+    # hot colour map, 99.5 % contrast: the dimmest pixel black, the brightest white
+    assert picture.pixelColor(0, 0).getRgb()[:3] == (0, 0, 0)
+    assert picture.pixelColor(63, 47).getRgb()[:3] == (255, 255, 255)
     assert results_view.pages.currentWidget() is results_view.image_view
+    assert "64 × 48 px" in results_view.caption.text()
+    # no pyqtgraph ROI/Menu buttons, no context menu: the live view's viewer
+    assert not results_view.image_view.canvas.view.menuEnabled()
+    # the colour map and contrast re-colour the same pixels
+    with qtbot.waitSignal(results_view.image_view.shown, timeout=10000):
+        results_view.image_view.controls.colour_box.setCurrentText("magma")
+    assert results_view.image_view.canvas.image_item.image().pixelColor(0, 0).getRgb()[:3] != \
+        (255, 255, 255)
 
 
 def test_results_view_previews_tables(qtbot, results_view):
     uri = "PYME-CLUSTER://testcluster/analysis/blobs.h5r?table=Measurements"
-    with qtbot.waitSignal(results_view.previewShown, timeout=10000):
+    with qtbot.waitSignal(results_view.tableRead, timeout=10000):
         results_view.preview(uri)
     model = results_view.table_model
     assert model.rowCount() == 5
-    assert [model.headerData(c, 1) for c in range(model.columnCount())] == ["area", "label"]
+    assert [model.headerData(c, 1) for c in range(model.columnCount())] == ["area [px²]", "label"]
     assert model.index(2, 0).data() == "3.5"
-    assert results_view.pages.currentWidget() is results_view.table_view
+    assert results_view.pages.currentWidget() is results_view.table_page
+    assert "5 rows" in results_view.caption.text()
+    assert results_view.table_view.isSortingEnabled()
+    results_view.table_view.sortByColumn(0, Qt.DescendingOrder)
+    assert [model.index(r, 0).data() for r in range(5)] == ["5.5", "4.5", "3.5", "2.5", "1.5"]
+    assert model.headerData(0, Qt.Vertical) == "5"  # the row's number in the file
+    plot = results_view.column_plot
+    assert plot.x_box.currentText() == "area [px²]" and plot.note.text() == "5 values"
+    plot.y_box.setCurrentText("label")
+    assert plot.note.text() == "5 points"
+    assert list(plot.curve.getData()[1]) == [1, 2, 3, 4, 5]
 
-    # PYME's own results file: nested fitResults columns are flattened as PYME names them.
-    with qtbot.waitSignal(results_view.previewShown, timeout=10000):
+    # PYME's own results file: the readable localisation columns, in nm and photons
+    with qtbot.waitSignal(results_view.tableRead, timeout=10000):
         results_view.preview("PYME-CLUSTER://testcluster/pyme/results.h5r")
     headers = [model.headerData(c, 1) for c in range(model.columnCount())]
-    assert "fitResults_x0" in headers and model.rowCount() > 0
+    assert headers[:3] == ["frame", "x [nm]", "y [nm]"] and "intensity [photon]" in headers
+    assert model.rowCount() > 0
+    assert f"{model.rowCount():,} rows" in results_view.caption.text()
 
-    with qtbot.waitSignal(results_view.previewShown, timeout=10000):
+    with qtbot.waitSignal(results_view.tableRead, timeout=10000):
         results_view.preview("PYME-CLUSTER://testcluster/analysis/blobs.csv")
     assert model.rowCount() == 2 and model.index(1, 1).data() == "2"
+    assert "area [px²]" == model.headerData(0, Qt.Horizontal)
 
 
 def test_results_view_shows_error_log_and_missing_files(qtbot, results_view):
@@ -203,6 +227,6 @@ def test_new_outputs_clear_a_preview_of_the_old_ones(qtbot, results_view):
     with qtbot.waitSignal(results_view.previewShown, timeout=10000):
         results_view.outputs.setCurrentItem(results_view.outputs.topLevelItem(0))
     results_view.set_outputs(list(old))   # the same list again: the preview stays
-    assert results_view.pages.currentWidget() is results_view.table_view
+    assert results_view.pages.currentWidget() is results_view.table_page
     results_view.set_outputs([])
     assert results_view.caption.text() == "This chain writes no files."

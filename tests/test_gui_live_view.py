@@ -7,7 +7,8 @@ import tables
 from cluster.simulator import SampleModel, SimulatedAcquisition
 from rules import LocalisationRuleFactory
 from rules.render import DensityCanvas, colourise, contrast_levels, max_pool
-from widgets.live_view import LiveView, colour_table, length_label, nice_length
+from widgets.image_canvas import colour_table, length_label, nice_length
+from widgets.live_view import LiveView
 
 ANALYSIS = {"Analysis.FitModule": "LatGaussFitFR", "Analysis.DetectionThreshold": 1.0,
             "Analysis.BGRange": [-5, 0], "Analysis.StartAt": 0}
@@ -30,7 +31,7 @@ def test_overview_keeps_thin_lines_when_zoomed_out():
     from PyQt5.QtCore import QRectF
     from PyQt5.QtGui import QImage
 
-    from widgets.live_view import QImageItem
+    from widgets.image_canvas import QImageItem
     full, half, quarter = QImage(8, 8, QImage.Format_RGB32), QImage(4, 4, QImage.Format_RGB32), \
         QImage(2, 2, QImage.Format_RGB32)
     item = QImageItem()

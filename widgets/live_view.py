@@ -9,17 +9,14 @@ to the GUI thread, which only swaps pictures and curves.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt5.QtCore import QRectF, Qt, QThreadPool, QTimer, pyqtSignal
-from PyQt5.QtGui import QImage, QPainter
+from PyQt5.QtCore import Qt, QThreadPool, QTimer, pyqtSignal
+from PyQt5.QtGui import QImage
 from PyQt5.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -32,40 +29,16 @@ from PyQt5.QtWidgets import (
 from rules.dataserver_client import DataClient
 from rules.live import LiveLocalisations
 from rules.locstats import HISTOGRAMS
-from rules.render import DensityCanvas, colourise, contrast_levels, max_pool, pixel_size_for
+from rules.render import DensityCanvas, pixel_size_for
 from rules.ruleserver_client import RuleServerClient
 from rules.watchers import RuleStatus
 from widgets.background import BackgroundCall, CallSignals
+from widgets.image_canvas import Display, DisplayControls, ImageCanvas, coloured_images
 
 logger = logging.getLogger(__name__)
 
 UPDATE_INTERVAL_MS = 1000
-#: Sides of the overview images painted when zoomed out (each a max-pooled copy of the render).
-OVERVIEW_FACTORS = (2, 4)
-COLOUR_MAPS = ("hot", "magma")
 RENDER_LABELS = {"gaussian": "Gaussian", "histogram": "Histogram"}
-
-
-def colour_table(name: str, n: int = 256) -> np.ndarray:
-    """``(n, 3)`` uint8 RGB look-up table of colour map ``name`` (``hot`` or ``magma``)."""
-    if name == "hot":
-        cmap = pg.ColorMap([0.0, 0.375, 0.75, 1.0],
-                           [(0, 0, 0), (255, 0, 0), (255, 255, 0), (255, 255, 255)])
-    elif name == "magma":
-        cmap = pg.colormap.get("magma")
-    else:
-        raise ValueError(f"unknown colour map {name!r} (known: {', '.join(COLOUR_MAPS)})")
-    return np.asarray(cmap.getLookupTable(0.0, 1.0, n, alpha=False), np.uint8)[:, :3]
-
-
-@dataclass(frozen=True)
-class Display:
-    """How to show the density: render, colour map (its table) and contrast percentile."""
-
-    render: str = "gaussian"
-    colour_map: str = "hot"
-    lut: np.ndarray = field(default_factory=lambda: colour_table("hot"), compare=False)
-    percentile: float = 99.5
 
 
 @dataclass
@@ -135,92 +108,13 @@ class LiveSource:
         image, overviews, extent = None, {}, (0.0, 0.0)
         if self.canvas is not None:
             density = self.canvas.image(display.render, summary.median_precision_nm)
-            levels = contrast_levels(density, display.percentile)
-            image = _qimage(colourise(density, display.lut, levels))
-            for factor in OVERVIEW_FACTORS:
-                overviews[factor] = _qimage(colourise(max_pool(density, factor), display.lut,
-                                                      levels))
+            image, overviews = coloured_images(density, display)
             extent = self.canvas.extent_nm
         return LiveFrame(image=image, overviews=overviews, extent_nm=extent, per_frame=stats.per_frame(),
                          histograms={k: h.counts.copy() for k, h in stats.histograms.items()},
                          summary=summary.text(), progress=progress_text,
                          localisations=stats.count, finished=finished,
                          seconds=time.perf_counter() - started)
-
-
-def _qimage(argb: np.ndarray) -> QImage:
-    """A QImage owning a copy of ARGB32 pixels (QImage may be built off the GUI thread)."""
-    return QImage(argb.data, argb.shape[1], argb.shape[0], 4 * argb.shape[1],
-                  QImage.Format_RGB32).copy()
-
-
-class QImageItem(pg.GraphicsObject):
-    """A QImage drawn over a rectangle in view coordinates (nm); painting only, no processing.
-
-    Zoomed out, a max-pooled overview (``overviews[factor]``) is painted instead, so structures
-    thinner than a screen pixel stay visible.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self._image: QImage | None = None
-        self._overviews: dict[int, QImage] = {}
-        self._rect = QRectF()
-
-    def set_image(self, image: QImage | None, rect: QRectF,
-                  overviews: dict[int, QImage] | None = None) -> None:
-        if rect != self._rect:
-            self.prepareGeometryChange()
-            self._rect = rect
-        self._image = image
-        self._overviews = dict(overviews or {})
-        self.update()
-
-    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt's name
-        return QRectF(self._rect)
-
-    def image_for_scale(self, screen_px_per_image_px: float) -> QImage | None:
-        """The coarsest image that still has at least one pixel per screen pixel."""
-        chosen = self._image
-        for factor in sorted(self._overviews):
-            if screen_px_per_image_px * factor <= 1.0:
-                chosen = self._overviews[factor]
-        return chosen
-
-    def paint(self, painter: QPainter, *args) -> None:
-        if self._image is None or self._image.width() == 0:
-            return
-        scale = painter.worldTransform().m11() * self._rect.width() / self._image.width()
-        painter.drawImage(self._rect, self.image_for_scale(abs(scale)))
-
-
-def nice_length(span_nm: float) -> float:
-    """A 1-2-5 × 10ⁿ length in nm close to a fifth of ``span_nm``."""
-    if not span_nm > 0:
-        return 1000.0
-    target = span_nm / 5
-    power = 10 ** math.floor(math.log10(target))
-    return min((m * power for m in (1, 2, 5, 10)), key=lambda v: abs(v - target))
-
-
-def length_label(nm: float) -> str:
-    return f"{nm / 1000:g} µm" if nm >= 1000 else f"{nm:g} nm"
-
-
-class ScaleBar(pg.ScaleBar):
-    """pyqtgraph's scale bar with a length that follows the zoom, labelled in nm / µm."""
-
-    def __init__(self):
-        super().__init__(1000.0, width=6, brush="w", pen="w", suffix="", offset=(-20, -20))
-
-    def updateBar(self) -> None:  # noqa: N802 - pyqtgraph's name
-        view = self.parentItem()
-        if view is None:
-            return
-        (x0, x1), _ = view.viewRange()
-        self.size = nice_length(x1 - x0)
-        self.text.setText(length_label(self.size))
-        super().updateBar()
 
 
 class LiveView(QWidget):
@@ -245,34 +139,19 @@ class LiveView(QWidget):
         self._timer = QTimer(self)
         self._timer.setInterval(UPDATE_INTERVAL_MS)
         self._timer.timeout.connect(self._tick)
-        self._luts = {name: colour_table(name) for name in COLOUR_MAPS}
         self._build()
 
     # -- layout -----------------------------------------------------------------------------
     def _build(self) -> None:
-        self.colour_box = QComboBox()
-        self.colour_box.addItems(COLOUR_MAPS)
-        self.render_box = QComboBox()
-        for key, label in RENDER_LABELS.items():
-            self.render_box.addItem(label, key)
-        self.contrast_box = QDoubleSpinBox()
-        self.contrast_box.setRange(90.0, 100.0)
-        self.contrast_box.setDecimals(1)
-        self.contrast_box.setSingleStep(0.1)
-        self.contrast_box.setValue(99.5)
-        self.contrast_box.setSuffix(" %")
-        self.contrast_box.setToolTip("Contrast: the brightest colour is this percentile of the "
-                                     "non-empty pixels")
+        self.controls = DisplayControls(RENDER_LABELS)
+        self.colour_box = self.controls.colour_box
+        self.render_box = self.controls.render_box
+        self.contrast_box = self.controls.contrast_box
+        self.controls.changed.connect(self._recolour)
         reset = QPushButton("Fit view")
         reset.clicked.connect(self.fit_view)
-        for box in (self.colour_box, self.render_box):
-            box.currentIndexChanged.connect(self._recolour)
-        self.contrast_box.valueChanged.connect(self._recolour)
         controls = QHBoxLayout()
-        for label, widget in (("Render", self.render_box), ("Colour map", self.colour_box),
-                              ("Contrast", self.contrast_box)):
-            controls.addWidget(QLabel(label))
-            controls.addWidget(widget)
+        controls.addWidget(self.controls)
         controls.addStretch(1)
 
         self.summary_label = QLabel("No localisations yet")
@@ -283,15 +162,10 @@ class LiveView(QWidget):
             label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
             label.setWordWrap(True)
 
-        self.image_widget = pg.GraphicsLayoutWidget()
-        self.image_widget.setBackground("k")
-        self.view = self.image_widget.addViewBox(lockAspect=True, invertY=True)
-        self.view.setMenuEnabled(False)
-        self.image_item = QImageItem()
-        self.view.addItem(self.image_item)
-        self.scale_bar = ScaleBar()
-        self.scale_bar.setParentItem(self.view)
-        self.scale_bar.setVisible(False)
+        self.image_widget = ImageCanvas()
+        self.view = self.image_widget.view
+        self.image_item = self.image_widget.image_item
+        self.scale_bar = self.image_widget.scale_bar
 
         self.plots = pg.GraphicsLayoutWidget()
         self.per_frame_plot = self.plots.addPlot(row=0, col=0, colspan=2,
@@ -324,9 +198,7 @@ class LiveView(QWidget):
         layout.addWidget(splitter, 1)
 
     def display(self) -> Display:
-        name = self.colour_box.currentText()
-        return Display(render=self.render_box.currentData(), colour_map=name, lut=self._luts[name],
-                       percentile=self.contrast_box.value())
+        return self.controls.display()
 
     # -- following --------------------------------------------------------------------------
     def follow(self, data: DataClient, results: str, series: str | None = None,
@@ -340,8 +212,7 @@ class LiveView(QWidget):
         self.step_seconds.clear()
         self.summary_label.setText("Waiting for localisations…")
         self.progress_label.setText("")
-        self.image_item.set_image(None, QRectF())
-        self.scale_bar.setVisible(False)
+        self.image_widget.clear()
         self.localisations = 0
         self._timer.start()
         self._tick()
@@ -398,13 +269,9 @@ class LiveView(QWidget):
 
     def _apply(self, frame: LiveFrame) -> None:
         if frame.image is not None:
-            width, height = frame.extent_nm
-            self.image_item.set_image(frame.image, QRectF(0.0, 0.0, width, height),
-                                      frame.overviews)
-            if self._extent is None:
-                self._extent = frame.extent_nm
-                self.scale_bar.setVisible(True)
-                self.fit_view()
+            first = self._extent is None
+            self._extent = frame.extent_nm
+            self.image_widget.show_image(frame.image, frame.extent_nm, frame.overviews, fit=first)
         self.localisations = frame.localisations
         if len(frame.per_frame):
             self.per_frame_curve.setData(np.arange(len(frame.per_frame)), frame.per_frame)
@@ -418,9 +285,7 @@ class LiveView(QWidget):
 
     def fit_view(self) -> None:
         """Zoom to the whole render."""
-        rect = self.image_item.boundingRect()
-        if rect.width() > 0:
-            self.view.setRange(rect, padding=0.02)
+        self.image_widget.fit_view()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         self.stop()

@@ -1,9 +1,12 @@
-"""Results of a chain: its outputs with their URIs, and a preview of the one picked.
+"""Results of a chain: its outputs with their URIs, and a view of the one picked.
 
-Images (``.tif``, ``.npy``) preview in a pyqtgraph ``ImageView``, tables (``.h5r`` tables, ``.csv``)
-in a table view over a structured numpy array, text (failed tasks' logs
-``LOGS/rules/<ruleID>.log``) in a read-only text view. Every read and decode runs on the view's
-loader thread through a data client it builds there; the GUI thread only shows what comes back.
+Images (``.tif``, ``.npy``) show full resolution in the live view's viewer
+(:class:`widgets.image_canvas.ImageViewer`: colour map, percentile contrast, zoom, scale bar in
+nm); tables (``.h5r`` tables, ``.csv``) with readable column names and units, every row (read in
+pages, the first page shown at once), sortable, with a plot of any column
+(:mod:`widgets.results_table`); text (failed tasks' logs ``LOGS/rules/<ruleID>.log``) in a
+read-only text view, scrolled to its end. Every read and decode runs on the view's loader thread
+through a data client it builds there; the GUI thread only shows what comes back.
 """
 from __future__ import annotations
 
@@ -15,21 +18,19 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import pyqtgraph as pg
 import tifffile
 from PyQt5.QtCore import (
-    QAbstractTableModel,
     QCoreApplication,
-    QModelIndex,
     QObject,
     Qt,
     QThread,
     pyqtSignal,
     pyqtSlot,
 )
-from PyQt5.QtGui import QFontDatabase, QGuiApplication
+from PyQt5.QtGui import QFontDatabase, QGuiApplication, QTextCursor
 from PyQt5.QtWidgets import (
     QAction,
+    QHeaderView,
     QLabel,
     QPlainTextEdit,
     QSplitter,
@@ -42,12 +43,14 @@ from PyQt5.QtWidgets import (
 )
 
 from rules.errors import ClusterError
+from rules.result_tables import ResultTable
+from rules.tiff_metadata import tiff_pixel_size_nm
 from rules.uris import parse_cluster_uri
+from widgets.image_canvas import ImageViewer
+from widgets.results_table import ColumnPlot, ColumnsTableModel
 
 logger = logging.getLogger(__name__)
 
-#: Rows of a table read for a preview.
-PREVIEW_ROWS = 1000
 #: Bytes of a text file (the end of it) shown in a preview.
 MAX_TEXT_BYTES = 2_000_000
 _IMAGE_EXTS = (".tif", ".tiff", ".npy")
@@ -85,70 +88,11 @@ def error_log_path(rule_id: str) -> str:
     return f"LOGS/rules/{rule_id}.log"
 
 
-class StructuredArrayModel(QAbstractTableModel):
-    """A read-only table over a numpy structured array; nested fields become ``outer_inner``."""
-
-    def __init__(self, array: np.ndarray | None = None, parent=None):
-        super().__init__(parent)
-        self._array = np.empty(0, dtype=[("empty", "f8")])
-        self._fields: list[tuple[str, tuple[str, ...]]] = []
-        self.set_array(array if array is not None else self._array)
-
-    def set_array(self, array: np.ndarray) -> None:
-        if array.dtype.names is None:
-            raise ValueError("a table preview needs a structured array")
-        self.beginResetModel()
-        self._array = array
-        self._fields = list(_flatten_fields(array.dtype))
-        self.endResetModel()
-
-    @property
-    def array(self) -> np.ndarray:
-        return self._array
-
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._array)
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._fields)
-
-    def headerData(self, section, orientation, role=Qt.DisplayRole):
-        if role != Qt.DisplayRole:
-            return None
-        if orientation == Qt.Horizontal:
-            return self._fields[section][0] if 0 <= section < len(self._fields) else None
-        return str(section)
-
-    def data(self, index, role=Qt.DisplayRole):
-        if not index.isValid() or role not in (Qt.DisplayRole, Qt.TextAlignmentRole):
-            return None
-        value = self._array[index.row()]
-        for name in self._fields[index.column()][1]:
-            value = value[name]
-        if role == Qt.TextAlignmentRole:
-            return int(Qt.AlignRight | Qt.AlignVCenter) if np.ndim(value) == 0 and isinstance(
-                value, (np.number, int, float)) else None
-        if isinstance(value, (bytes, np.bytes_)):
-            return value.decode("utf-8", "replace")
-        if isinstance(value, (float, np.floating)):
-            return f"{value:.6g}"
-        return str(value)
-
-
-def _flatten_fields(dtype: np.dtype, prefix: tuple[str, ...] = ()):
-    for name in dtype.names:
-        sub = dtype.fields[name][0]
-        path = prefix + (name,)
-        if sub.names is not None:
-            yield from _flatten_fields(sub, path)
-        else:
-            yield "_".join(path), path
-
-
 class _Loader(QObject):
     """Reads and decodes previews on its own thread, newest request first, stale ones skipped."""
 
     loaded = pyqtSignal(int, str, str, object)  # request id, uri, kind, payload
+    progressed = pyqtSignal(int)  # request id: more rows of the table it loaded were read
     failed = pyqtSignal(int, str, str)  # request id, uri, message
     finished = pyqtSignal()
 
@@ -180,11 +124,15 @@ class _Loader(QObject):
                     if client is None:
                         client = self._make_client()
                     payload = _read(client, uri, kind)
+                    self.loaded.emit(request_id, uri, kind, payload)
+                    if isinstance(payload, ResultTable):
+                        # the rest of the table, until it is read or the user picks another file
+                        while self._queue.empty() and payload.read_more():
+                            self.progressed.emit(request_id)
+                        self.progressed.emit(request_id)
                 except (ClusterError, OSError, ValueError, KeyError, UnicodeError) as exc:
                     logger.info("preview of %s failed: %s", uri, exc)
                     self.failed.emit(request_id, uri, _message(exc))
-                    continue
-                self.loaded.emit(request_id, uri, kind, payload)
         finally:
             if client is not None:
                 client.close()
@@ -202,21 +150,44 @@ def _read(client, uri: str, kind: str):
     parsed = parse_cluster_uri(uri)
     path = parsed.path
     ext = posixpath.splitext(path)[1].lower()
-    if kind == "table" and ext in (".h5r", ".hdf"):
-        table = parsed.query.get("table", "FitResults")
-        return client.read_table(path, table, 0, PREVIEW_ROWS)
+    if kind == "table":
+        table = ResultTable(client, uri)
+        table.open()
+        return table
     data = client.get_file(path)
     if kind == "image":
-        image = np.load(io.BytesIO(data), allow_pickle=False) if ext == ".npy" \
-            else tifffile.imread(io.BytesIO(data))
-        return np.asarray(image)
-    if kind == "table":
-        table = np.genfromtxt(io.BytesIO(data), delimiter=",", names=True, dtype=None,
-                              encoding="utf-8", max_rows=PREVIEW_ROWS)
-        return np.atleast_1d(table)
+        return _read_image(data, ext)
     if len(data) > MAX_TEXT_BYTES:  # a runaway log: its end says what went wrong
         data = b"[...]\n" + data[-MAX_TEXT_BYTES:]
     return data.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """A 2-D image read from a file: pixels, pixel size (nm, None when the file does not say),
+    and a note on how a stack became one image."""
+
+    pixels: np.ndarray
+    pixel_nm: float | None
+    note: str = ""
+
+
+def _read_image(data: bytes, ext: str) -> ImageFile:
+    if ext == ".npy":
+        pixels, pixel_nm = np.load(io.BytesIO(data), allow_pickle=False), None
+    else:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            pixels = tif.asarray()
+            pixel_nm = tiff_pixel_size_nm(tif)[0]
+    image = np.squeeze(np.asarray(pixels))
+    note = ""
+    if image.ndim == 3:  # a stack: its brightest value per pixel
+        note = f"maximum projection of {image.shape[0]} planes"
+        image = image.max(axis=0)
+    if image.ndim != 2 or image.dtype.kind not in "iufb":
+        raise ValueError(f"cannot show an image of shape {np.shape(pixels)} and type "
+                         f"{np.asarray(pixels).dtype}")
+    return ImageFile(image, pixel_nm, note)
 
 
 class ResultsView(QWidget):
@@ -235,17 +206,22 @@ class ResultsView(QWidget):
         a preview of the URI is on screen, and its kind ("image", "table", "text").
     previewFailed(str, str)
         the URI could not be read or decoded, and why.
+    tableRead(str)
+        every row of the table at the URI has been read (sorting is on).
 
     Call :meth:`stop` (or close the widget) to end the loader thread.
     """
 
     previewShown = pyqtSignal(str, str)
     previewFailed = pyqtSignal(str, str)
+    tableRead = pyqtSignal(str)
 
     def __init__(self, make_client: Callable[[], object], parent=None):
         super().__init__(parent)
         self._request_id = 0
         self._outputs: list[ResultOutput] = []
+        self._shown_uri = ""
+        self._image_uri = ""  # an image read, waiting to be coloured
 
         self.outputs = QTreeWidget(self)
         self.outputs.setHeaderLabels(["Output", "URI"])
@@ -263,17 +239,33 @@ class ResultsView(QWidget):
         self.message = QLabel("", self)
         self.message.setAlignment(Qt.AlignCenter)
         self.message.setWordWrap(True)
-        self.image_view = pg.ImageView(self)
-        self.table_model = StructuredArrayModel(parent=self)
+        self.image_view = ImageViewer(self)
+        self.image_view.shown.connect(self._on_image_shown)
+        self.table_model = ColumnsTableModel(parent=self)
         self.table_view = QTableView(self)
         self.table_view.setModel(self.table_model)
+        self.table_view.setSortingEnabled(False)  # on once every row is read
+        self.table_view.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
+        self.table_view.horizontalHeader().setSectionsMovable(True)
+        # column widths from the first rows, not from calling data() for a thousand of them
+        self.table_view.horizontalHeader().setResizeContentsPrecision(100)
+        self.table_view.verticalHeader().setDefaultSectionSize(
+            self.table_view.fontMetrics().height() + 6)
+        self.table_view.setWordWrap(False)
+        self.column_plot = ColumnPlot(self)
+        self.table_page = QSplitter(Qt.Vertical, self)
+        self.table_page.addWidget(self.table_view)
+        self.table_page.addWidget(self.column_plot)
+        self.table_page.setStretchFactor(0, 3)
+        self.table_page.setStretchFactor(1, 2)
+        self._table: ResultTable | None = None
         self.text_view = QPlainTextEdit(self)
         self.text_view.setReadOnly(True)
         # Logs wrap: the error line of a failed task is the one to read, and it is long.
         self.text_view.setLineWrapMode(QPlainTextEdit.WidgetWidth)
         self.text_view.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
         self.pages = QStackedWidget(self)
-        for page in (self.message, self.image_view, self.table_view, self.text_view):
+        for page in (self.message, self.image_view, self.table_page, self.text_view):
             self.pages.addWidget(page)
 
         preview = QWidget(self)
@@ -292,6 +284,7 @@ class ResultsView(QWidget):
 
         self._loader = _Loader(make_client)
         self._loader.loaded.connect(self._on_loader_loaded)
+        self._loader.progressed.connect(self._on_loader_progressed)
         self._loader.failed.connect(self._on_loader_failed)
         self._thread = QThread()
         self._thread.setObjectName("ResultsLoader")
@@ -324,6 +317,8 @@ class ResultsView(QWidget):
     def preview(self, uri: str, kind: str = "") -> None:
         """Read ``uri`` in the background and show it ("image", "table", "text"; "" = guess)."""
         kind = kind or kind_of(uri)
+        self._shown_uri = uri
+        self._table = None
         self.caption.setText(uri)
         if kind == "file":
             self._show_message(f"No preview for {posixpath.basename(parse_cluster_uri(uri).path)}.")
@@ -368,7 +363,13 @@ class ResultsView(QWidget):
         except ValueError as exc:  # e.g. a .csv with no header row, an image of the wrong rank
             self._on_loader_failed(request_id, uri, str(exc))
             return
-        self.previewShown.emit(uri, kind)
+        if kind != "image":  # an image is on screen once coloured (_on_image_shown)
+            self.previewShown.emit(uri, kind)
+
+    def _on_image_shown(self) -> None:
+        if self.pages.currentWidget() is self.image_view and self._image_uri:
+            uri, self._image_uri = self._image_uri, ""
+            self.previewShown.emit(uri, "image")
 
     def _on_loader_failed(self, request_id: int, uri: str, message: str) -> None:
         if request_id != self._request_id:
@@ -378,22 +379,54 @@ class ResultsView(QWidget):
 
     def _show(self, kind: str, payload) -> None:
         if kind == "image":
-            image = np.squeeze(payload)
-            if image.ndim not in (2, 3):
-                raise ValueError(f"cannot show an image of shape {payload.shape}")
-            # Our images are (row, column); pyqtgraph's are (x, y).
-            self.image_view.setImage(np.swapaxes(image, -1, -2), autoRange=True, autoLevels=True)
-            self.caption.setText(f"{self.caption.text()}  —  {image.shape} {image.dtype}")
+            image: ImageFile = payload
+            self._image_uri = self._shown_uri
+            self.image_view.set_image(image.pixels, image.pixel_nm)
+            details = f"{image.pixels.shape[1]} × {image.pixels.shape[0]} px, {image.pixels.dtype}"
+            self._set_caption(details + (f", {image.note}" if image.note else ""))
             self.pages.setCurrentWidget(self.image_view)
         elif kind == "table":
-            self.table_model.set_array(payload)
-            self.caption.setText(f"{self.caption.text()}  —  first {len(payload)} rows"
-                                 if len(payload) >= PREVIEW_ROWS
-                                 else f"{self.caption.text()}  —  {len(payload)} rows")
-            self.pages.setCurrentWidget(self.table_view)
+            self._table = payload
+            columns = payload.columns
+            self.table_view.setSortingEnabled(False)
+            self.table_view.horizontalHeader().setSortIndicator(-1, Qt.AscendingOrder)
+            self.table_model.set_table(columns)
+            self.table_view.resizeColumnsToContents()
+            self.column_plot.set_table(columns)
+            self._show_table_progress()
+            self.pages.setCurrentWidget(self.table_page)
         else:
             self.text_view.setPlainText(payload)
+            # a log's last lines say what went wrong
+            self.text_view.moveCursor(QTextCursor.End)
+            self.text_view.ensureCursorVisible()
             self.pages.setCurrentWidget(self.text_view)
+
+    def _set_caption(self, details: str) -> None:
+        self.caption.setText(f"{self._shown_uri}  —  {details}" if details else self._shown_uri)
+
+    def _on_loader_progressed(self, request_id: int) -> None:
+        if request_id != self._request_id or self._table is None:
+            return
+        self.table_model.rows_arrived()
+        self._show_table_progress()
+
+    def _show_table_progress(self) -> None:
+        columns = self._table.columns if self._table is not None else None
+        if columns is None:
+            return
+        notes = "; ".join(columns.notes)
+        self._set_caption(columns.caption() + (f" — {notes}" if notes else ""))
+        if columns.complete and not self.table_view.isSortingEnabled():
+            self.table_view.setSortingEnabled(True)
+            self.table_view.horizontalHeader().setToolTip("Click a column's name to sort by it")
+            if columns.loaded > self.table_model.rowCount():
+                self.table_model.rows_arrived()
+            self.column_plot.redraw()
+            self.tableRead.emit(self._shown_uri)
+        elif not columns.complete:
+            self.table_view.horizontalHeader().setToolTip(
+                "Sorting is possible once every row is read")
 
     def _show_message(self, text: str) -> None:
         self.message.setText(text)

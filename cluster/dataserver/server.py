@@ -26,6 +26,7 @@ from cluster.dataserver import paths
 from cluster.dataserver.listing import list_directory
 from cluster.dataserver.records import decode_batch, to_csv, to_json, to_npy
 from cluster.http_base import Access, HTTPError, Limits, RequestHandler, ServerThread, query_int
+from rules.dataserver_client import TABLE_ROWS_HEADER
 from rules.safeload import load_json
 
 logger = logging.getLogger(__name__)
@@ -163,15 +164,17 @@ class DataRequestHandler(RequestHandler):
         start = query_int(params, "from", 0, minimum=0)
         stop = query_int(params, "to", None, minimum=0)
         try:
-            rows = _h5r_call(h5r.read_table, target.path, table, start, stop)
+            rows, total = _h5r_call(h5r.read_table_page, target.path, table, start, stop)
         except KeyError as exc:
             raise HTTPError(404, f"no table {table!r} in {file_name!r}") from exc
+        # ours: the table's length, so a reader knows it without probing (PYME sends none)
+        length = {TABLE_ROWS_HEADER: str(total)}
         if ext == ".npy":
-            self.send_payload(200, to_npy(rows), "application/octet-stream")
+            self.send_payload(200, to_npy(rows), "application/octet-stream", length)
         elif ext == ".json":
-            self.send_payload(200, to_json(rows), "application/json")
+            self.send_payload(200, to_json(rows), "application/json", length)
         else:
-            self.send_payload(200, to_csv(rows), "text/csv")
+            self.send_payload(200, to_csv(rows), "text/csv", length)
 
     # -- PUT ------------------------------------------------------------------------------
     def _put(self) -> None:
