@@ -75,10 +75,13 @@ class EmbeddedCluster(QObject):
         The cluster is up: its :class:`~app.launcher.ClusterAddress`.
     failed(str)
         It could not start, and why.
+    workersRestarted(int, int)
+        Worker processes that had exited were replaced: how many now, how many in all.
     """
 
     started = pyqtSignal(object)
     failed = pyqtSignal(str)
+    workersRestarted = pyqtSignal(int, int)
 
     def __init__(self, root: str | Path, workers: int | None = None, parent=None):
         super().__init__(parent)
@@ -88,10 +91,22 @@ class EmbeddedCluster(QObject):
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stopping = False
+        self._restarts_seen = 0
+        self._restart_timer = QTimer(self)  # reads a counter of the pool: no I/O
+        self._restart_timer.setInterval(1000)
+        self._restart_timer.timeout.connect(self._check_restarts)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="embedded-cluster", daemon=True)
         self._thread.start()
+        self._restart_timer.start()
+
+    def _check_restarts(self) -> None:
+        pool = getattr(self.cluster, "pool", None)
+        total = int(getattr(pool, "restarts", 0) or 0)
+        if total > self._restarts_seen:
+            self.workersRestarted.emit(total - self._restarts_seen, total)
+            self._restarts_seen = total
 
     def _run(self) -> None:
         from cluster.local import default_worker_count, start_local_cluster
@@ -110,10 +125,11 @@ class EmbeddedCluster(QObject):
             cluster.stop()
             return
         self.started.emit(ClusterAddress(cluster.ruleserver_url, (cluster.dataserver_url,),
-                                         cluster.serverfilter, embedded=True))
+                                         cluster.serverfilter, embedded=True, root=str(self.root)))
 
     def stop(self) -> None:
         """Stop the cluster (waits for a start in progress)."""
+        self._restart_timer.stop()
         with self._lock:
             self._stopping = True
         if self._thread is not None:
@@ -176,6 +192,7 @@ def run_gui(args) -> int:
         embedded = EmbeddedCluster(data_root, getattr(args, "workers", None))
         embedded.started.connect(window.set_cluster)
         embedded.failed.connect(window.show_cluster_error)
+        embedded.workersRestarted.connect(window.on_workers_restarted)
         window.statusBar().showMessage(f"Starting the embedded cluster (data in {data_root})…")
         embedded.start()
     else:

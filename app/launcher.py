@@ -35,6 +35,8 @@ class ClusterAddress:
     dataservers: tuple[str, ...]
     serverfilter: str | None = None
     embedded: bool = False
+    #: the data folder on this machine (the embedded cluster's), for *Show in folder*
+    root: str | None = None
 
     def connect(self) -> Cluster:
         return Cluster(self.ruleserver, list(self.dataservers), self.serverfilter)

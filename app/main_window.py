@@ -31,6 +31,7 @@ from PyQt5.QtWidgets import (
 from app.launcher import ClusterAddress, Launcher
 from app.live import AutoAnalysis, AutoAnalysisDialog, LivePanel, results_file
 from app.watcher import StatusWatcher, start_watcher, stop_watcher
+from rules.activity import ActivityLog
 from rules.chain import LOCALISATION, ChainStep, expected_outputs, from_factories, to_factories
 from rules.dataserver_client import DataClient
 from rules.errors import ClusterError
@@ -38,6 +39,7 @@ from rules.presets import PresetError, load_preset, save_preset
 from rules.recipe_check import MODULE_SCHEMA_FILE
 from rules.recipe_params import params_from_json
 from rules.uris import make_cluster_uri
+from widgets.activity_view import ActivityView
 from widgets.background import BackgroundCall, CallSignals
 from widgets.chain_editor import ChainEditor
 from widgets.chain_model import ChainModel
@@ -119,6 +121,9 @@ class _CurrentDataClient:
     def read_table(self, *args, **kwargs):
         return self._current().read_table(*args, **kwargs)
 
+    def read_table_page(self, *args, **kwargs):
+        return self._current().read_table_page(*args, **kwargs)
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
@@ -171,6 +176,10 @@ class MainWindow(QMainWindow):
         self.results_view = ResultsView(lambda: self._data_proxy)
         self.series_browser = SeriesBrowser()
         self.live_panel = LivePanel()
+        self.activity = ActivityLog()
+        self.activity_view = ActivityView(self.activity)
+        self.activity.on_add = self.activity_view.show_activity  # every add is on the GUI thread
+        self._failures_shown: set[str] = set()  # rules whose failed tasks were brought forward
         self.auto_analysis = AutoAnalysis(settings, self)
         self.launcher = Launcher(self)
         self.presets = PresetsMenu(PresetStore(self.config_dir / PRESETS_FOLDER),
@@ -193,6 +202,7 @@ class MainWindow(QMainWindow):
         self.bottom_tabs.addTab(self.progress_graph, "Progress")
         self.bottom_tabs.addTab(self.results_view, "Results")
         self.bottom_tabs.addTab(self.live_panel, "Live view")
+        self.bottom_tabs.addTab(self.activity_view, "Activity")
         right = QSplitter(Qt.Vertical)
         right.addWidget(self._titled("Rules", self.rule_view))
         right.addWidget(self.bottom_tabs)
@@ -309,7 +319,7 @@ class MainWindow(QMainWindow):
         self.metadata_panel.analysisEdited.connect(self._on_panel_analysis_edited)
         self.launcher.launched.connect(self._on_launched)
         self.auto_analysis.launched.connect(self._on_auto_launched)
-        self.auto_analysis.stateChanged.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.auto_analysis.stateChanged.connect(self._on_auto_analysis_state)
         self.launcher.launchFailed.connect(self._on_launch_failed)
         self.launcher.labelsChanged.connect(self.rule_model.set_rule_labels)
         self.rule_view.abortRequested.connect(self._on_abort_requested)
@@ -435,6 +445,13 @@ class MainWindow(QMainWindow):
             self._watcher = self._watcher_thread = None
 
     def _on_reachability_changed(self, reachable: bool, message: str) -> None:
+        where = self.address.ruleserver if self.address else ""
+        if not reachable:
+            self.activity.add("cluster", f"Cluster {where} unreachable: {message}")
+        elif self._reachable is False:
+            self.activity.add("cluster", f"Cluster {where} reachable again")
+        elif self._reachable is None:
+            self.activity.add("cluster", f"Connected to {where}")
         self._reachable = reachable
         self.rule_view.set_reachable(reachable, message)
         name = "Embedded cluster" if self.address and self.address.embedded else "Cluster"
@@ -449,11 +466,30 @@ class MainWindow(QMainWindow):
     def _on_rules_lost(self, rule_ids: list) -> None:
         shown = ", ".join(f"{rule_id[:6]}…" for rule_id in rule_ids[:5])
         self.statusBar().showMessage(f"Cluster restarted — rules lost ({len(rule_ids)}: {shown})")
+        self.activity.add("cluster", f"Cluster restarted — rules lost ({len(rule_ids)}: {shown})")
 
     def _on_statuses_updated(self, statuses: list) -> None:
         self.rule_model.set_statuses(statuses)
         self.progress_graph.add_statuses(statuses)
         self.rule_model.set_live(self._live_rules())
+        self._note_failures(statuses)
+
+    def _note_failures(self, statuses: list) -> None:
+        """The first failed task of a rule goes in the activity log; for this window's own
+        launches its log is also brought to the front (Results tab)."""
+        mine = {rule.rule_id for rule in self.launcher.rules}
+        for status in statuses:
+            if not status.failed or status.rule_id in self._failures_shown:
+                continue
+            self._failures_shown.add(status.rule_id)
+            name = self.rule_model.legend_name(status.rule_id)
+            named = f"{status.rule_id} ({name})" if name != status.rule_id[:len(name)] \
+                else status.rule_id
+            self.activity.add("failure", f"Rule {named}: {status.failed} task(s) failed "
+                                         f"(log: LOGS/rules/{status.rule_id}.log)")
+            if self.rule_model.root_of(status.rule_id) in mine:
+                self.results_view.show_error_log(status.rule_id)
+                self.bottom_tabs.setCurrentWidget(self.results_view)
 
     def _live_rules(self) -> dict:
         """Rules still released as their series spools → the tasks expected (None if unknown)."""
@@ -616,8 +652,11 @@ class MainWindow(QMainWindow):
             or previewed
         self._launch_outputs[rule_id] = outputs
         self.results_view.set_outputs(outputs)
-        self._follow_live(outputs, self._launch_series.pop(number, None), rule_id)
+        series_uri = self._launch_series.pop(number, None)
+        self._follow_live(outputs, series_uri, rule_id)
         self.statusBar().showMessage(f"Launched {launch}: rule {rule_id}", 10000)
+        self.activity.add("launch", f"Launched {launch} on {series_uri or 'the series'}: "
+                                    f"rule {rule_id}")
         self._update_launch_enabled()
         if self._watcher is not None:
             self._watcher.poll_now()
@@ -647,10 +686,22 @@ class MainWindow(QMainWindow):
 
     def _on_auto_launched(self, text: str) -> None:
         self.statusBar().showMessage(text, 15000)
+        self.activity.add("auto-launch", text)
         if self._watcher is not None:
             self._watcher.poll_now()
 
+    def _on_auto_analysis_state(self, text: str) -> None:
+        self.statusBar().showMessage(text, 10000)
+        if text:
+            self.activity.add("auto-launch", text)
+
+    def on_workers_restarted(self, restarted: int, total: int) -> None:
+        """The embedded cluster replaced ``restarted`` worker processes that had exited."""
+        self.activity.add("workers", f"{restarted} worker process(es) exited and were replaced "
+                                     f"({total} since the cluster started)")
+
     def _on_launch_failed(self, message: str) -> None:
+        self.activity.add("failure", f"Launch failed: {message}")
         self._update_launch_enabled()
         self._show_error("Launch failed", message)
 
@@ -745,6 +796,8 @@ class MainWindow(QMainWindow):
         if what == "simulate":
             acquisition = result
             self._acquisitions.append(acquisition)
+            self.activity.add("acquisition", f"Simulated acquisition {acquisition.series_path} "
+                                             "started")
             steps = self.launch_steps()
             self.set_series(acquisition.series_path)
             self.chain_editor.validate_now()
@@ -768,6 +821,7 @@ class MainWindow(QMainWindow):
                                            "launch the chain again")
         elif what == "requeue":
             rule_id, n = result
+            self._failures_shown.discard(rule_id)  # a failure of the re-run is news again
             self.statusBar().showMessage(
                 f"{n} failed task(s) of rule {rule_id[:11]} queued again" if n is not None
                 else "This rule server cannot re-run failed tasks", 8000)
@@ -775,6 +829,7 @@ class MainWindow(QMainWindow):
                 self._watcher.poll_now()
         elif what == "abort":
             self.statusBar().showMessage(f"Rule {str(result)[:6]}… aborted", 8000)
+            self.activity.add("abort", f"Rule {result} aborted")
 
     def _on_call_failed(self, what: str, message: str) -> None:
         if what == "modules":
@@ -785,6 +840,7 @@ class MainWindow(QMainWindow):
             return
         title = {"simulate": "Simulation failed", "abort": "Abort failed",
                  "requeue": "Re-run failed"}.get(what, what)
+        self.activity.add("failure", f"{title}: {message}")
         self._show_error(title, f"{title}: {message}")
 
     def _on_preset_loaded(self, name: str, factories: list) -> None:
