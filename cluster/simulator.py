@@ -3,9 +3,11 @@
 Fluorophores sit on a structure (filaments or rings) and blink; each frame is the sum of their
 pixel-integrated Gaussian PSFs (σ ≈ 130 nm at 100 nm pixels) over a uniform background, with
 photon shot noise, camera read noise, gain and offset matching the metadata written with the
-series. Frames go out in PYME's layout (``metadata.json`` first, ``frame%05d.pzf``, then
-``events.json`` last) at the requested frame rate, and the ground truth (``frame, x_nm, y_nm,
-photons`` per emitter and frame) is written beside them as ``ground_truth.npy``.  With ``scmos``
+series (rendered by ``cluster.frame_render``, with the camera model's statistics). Frames go out
+in PYME's layout (``metadata.json`` first, Huffman-coded ``frame%05d.pzf`` through pipelined PUTs,
+then ``events.json`` last) at the requested frame rate, counted once the server holds them, and
+the ground truth (``frame, x_nm, y_nm, photons`` per emitter and frame) is written beside them as
+``ground_truth.npy``.  With ``scmos``
 the camera has per-pixel offset and read noise (hot pixels included); its dark and variance maps
 are written beside the frames (``camera_dark.npy``, ``camera_variance.npy``) before the metadata,
 which names them in ``Camera.DarkMapID`` / ``Camera.VarianceMapID``.
@@ -15,6 +17,7 @@ which names them in ``Camera.DarkMapID`` / ``Camera.VarianceMapID``.
 """
 from __future__ import annotations
 
+import collections
 import io
 import json
 import logging
@@ -25,9 +28,10 @@ from typing import Callable
 
 import numpy as np
 
+from cluster.frame_render import FrameRenderer
 from cluster.localisation.camera import CameraModel
 from cluster.localisation.camera_maps import DARK_KEY, VARIANCE_KEY, CameraMaps
-from cluster.localisation.synthetic import SIMULATED_CAMERA, expected_image, simulate_scmos_maps
+from cluster.localisation.synthetic import SIMULATED_CAMERA, simulate_scmos_maps
 from cluster.pzf import COMPRESSION_HUFFMAN, encode_frame
 from rules.dataserver_client import DataClient
 from rules.metadata import MetaDataHandler
@@ -36,6 +40,11 @@ from rules.uris import check_name, make_cluster_uri
 logger = logging.getLogger(__name__)
 
 STRUCTURES = ("filaments", "rings")
+
+#: An EMCCD camera as the simulator offers it: EM gain 100 (noise factor √2), 10 e⁻/ADU, 80 e⁻
+#: read noise before the gain's effect (0.8 e⁻ effective).
+EMCCD_CAMERA = CameraModel(ad_offset=100.0, electrons_per_count=10.0, em_gain=100.0,
+                           read_noise=80.0, noise_factor=1.41)
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,8 @@ class FrameSimulator:
         self._p_off = 1.0 / sample.mean_on_frames
         self._p_on = on_fraction * self._p_off / (1.0 - on_fraction)
         self._on = self.rng.random(n) < on_fraction
+        self.renderer = FrameRenderer((size, size), camera, sample.background_photons,
+                                      sample.psf_sigma_nm / sample.pixel_size_nm, self.maps)
 
     def next_frame(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame ``index`` as uint16 ADU, and its truth rows ``(frame, x_nm, y_nm, photons)``."""
@@ -117,11 +128,7 @@ class FrameSimulator:
         xy = self.positions[self._on]
         photons = self.rng.lognormal(np.log(self.sample.photons_mean), 0.3, len(xy))
         # PYME's convention: pixel i is centred on i × pixel size (fixtures' series_truth_nm.npy)
-        expected = expected_image(xy, photons, self.sample.psf_sigma_nm, (self.size, self.size),
-                                  pixel=self.sample.pixel_size_nm,
-                                  background=self.sample.background_photons)
-        frame = self.camera.expose(expected, self.rng, offset=self.maps.dark,
-                                   read_variance=self.maps.variance)
+        frame = self.renderer.render(xy / self.sample.pixel_size_nm, photons, self.rng)
         truth = np.column_stack([np.full(len(xy), index, float), xy, photons])
         return frame, truth
 
@@ -173,6 +180,8 @@ class SimulatedAcquisition:
         self.metadata["imageID"] = int(self.simulator.rng.integers(1, 2**31))
         self.evtLogger = self.event_logger = EventLogger()
         self._n_spooled = 0
+        self._stored_times: collections.deque[float] = collections.deque(maxlen=4096)
+        self._times_lock = threading.Lock()
         self._finished = threading.Event()
         self._stop = threading.Event()
         self._listeners: list[Callable[[], None]] = []
@@ -222,25 +231,42 @@ class SimulatedAcquisition:
         """End the acquisition early; the series is completed with the frames spooled so far."""
         self._stop.set()
 
+    def spool_rate(self, window: float = 2.0) -> float:
+        """Frames/s the data server confirmed over the last ``window`` seconds (0 before two)."""
+        now = time.monotonic()
+        with self._times_lock:
+            recent = [t for t in self._stored_times if t >= now - window]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
+
+    def _frame_stored(self, _path: str) -> None:
+        """A frame is on the data server (replies come in order): analysis may read it."""
+        with self._times_lock:
+            self._stored_times.append(time.monotonic())
+        self._n_spooled += 1
+        for callback in list(self._listeners):
+            callback()
+
     def _spool(self) -> None:
         truth = []
         t0 = time.monotonic()
+        sequence_id = self.metadata["imageID"]
         try:
-            for i in range(self.n_target):
-                if self._stop.is_set():
-                    break
-                delay = t0 + i / self.fps - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                frame, rows = self.simulator.next_frame(i)
-                truth.append(rows)
-                self.data.put_file(f"{self.series_path}/frame{i:05d}.pzf",
-                                   encode_frame(frame, frame_num=i, sequence_id=self.metadata["imageID"],
-                                                timestamp=int(time.time() * 1e6),
-                                                compression=COMPRESSION_HUFFMAN))  # as PYME Acquire
-                self._n_spooled = i + 1
-                for callback in list(self._listeners):
-                    callback()
+            with self.data.pipelined_puts(on_stored=self._frame_stored) as puts:
+                for i in range(self.n_target):
+                    if self._stop.is_set():
+                        break
+                    delay = t0 + i / self.fps - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    frame, rows = self.simulator.next_frame(i)
+                    truth.append(rows)
+                    puts.put(f"{self.series_path}/frame{i:05d}.pzf",
+                             encode_frame(frame, frame_num=i, sequence_id=sequence_id,
+                                          timestamp=int(time.time() * 1e6),
+                                          compression=COMPRESSION_HUFFMAN))  # as PYME Acquire
+                puts.flush()
             self.evtLogger.logEvent("StopAq", str(self._n_spooled))
             buffer = io.BytesIO()
             np.save(buffer, np.concatenate(truth) if truth else np.zeros((0, 4)))

@@ -26,6 +26,7 @@ from .errors import (
     no_answer,
     refused_from_response,
 )
+from .pipelined_put import PipelinedPuts
 from .ruleserver_client import DEFAULT_TIMEOUT, make_session
 from .uris import check_name, cluster_path, make_cluster_uri, parse_cluster_uri
 
@@ -206,6 +207,21 @@ class DataClient:
         with self._lock:
             self._locations[bare] = [url]
         return url
+
+    def pipelined_puts(self, on_stored=None, window: int = 64) -> PipelinedPuts:
+        """A :class:`~rules.pipelined_put.PipelinedPuts` to the next server this client writes
+        to, for many new files (a spooler's frames); close it when done."""
+        url = self.urls[next(self._next_put)]
+
+        def stored(path: str) -> None:
+            self._invalidate()
+            with self._lock:
+                self._locations[path] = [url]
+            if on_stored is not None:
+                on_stored(path)
+        return PipelinedPuts(url, on_stored=stored, window=window,
+                             timeout=self.timeout if isinstance(self.timeout, (int, float))
+                             else max(self.timeout))
 
     def aggregate_url(self, path: str, kind: str = "h5r") -> str:
         """``http://host:port/__aggregate_<kind>/<path>`` on the server already holding ``path``."""

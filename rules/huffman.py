@@ -182,27 +182,80 @@ def huffman_decode(stream, size: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _pack(head_codes, head_lens, data, codes, lens, out):
-    """Write the head items, then each byte of ``data`` by its code; return bytes written."""
+def _pack(head_codes, head_lens, n_head, data, codes, lens, out):
+    """Write the first ``n_head`` head items, then each byte of ``data`` by its code (MSB first);
+    return the bytes written.  Codes are at most 48 bits and fewer than 16 bits wait in the
+    accumulator before one is added, so it never holds more than 63."""
     acc = np.uint64(0)
     nacc = 0
     o = 0
-    for i in range(head_codes.shape[0] + data.shape[0]):
-        if i < head_codes.shape[0]:
-            code, length = head_codes[i], head_lens[i]
-        else:
-            s = data[i - head_codes.shape[0]]
-            code, length = codes[s], lens[s]
-        acc = (acc << np.uint64(length)) | np.uint64(code)
-        nacc += length
+    for i in range(n_head):
+        acc = (acc << np.uint64(head_lens[i])) | head_codes[i]
+        nacc += head_lens[i]
         while nacc >= 8:
             nacc -= 8
             out[o] = np.uint8((acc >> np.uint64(nacc)) & np.uint64(0xFF))
             o += 1
+    for i in range(data.shape[0]):
+        s = data[i]
+        length = lens[s]
+        acc = (acc << np.uint64(length)) | codes[s]
+        nacc += length
+        if nacc >= 16:      # flush whole bytes, 2 or more at a time
+            while nacc >= 8:
+                nacc -= 8
+                out[o] = np.uint8((acc >> np.uint64(nacc)) & np.uint64(0xFF))
+                o += 1
+    while nacc >= 8:
+        nacc -= 8
+        out[o] = np.uint8((acc >> np.uint64(nacc)) & np.uint64(0xFF))
+        o += 1
     if nacc > 0:
         out[o] = np.uint8((acc << np.uint64(8 - nacc)) & np.uint64(0xFF))
         o += 1
     return o
+
+
+@njit(cache=True, nogil=True)
+def _assign_codes(root, child_a, child_b, codes, lens, head_codes, head_lens):
+    """Walk the tree depth first, branch 0 before branch 1 (the order the decoder reads): each
+    leaf's code and length, and the tree's own items (``0``/1 bit per inner node, ``1`` + symbol/
+    9 bits per leaf).  A one-leaf tree still spends one (ignored) bit per byte, as BCL does.
+    Returns (number of head items, longest code)."""
+    stack_node = np.empty(MAX_NODES, np.int64)
+    stack_code = np.empty(MAX_NODES, np.uint64)
+    stack_depth = np.empty(MAX_NODES, np.int64)
+    stack_node[0], stack_code[0] = root, np.uint64(0)
+    stack_depth[0] = 0 if child_a[root] >= 0 else 1
+    top = 1
+    n_head = 0
+    longest = 0
+    while top > 0:
+        top -= 1
+        node, code, depth = stack_node[top], stack_code[top], stack_depth[top]
+        if child_a[node] < 0:
+            symbol = -1 - child_a[node]
+            head_codes[n_head] = np.uint64((1 << 8) | symbol)
+            head_lens[n_head] = 9
+            codes[symbol], lens[symbol] = code, depth
+            longest = max(longest, depth)
+        else:
+            head_codes[n_head] = np.uint64(0)
+            head_lens[n_head] = 1
+            stack_node[top], stack_code[top] = child_b[node], (code << np.uint64(1)) | np.uint64(1)
+            stack_depth[top] = depth + 1
+            stack_node[top + 1], stack_code[top + 1] = child_a[node], code << np.uint64(1)
+            stack_depth[top + 1] = depth + 1
+            top += 2
+        n_head += 1
+    return n_head, longest
+
+
+@njit(cache=True, nogil=True)
+def _count(data, counts):
+    """How often each byte value occurs (faster than ``np.bincount`` on bytes)."""
+    for i in range(data.shape[0]):
+        counts[data[i]] += 1
 
 
 @njit(cache=True, nogil=True)
@@ -240,31 +293,19 @@ def huffman_encode(data) -> bytes:
     flat = np.frombuffer(memoryview(data).cast("B"), np.uint8)
     if flat.size == 0:
         return b""
-    counts = np.bincount(flat, minlength=256)
+    counts = np.zeros(256, np.int64)
+    _count(flat, counts)
     child_a = np.zeros(MAX_NODES, np.int64)
     child_b = np.zeros(MAX_NODES, np.int64)
     root = _build_tree(counts, child_a, child_b)
     codes = np.zeros(256, np.uint64)
     lens = np.zeros(256, np.int64)
-    head_codes, head_lens = [], []
-    # depth first, branch 0 before branch 1: the order the decoder reads.  A one-leaf tree still
-    # spends one (ignored) bit per byte, as BCL does.
-    stack = [(int(root), 0, 0 if child_a[root] >= 0 else 1)]
-    while stack:
-        node, code, depth = stack.pop()
-        if child_a[node] < 0:
-            symbol = -1 - int(child_a[node])
-            head_codes.append((1 << 8) | symbol)
-            head_lens.append(9)
-            codes[symbol], lens[symbol] = code, depth
-        else:
-            head_codes.append(0)
-            head_lens.append(1)
-            stack.append((int(child_b[node]), (code << 1) | 1, depth + 1))
-            stack.append((int(child_a[node]), code << 1, depth + 1))
-    if lens.max() > 48:
+    head_codes = np.zeros(MAX_NODES, np.uint64)
+    head_lens = np.zeros(MAX_NODES, np.int64)
+    n_head, longest = _assign_codes(root, child_a, child_b, codes, lens, head_codes, head_lens)
+    if longest > 48:
         raise HuffmanError("Huffman code longer than 48 bits (input too large for one stream)")
-    nbits = int(np.dot(counts, lens)) + sum(head_lens)
+    nbits = int(np.dot(counts, lens)) + int(head_lens[:n_head].sum())
     out = np.empty(nbits // 8 + 1, np.uint8)
-    n = _pack(np.array(head_codes, np.uint64), np.array(head_lens, np.int64), flat, codes, lens, out)
+    n = _pack(head_codes, head_lens, n_head, flat, codes, lens, out)
     return out[:n].tobytes()

@@ -65,7 +65,13 @@ class CameraModel:
         multiplication (gamma-distributed when ``em_gain > 1``), Gaussian read noise, gain, offset.
         An sCMOS camera has a per-pixel ``offset`` (ADU) and ``read_variance`` (e⁻²) instead of
         ``ad_offset`` and ``read_noise``."""
-        electrons = rng.poisson(photons).astype(np.float64)
+        return self.read_out(rng.poisson(photons), rng, offset=offset, read_variance=read_variance)
+
+    def read_out(self, electrons: np.ndarray, rng: np.random.Generator, *,
+                 offset: np.ndarray | None = None,
+                 read_variance: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`expose` after the shot noise: photo-electron counts → uint16 ADU."""
+        electrons = np.asarray(electrons).astype(np.float64)
         if self.em_gain > 1:
             hit = electrons > 0
             electrons[hit] = rng.gamma(electrons[hit], self.em_gain)
