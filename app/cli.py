@@ -11,6 +11,7 @@ import os
 import sys
 
 from rules.ruleserver_client import TOKEN_ENV
+from rules.simulation import CAMERA_CHOICES, STRUCTURES, SimulationSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,11 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="series name, e.g. sim/cells_01 (becomes sim/cells_01.pcs)")
     p.add_argument("--frames", type=int, default=2000)
     p.add_argument("--fps", type=float, default=100.0)
-    p.add_argument("--structure", choices=("filaments", "rings"), default="filaments")
+    defaults = SimulationSettings()
+    p.add_argument("--structure", choices=STRUCTURES, default=defaults.structure)
+    p.add_argument("--density", type=float, default=defaults.emitters_per_frame, metavar="N",
+                   help=f"emitters on per frame (default {defaults.emitters_per_frame:g})")
+    p.add_argument("--photons", type=float, default=defaults.photons,
+                   help=f"mean photons per emitter and frame (default {defaults.photons:g})")
+    p.add_argument("--background", type=float, default=defaults.background,
+                   help=f"background photons per pixel and frame (default {defaults.background:g})")
+    p.add_argument("--camera", choices=tuple(CAMERA_CHOICES), default="scmos",
+                   help="scmos (uniform; default), scmos-maps (per-pixel offset and read noise, "
+                        "maps written beside the frames and named in the metadata) or emccd")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--scmos", action="store_true",
-                   help="an sCMOS camera with per-pixel offset and read noise; its dark and "
-                        "variance maps are written beside the frames and named in the metadata")
+    p.add_argument("--scmos", action="store_true", help="the same as --camera scmos-maps")
     _add_cluster_arguments(p)
 
     from rules.cli import add_launch_arguments

@@ -13,7 +13,7 @@ import platform
 import posixpath
 from pathlib import Path
 
-from PyQt5.QtCore import PYQT_VERSION_STR, QT_VERSION_STR, Qt, QThreadPool
+from PyQt5.QtCore import PYQT_VERSION_STR, QT_VERSION_STR, Qt, QThreadPool, QTimer
 from PyQt5.QtGui import QFontMetrics, QIcon, QKeySequence
 from PyQt5.QtWidgets import (
     QAction,
@@ -38,6 +38,7 @@ from rules.errors import ClusterError
 from rules.presets import PresetError, load_preset, save_preset
 from rules.recipe_check import MODULE_SCHEMA_FILE
 from rules.recipe_params import params_from_json
+from rules.simulation import SimulationSettings, spool_progress
 from rules.uris import make_cluster_uri
 from widgets.activity_view import ActivityView
 from widgets.background import BackgroundCall, CallSignals
@@ -156,6 +157,9 @@ class MainWindow(QMainWindow):
         self._launch_series: dict[str, str] = {}
         self._acquisitions: list = []
         self._simulator_available = False
+        self._simulation_timer = QTimer(self)
+        self._simulation_timer.setInterval(1000)
+        self._simulation_timer.timeout.connect(self._show_simulation_status)
         #: False: close at once, without asking about running work (Ctrl-C, SIGTERM)
         self.ask_before_closing = True
         self._close_question: QMessageBox | None = None
@@ -774,8 +778,9 @@ class MainWindow(QMainWindow):
         self.simulate_action.setEnabled(available)
         self.simulate_action.setToolTip(tip)
 
-    def simulate(self, name: str, frames: int, fps: float) -> None:
-        """Start a simulated acquisition on the embedded cluster, then launch the chain on it live."""
+    def simulate(self, name: str, settings: SimulationSettings) -> None:
+        """Start a simulated acquisition on the embedded cluster, then launch the chain on it live
+        (its frames are made and sent on a thread of their own, never the GUI thread's)."""
         if not self._simulator_available:
             return
         address = self.address
@@ -784,8 +789,8 @@ class MainWindow(QMainWindow):
             from cluster.simulator import SimulatedAcquisition
             data = DataClient(list(address.dataservers), address.serverfilter or "")
             try:
-                return SimulatedAcquisition(data, name, frames=frames, fps=fps,
-                                            serverfilter=address.serverfilter or "").start()
+                return SimulatedAcquisition.from_settings(
+                    data, name, settings, serverfilter=address.serverfilter or "").start()
             except BaseException:
                 data.close()
                 raise
@@ -798,6 +803,8 @@ class MainWindow(QMainWindow):
             self._acquisitions.append(acquisition)
             self.activity.add("acquisition", f"Simulated acquisition {acquisition.series_path} "
                                              "started")
+            self._show_simulation_status()
+            self._simulation_timer.start()
             steps = self.launch_steps()
             self.set_series(acquisition.series_path)
             self.chain_editor.validate_now()
@@ -830,6 +837,18 @@ class MainWindow(QMainWindow):
         elif what == "abort":
             self.statusBar().showMessage(f"Rule {str(result)[:6]}… aborted", 8000)
             self.activity.add("abort", f"Rule {result} aborted")
+
+    def _show_simulation_status(self) -> None:
+        """The newest simulated acquisition's frames and real spool rate, under the series."""
+        if not self._acquisitions:
+            self._simulation_timer.stop()
+            self.series_browser.set_simulation_status("")
+            return
+        a = self._acquisitions[-1]
+        if a.finished():
+            self._simulation_timer.stop()
+        self.series_browser.set_simulation_status(spool_progress(
+            a.series_path, a.get_n_frames(), a.n_target, a.spool_rate(), a.fps, a.finished()))
 
     def _on_call_failed(self, what: str, message: str) -> None:
         if what == "modules":
@@ -900,6 +919,7 @@ class MainWindow(QMainWindow):
         self.auto_analysis.stop()
         self.live_panel.close_clients()
         self.launcher.shutdown()
+        self._simulation_timer.stop()
         for acquisition in self._acquisitions:
             acquisition.stop()
             acquisition.wait(5)

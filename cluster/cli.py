@@ -141,15 +141,19 @@ def run_simulate(args) -> int:
     """Spool a simulated series into the cluster's data server, printing progress."""
     from cluster.simulator import SimulatedAcquisition
     from rules.connection import Cluster, default_cluster
+    from rules.simulation import CAMERA_CHOICES, SimulationSettings
 
     try:
         if args.dataserver:
             cluster = Cluster(args.server or "", args.dataserver)
         else:
             cluster = default_cluster()
-        acquisition = SimulatedAcquisition(cluster.data, args.name, frames=args.frames, fps=args.fps,
-                                           structure=args.structure, seed=args.seed,
-                                           scmos=getattr(args, "scmos", False))
+        settings = SimulationSettings(
+            frames=args.frames, fps=args.fps, structure=args.structure,
+            emitters_per_frame=args.density, photons=args.photons, background=args.background,
+            camera="sCMOS with pixel maps" if args.scmos else CAMERA_CHOICES[args.camera])
+        acquisition = SimulatedAcquisition.from_settings(cluster.data, args.name, settings,
+                                                         seed=args.seed)
         acquisition.start()
     except (ClusterError, ValueError, FileExistsError, OSError) as exc:
         print(f"spoolside simulate: {exc}", file=sys.stderr)
@@ -157,7 +161,8 @@ def run_simulate(args) -> int:
     print(f"spooling {args.frames} frames at {args.fps:g} fps to {acquisition.series_uri}", flush=True)
     try:
         while not acquisition.wait(1.0):
-            print(f"  {acquisition.get_n_frames()} / {args.frames} frames", flush=True)
+            print(f"  {acquisition.get_n_frames()} / {args.frames} frames, "
+                  f"{acquisition.spool_rate():,.0f} frames/s", flush=True)
     except KeyboardInterrupt:
         acquisition.stop()
         acquisition.wait()

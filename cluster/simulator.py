@@ -7,10 +7,11 @@ series (rendered by ``cluster.frame_render``, with the camera model's statistics
 in PYME's layout (``metadata.json`` first, Huffman-coded ``frame%05d.pzf`` through pipelined PUTs,
 then ``events.json`` last) at the requested frame rate, counted once the server holds them, and
 the ground truth (``frame, x_nm, y_nm, photons`` per emitter and frame) is written beside them as
-``ground_truth.npy``.  With ``scmos``
-the camera has per-pixel offset and read noise (hot pixels included); its dark and variance maps
-are written beside the frames (``camera_dark.npy``, ``camera_variance.npy``) before the metadata,
-which names them in ``Camera.DarkMapID`` / ``Camera.VarianceMapID``.
+``ground_truth.npy``.  The camera is one of ``rules.simulation.CAMERAS``: the uniform sCMOS-like
+camera, an EMCCD (:data:`EMCCD_CAMERA`), or the sCMOS camera with per-pixel offset and read noise
+(hot pixels included; ``scmos=True``), whose dark and variance maps are written beside the frames
+(``camera_dark.npy``, ``camera_variance.npy``) before the metadata, which names them in
+``Camera.DarkMapID`` / ``Camera.VarianceMapID``.
 
 :class:`SimulatedAcquisition` follows the engine's spooler protocol (``rules.spooler``), so a
 ``SpoolLocalLocalizationRule`` can analyse the series live while it spools.
@@ -35,16 +36,18 @@ from cluster.localisation.synthetic import SIMULATED_CAMERA, simulate_scmos_maps
 from cluster.pzf import COMPRESSION_HUFFMAN, encode_frame
 from rules.dataserver_client import DataClient
 from rules.metadata import MetaDataHandler
-from rules.uris import check_name, make_cluster_uri
+from rules.simulation import CAMERAS, STRUCTURES, SimulationSettings, series_path_for
+from rules.uris import make_cluster_uri
 
 logger = logging.getLogger(__name__)
-
-STRUCTURES = ("filaments", "rings")
 
 #: An EMCCD camera as the simulator offers it: EM gain 100 (noise factor √2), 10 e⁻/ADU, 80 e⁻
 #: read noise before the gain's effect (0.8 e⁻ effective).
 EMCCD_CAMERA = CameraModel(ad_offset=100.0, electrons_per_count=10.0, em_gain=100.0,
                            read_noise=80.0, noise_factor=1.41)
+#: The camera of each of ``rules.simulation.CAMERAS``, and whether it has pixel maps.
+CAMERA_MODELS = {"sCMOS": (SIMULATED_CAMERA, False), "sCMOS with pixel maps": (SIMULATED_CAMERA, True),
+                 "EMCCD": (EMCCD_CAMERA, False)}
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,9 @@ class FrameSimulator:
 
     def __init__(self, size: int = 256, structure: str = "filaments", seed: int | None = None,
                  camera: CameraModel = SIMULATED_CAMERA, sample: SampleModel = SampleModel(),
-                 scmos: bool = False):
+                 scmos: bool = False, camera_name: str = "sCMOS"):
         self.size, self.camera, self.sample = size, camera, sample
+        self.camera_name = camera_name
         self.rng = np.random.default_rng(seed)
         self.maps = (simulate_scmos_maps((size, size), np.random.default_rng(self.rng.integers(2**31)))
                      if scmos else CameraMaps())
@@ -135,7 +139,7 @@ class FrameSimulator:
     def metadata(self) -> MetaDataHandler:
         sample = self.sample
         return MetaDataHandler({
-            **self.camera.metadata(), "Camera.Name": "Spoolside simulated sCMOS",
+            **self.camera.metadata(), "Camera.Name": f"Spoolside simulated {self.camera_name}",
             "Camera.ROIWidth": self.size, "Camera.ROIHeight": self.size,
             "voxelsize.x": sample.pixel_size_nm / 1000.0, "voxelsize.y": sample.pixel_size_nm / 1000.0,
             "voxelsize.z": 0.2, "voxelsize.units": "um",
@@ -145,21 +149,13 @@ class FrameSimulator:
         })
 
 
-def series_path_for(name: str) -> str:
-    """Cluster path of a series called ``name`` (``.pcs`` added), checked against PYME's rules."""
-    name = name.strip().strip("/")
-    if not name.endswith(".pcs"):
-        name += ".pcs"
-    check_name(name)
-    return name
-
-
 class SimulatedAcquisition:
     """Spools a simulated series at ``fps`` from a background thread; a spooler for live rules."""
 
     def __init__(self, data: DataClient, name: str, frames: int = 2000, fps: float = 100.0,
                  structure: str = "filaments", size: int = 256, seed: int | None = None,
-                 serverfilter: str = "", sample: SampleModel = SampleModel(), scmos: bool = False):
+                 serverfilter: str = "", sample: SampleModel = SampleModel(), scmos: bool = False,
+                 camera: str | None = None):
         if frames < 1:
             raise ValueError("frames must be at least 1")
         if fps <= 0:
@@ -168,7 +164,12 @@ class SimulatedAcquisition:
         self.series_path = series_path_for(name)
         self.series_uri = make_cluster_uri(self.series_path, serverfilter)
         self.n_target, self.fps = frames, fps
-        self.simulator = FrameSimulator(size, structure, seed, sample=sample, scmos=scmos)
+        camera = camera or ("sCMOS with pixel maps" if scmos else "sCMOS")
+        if camera not in CAMERA_MODELS:
+            raise ValueError(f"unknown camera {camera!r}; choose one of {', '.join(CAMERAS)}")
+        model, maps = CAMERA_MODELS[camera]
+        self.simulator = FrameSimulator(size, structure, seed, camera=model, sample=sample,
+                                        scmos=maps, camera_name=camera.split()[0])
         self.metadata = self.simulator.metadata()
         self._map_files = {}
         for key, stem, array in ((DARK_KEY, "camera_dark", self.simulator.maps.dark),
@@ -187,6 +188,17 @@ class SimulatedAcquisition:
         self._listeners: list[Callable[[], None]] = []
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+
+    @classmethod
+    def from_settings(cls, data: DataClient, name: str, settings: SimulationSettings, *,
+                      seed: int | None = None, serverfilter: str = "") -> "SimulatedAcquisition":
+        """An acquisition of ``settings`` (checked: ``rules.settings.SettingError`` if not)."""
+        settings = settings.checked()
+        sample = SampleModel(photons_mean=settings.photons, background_photons=settings.background,
+                             emitters_per_frame=settings.emitters_per_frame)
+        return cls(data, name, frames=settings.frames, fps=settings.fps,
+                   structure=settings.structure, seed=seed, serverfilter=serverfilter,
+                   sample=sample, camera=settings.camera)
 
     # -- spooler protocol -------------------------------------------------------------------
     def get_n_frames(self) -> int:

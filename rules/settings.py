@@ -130,10 +130,11 @@ def _number(key: str, value: float, spec: Setting) -> None:
         raise SettingError(f"{key} must be at most {spec.maximum:g}, not {value:g}")
 
 
-def check_setting(key: str, value: Any) -> Any:
-    """``value`` (already typed, e.g. from JSON) checked against ``key``'s setting and returned
-    (ints accepted for floats). Raises :class:`SettingError` with the sentence every layer shows."""
-    spec = setting_for(key, value)
+def check_setting(key: str, value: Any, spec: Setting | None = None) -> Any:
+    """``value`` (already typed, e.g. from JSON) checked against ``key``'s setting (or ``spec``,
+    for schemas other than the metadata's) and returned (ints accepted for floats). Raises
+    :class:`SettingError` with the sentence every layer shows."""
+    spec = spec or setting_for(key, value)
     if spec.type == "str":
         if not isinstance(value, str):
             raise SettingError(f"{key} must be text, not {value!r}")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from widgets.series_browser import SimulateDialog, check_series_name
+from rules.simulation import SimulationSettings, series_name_problem
+from widgets.series_browser import SimulateDialog
 
 
 @pytest.mark.parametrize("name, fragment", [("", "Type a name"), ("my~series", "'~'"),
@@ -20,7 +21,7 @@ def test_bad_series_names_are_flagged_in_the_simulate_dialog(qtbot, name, fragme
     assert dialog.result() != SimulateDialog.Accepted
     dialog.name_edit.setText("microscope/cells_02")
     assert not dialog.name_problem.isVisible() and dialog.ok_button.isEnabled()
-    assert check_series_name("microscope/cells_02") == ""
+    assert series_name_problem("microscope/cells_02") == ""
     assert dialog.values()[0] == "microscope/cells_02"
 
 
@@ -72,3 +73,29 @@ def test_the_simulate_dialog_offers_a_free_name_and_flags_a_taken_one(qtbot):
     assert dialog.values()[0] == "sim/series_03" and dialog.ok_button.isEnabled()
     dialog.name_edit.setText("sim/series_01")
     assert "already has" in dialog.name_problem.text() and not dialog.ok_button.isEnabled()
+
+
+def test_the_simulate_dialog_asks_for_sample_and_camera_within_the_schema(qtbot):
+    dialog = SimulateDialog()
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.values()[1] == SimulationSettings()        # the simulator's defaults
+    assert [dialog.camera.itemText(i) for i in range(dialog.camera.count())] == \
+        ["sCMOS", "sCMOS with pixel maps", "EMCCD"]
+    assert dialog.structure.findText("rings") >= 0
+    dialog.structure.setCurrentText("rings")
+    dialog.camera.setCurrentText("EMCCD")
+    dialog.density.setValue(80)
+    dialog.photons.setValue(400)
+    dialog.background.setValue(5)
+    dialog.fps.setValue(500)
+    assert dialog.values()[1] == SimulationSettings(structure="rings", camera="EMCCD",
+                                                    emitters_per_frame=80, photons=400,
+                                                    background=5, fps=500)
+    assert dialog.ok_button.isEnabled() and not dialog.settings_problem.isVisible()
+    # the spin boxes stop at the schema's bounds
+    dialog.photons.setValue(1)
+    dialog.density.setValue(1e9)
+    settings = dialog.settings()
+    assert settings.photons == 10 and settings.emitters_per_frame == 1000
+    assert settings.problems() == {}

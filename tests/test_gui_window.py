@@ -14,6 +14,7 @@ from app.gui import ClusterChoiceError, EmbeddedCluster, choose_cluster
 from app.launcher import ClusterAddress
 from app.main_window import LAST_CHAIN, MainWindow
 from rules.chain import LOCALISATION
+from rules.simulation import SimulationSettings
 
 SERIES = "pyme/series.pcs"
 
@@ -202,7 +203,7 @@ def test_simulated_acquisition_runs_the_default_chain_to_the_end(qtbot, make_win
         qtbot.waitUntil(lambda: window._reachable is True, timeout=10000)
         assert window.simulate_action.isEnabled()
         with qtbot.waitSignal(window.launcher.launched, timeout=30000) as blocker:
-            window.simulate("sim/live_01", 100, 200.0)
+            window.simulate("sim/live_01", SimulationSettings(frames=100, fps=200.0))
         first = blocker.args[1]
         assert window.series_uri().endswith("sim/live_01.pcs")
         # the localisation is shown live in the Live view tab
@@ -212,6 +213,10 @@ def test_simulated_acquisition_runs_the_default_chain_to_the_end(qtbot, make_win
         qtbot.waitUntil(lambda: window.series_browser.selected_series() == "sim/live_01.pcs",
                         timeout=10000)
         assert window.series_browser.tree.currentIndex().data() == "live_01.pcs"
+        # the real spool rate is shown under the series while it spools, then the frames spooled
+        qtbot.waitUntil(lambda: "100 of 100 frames spooled"
+                        in window.series_browser.simulation_label.text(), timeout=20000)
+        assert not window.series_browser.simulation_label.isHidden()
 
         def all_finished() -> bool:
             ids = window.rule_model.rule_ids()
@@ -247,7 +252,9 @@ def test_closing_asks_while_its_own_acquisition_and_analysis_run(qtbot, make_win
     qtbot.waitUntil(lambda: window._reachable is True, timeout=10000)
     assert window.running_work() == []  # nothing running: closing would not ask
     with qtbot.waitSignal(window.launcher.launched, timeout=30000) as blocker:
-        window.simulate("sim/slow", 2000, 20.0)  # no worker: the analysis waits
+        window.simulate("sim/slow", SimulationSettings(frames=2000, fps=20.0))  # no worker
+    qtbot.waitUntil(lambda: "frames/s (asked for 20)" in window.series_browser.simulation_label.text(),
+                    timeout=10000)
     qtbot.waitUntil(lambda: blocker.args[1] in window.rule_model.rule_ids(), timeout=10000)
     work = window.running_work()
     assert len(work) == 2 and work[0].startswith("acquisition of sim/slow.pcs")

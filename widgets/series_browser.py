@@ -2,8 +2,9 @@
 
 The listing walks the data server's tree a few levels deep on a pool thread (``list_directory``
 is ``DataClient.listdirectory``-like: ``path -> {name: FileInfo}``) and hands plain
-:class:`SeriesEntry` rows back. "Simulate acquisition…" asks for a name, frame count and rate;
-the window decides whether it is available (embedded cluster, simulator installed).
+:class:`SeriesEntry` rows back. "Simulate acquisition…" asks for a name, frame count and rate, and
+the sample and camera; the window decides whether it is available (embedded cluster, simulator
+installed) and reports a running simulation's real spool rate here (:meth:`set_simulation_status`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from PyQt5.QtCore import Qt, QThreadPool, QTimer, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
 from PyQt5.QtWidgets import (
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
@@ -29,6 +31,12 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
+from rules.simulation import (
+    SIMULATION_SETTINGS,
+    SimulationSettings,
+    free_series_name,
+    series_name_problem,
+)
 from widgets.background import BackgroundCall, CallSignals
 
 logger = logging.getLogger(__name__)
@@ -78,41 +86,17 @@ def list_series(make_lister) -> list[SeriesEntry]:
         return walk_series(lambda p: client.listdirectory(p, fresh=True))
 
 
-def check_series_name(name: str, taken: frozenset[str] | set[str] = frozenset()) -> str:
-    """Why ``name`` cannot be a new series' cluster path ("" when it can); ``taken`` holds the
-    series paths (``x/y.pcs``) the cluster already has."""
-    from rules.uris import check_name
-    name = name.strip()
-    if not name:
-        return "Type a name for the series, e.g. sim/series_01."
-    if name.startswith("/") or name.endswith("/"):
-        return "The name cannot start or end with '/'."
-    path = name if name.endswith(".pcs") else name + ".pcs"
-    try:
-        check_name(path)
-    except ValueError as exc:
-        return str(exc)[0].upper() + str(exc)[1:] + "."
-    if path in taken:
-        return f"The cluster already has a series {path}; pick another name."
-    return ""
-
-
-def free_series_name(taken: frozenset[str] | set[str], stem: str = "sim/series_") -> str:
-    """The first ``sim/series_NN`` whose ``.pcs`` is not in ``taken``."""
-    n = 1
-    while f"{stem}{n:02d}.pcs" in taken:
-        n += 1
-    return f"{stem}{n:02d}"
-
-
 class SimulateDialog(QDialog):
-    """Asks for a simulated acquisition's name, frame count and frame rate.
+    """Asks for a simulated acquisition: series name, frames and rate, and the sample and camera
+    (structure, emitter density, photons, background, camera).
 
-    A name the cluster would refuse is flagged under the field and "Spool and launch" stays off.
+    What is typed is checked by the one schema (``rules.simulation``), whose bounds are also the
+    spin boxes' ranges; a problem is shown under its field and "Spool and launch" stays off.
     """
 
     def __init__(self, parent=None, name: str | None = None,
-                 taken: frozenset[str] | set[str] = frozenset()):
+                 taken: frozenset[str] | set[str] = frozenset(),
+                 settings: SimulationSettings = SimulationSettings()):
         super().__init__(parent)
         self._taken = frozenset(taken)
         name = name or free_series_name(self._taken)
@@ -121,50 +105,105 @@ class SimulateDialog(QDialog):
         self.name_edit.setToolTip("Cluster path of the new series (.pcs is added)")
         self.name_edit.setMinimumWidth(self.fontMetrics().horizontalAdvance("microscope/series_0000")
                                        + 24)
-        self.name_problem = QLabel()
-        self.name_problem.setWordWrap(True)
-        self.name_problem.setStyleSheet("color: #b00020;")
-        self.name_problem.hide()
-        self.frames = QSpinBox()
-        self.frames.setRange(1, 1_000_000)
-        self.frames.setValue(500)
-        self.frames.setGroupSeparatorShown(True)
-        self.fps = QDoubleSpinBox()
-        self.fps.setRange(0.1, 10_000)
-        self.fps.setDecimals(1)
-        self.fps.setValue(100)
-        self.fps.setSuffix(" frames/s")
+        self.name_problem = self._problem_label()
+        self.frames = self._spin("frames", settings.frames, step=100)
+        self.fps = self._spin("fps", settings.fps, step=50, decimals=1, suffix=" frames/s")
         self.duration = QLabel()
         self.duration.setStyleSheet("color: gray;")
+        self.structure = QComboBox()
+        self.structure.addItems(SIMULATION_SETTINGS["structure"].choices)
+        self.structure.setCurrentText(settings.structure)
+        self.structure.setToolTip("What the fluorophores label")
+        self.density = self._spin("emitters_per_frame", settings.emitters_per_frame, step=5,
+                                  decimals=1, suffix=" per frame")
+        self.density.setToolTip("Emitters switched on in a frame, on average (blinking)")
+        self.photons = self._spin("photons", settings.photons, step=100, decimals=0,
+                                  suffix=" photons")
+        self.photons.setToolTip("Mean photons an emitter gives in one frame (lognormal spread)")
+        self.background = self._spin("background", settings.background, step=5, decimals=1,
+                                     suffix=" photons/px")
+        self.background.setToolTip("Background photons per pixel and frame")
+        self.camera = QComboBox()
+        self.camera.addItems(SIMULATION_SETTINGS["camera"].choices)
+        self.camera.setCurrentText(settings.camera)
+        self.camera.setToolTip("sCMOS: uniform offset and read noise; with pixel maps: per-pixel "
+                               "offset and read noise (hot pixels), the maps written beside the "
+                               "frames; EMCCD: EM gain 100")
+        self.settings_problem = self._problem_label()
         form = QFormLayout(self)
         form.addRow("Series name", self.name_edit)
         form.addRow("", self.name_problem)
         form.addRow("Frames", self.frames)
         form.addRow("Frame rate", self.fps)
         form.addRow("", self.duration)
+        form.addRow("Structure", self.structure)
+        form.addRow("Emitter density", self.density)
+        form.addRow("Photons", self.photons)
+        form.addRow("Background", self.background)
+        form.addRow("Camera", self.camera)
+        form.addRow("", self.settings_problem)
         self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         self.ok_button = self.buttons.button(QDialogButtonBox.Ok)
         self.ok_button.setText("Spool and launch")
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         form.addRow(self.buttons)
+        form.setSizeConstraint(QFormLayout.SetFixedSize)   # grows with a problem shown, and back
         self.name_edit.textChanged.connect(self._on_input_changed)
-        self.frames.valueChanged.connect(self._on_input_changed)
-        self.fps.valueChanged.connect(self._on_input_changed)
+        for spin in (self.frames, self.fps, self.density, self.photons, self.background):
+            spin.valueChanged.connect(self._on_input_changed)
+        self.structure.currentTextChanged.connect(self._on_input_changed)
+        self.camera.currentTextChanged.connect(self._on_input_changed)
         self._on_input_changed()
 
-    def values(self) -> tuple[str, int, float]:
-        return self.name_edit.text().strip(), self.frames.value(), self.fps.value()
+    @staticmethod
+    def _problem_label() -> QLabel:
+        label = QLabel()
+        label.setWordWrap(True)
+        label.setStyleSheet("color: #b00020;")
+        label.hide()
+        return label
+
+    @staticmethod
+    def _spin(field: str, value, *, step: float, decimals: int | None = None, suffix: str = ""):
+        """A spin box over the range the schema allows for ``field``."""
+        spec = SIMULATION_SETTINGS[field]
+        spin = QSpinBox() if spec.type == "int" else QDoubleSpinBox()
+        if decimals is not None:
+            spin.setDecimals(decimals)
+        spin.setRange(spec.minimum, spec.maximum)
+        spin.setSingleStep(step)
+        spin.setGroupSeparatorShown(True)
+        spin.setSuffix(suffix)
+        spin.setValue(value)
+        return spin
+
+    def settings(self) -> SimulationSettings:
+        return SimulationSettings(
+            frames=self.frames.value(), fps=self.fps.value(),
+            structure=self.structure.currentText(), emitters_per_frame=self.density.value(),
+            photons=self.photons.value(), background=self.background.value(),
+            camera=self.camera.currentText())
+
+    def values(self) -> tuple[str, SimulationSettings]:
+        return self.name_edit.text().strip(), self.settings()
 
     def accept(self) -> None:
-        if not check_series_name(self.name_edit.text(), self._taken):
+        if not self._problems():
             super().accept()
 
+    def _problems(self) -> list[str]:
+        problems = [series_name_problem(self.name_edit.text(), self._taken)]
+        return [p for p in problems + list(self.settings().problems().values()) if p]
+
     def _on_input_changed(self, *_args) -> None:
-        problem = check_series_name(self.name_edit.text(), self._taken)
+        problem = series_name_problem(self.name_edit.text(), self._taken)
         self.name_problem.setText(f"⚠ {problem}" if problem else "")
         self.name_problem.setVisible(bool(problem))
-        self.ok_button.setEnabled(not problem)
+        settings_problems = list(self.settings().problems().values())
+        self.settings_problem.setText("\n".join(f"⚠ {p}" for p in settings_problems))
+        self.settings_problem.setVisible(bool(settings_problems))
+        self.ok_button.setEnabled(not self._problems())
         seconds = self.frames.value() / self.fps.value()
         self.duration.setText(f"about {seconds:.0f} s of acquisition" if seconds < 120
                               else f"about {seconds / 60:.1f} min of acquisition")
@@ -177,12 +216,12 @@ class SeriesBrowser(QWidget):
     -------
     seriesSelected(str)
         The cluster path of the series picked (``""`` when a folder or nothing is picked).
-    simulateRequested(str, int, float)
-        Name, frames and frame rate of a simulated acquisition to start.
+    simulateRequested(str, object)
+        Name and :class:`~rules.simulation.SimulationSettings` of a simulated acquisition to start.
     """
 
     seriesSelected = pyqtSignal(str)
-    simulateRequested = pyqtSignal(str, int, float)
+    simulateRequested = pyqtSignal(str, object)
     PathRole = Qt.UserRole + 1
 
     def __init__(self, parent=None):
@@ -224,6 +263,10 @@ class SeriesBrowser(QWidget):
         layout.addWidget(hint)
         layout.addWidget(self.tree, 1)
         layout.addLayout(buttons)
+        self.simulation_label = QLabel()
+        self.simulation_label.setWordWrap(True)
+        self.simulation_label.hide()
+        layout.addWidget(self.simulation_label)
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self.refresh)
@@ -241,6 +284,11 @@ class SeriesBrowser(QWidget):
     def set_simulate_available(self, available: bool, tooltip: str) -> None:
         self.simulate_button.setEnabled(available)
         self.simulate_button.setToolTip(tooltip)
+
+    def set_simulation_status(self, text: str) -> None:
+        """One line on the window's simulated acquisition ("" hides it)."""
+        self.simulation_label.setText(text)
+        self.simulation_label.setVisible(bool(text))
 
     def refresh(self) -> None:
         if self._make_lister is None or self._busy:
