@@ -1,8 +1,10 @@
 """The status watcher: a ``QObject`` on its own ``QThread`` that polls the rule server.
 
-One ``/distributor/queues`` request per cycle gives every rule's counters, through
-``rules.watchers.fetch_statuses``, which also reads Spoolside's own ``/spoolside/rules`` for the
-parent links of follow-on rules (and does without them on a PYME server). The watcher
+On Spoolside's rule server one long-polled ``/spoolside/status`` request per cycle gives every
+rule's counters and parent links as soon as anything changes (``rules.watchers.
+fetch_status_changes``), at most one cycle per interval; an idle cluster costs one request per
+``long_poll_s``. On a PYME server, ``/distributor/queues`` is polled every interval through
+``rules.watchers.fetch_statuses``. The watcher
 emits plain frozen ``RuleStatus`` lists and never touches a widget; the window connects
 ``statusesUpdated`` to the rule table model (a queued connection onto the GUI thread).
 """
@@ -10,15 +12,23 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+import time
+from typing import Any, Callable
 
 from PyQt5.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
 
 from rules.errors import ClusterError, ClusterUnreachable, short_reason
 from rules.ruleserver_client import DEFAULT_TIMEOUT, RuleServerClient
-from rules.watchers import fetch_statuses
+from rules.watchers import fetch_status_changes, fetch_statuses
 
 logger = logging.getLogger(__name__)
+
+#: An idle cluster answers the watcher's long poll after this long (one request per this long).
+LONG_POLL_S = 20.0
+
+
+class _Stopped(Exception):
+    """:meth:`StatusWatcher.stop` was called while a request was in flight."""
 
 
 class StatusWatcher(QObject):
@@ -33,8 +43,10 @@ class StatusWatcher(QObject):
     make_client
         builds the client on the watcher's thread (default ``RuleServerClient(url, timeout=...)``).
     timeout_s
-        request timeout of the default client, seconds or ``(connect, read)``; :meth:`stop` takes
-        effect within about this long, and a server that does not answer is reported after it.
+        request timeout of the default client, seconds or ``(connect, read)``; a server that does
+        not answer is reported after it (:meth:`stop` takes effect at once).
+    long_poll_s
+        how long Spoolside's rule server holds a status request while nothing changes.
 
     Signals
     -------
@@ -60,10 +72,14 @@ class StatusWatcher(QObject):
 
     def __init__(self, url: str, interval_s: float = 1.0, *,
                  make_client: Callable[[], RuleServerClient] | None = None,
-                 timeout_s: float | tuple[float, float] = DEFAULT_TIMEOUT):
+                 timeout_s: float | tuple[float, float] = DEFAULT_TIMEOUT,
+                 long_poll_s: float = LONG_POLL_S):
         super().__init__()
         self.url = url
         self.interval_s = interval_s
+        self.long_poll_s = long_poll_s
+        self._long_poll = True              # until the server turns out to be PYME's
+        self._version: int | None = None    # the server's state at the last long-poll answer
         self._make_client = make_client or (lambda: RuleServerClient(url, timeout=timeout_s))
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -89,8 +105,15 @@ class StatusWatcher(QObject):
                 self._set_reachable(False, str(exc))
                 return
             while not self._stop.is_set():
-                self.poll_once(client)
-                self._wake.wait(self.interval_s)
+                started = time.monotonic()
+                try:
+                    statuses = self._poll(lambda: self._fetch(client))
+                except _Stopped:
+                    break
+                if statuses is None:  # a failure: retry after the interval, not at once
+                    started = time.monotonic()
+                    self._version = None  # a restarted server counts from 0 again
+                self._wake.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
                 self._wake.clear()
         finally:
             if client is not None:
@@ -99,8 +122,48 @@ class StatusWatcher(QObject):
 
     def poll_once(self, client) -> list | None:
         """One cycle: fetch, merge parent links, emit. Returns the statuses (None on failure)."""
+        return self._poll(lambda: fetch_statuses(client))
+
+    def _fetch(self, client) -> list:
+        """The statuses: long-polled from Spoolside's rule server, else polled (PYME's)."""
+        if self._long_poll:
+            since, wait = self._version, self.long_poll_s if self._version is not None else 0.0
+            reply = self._unless_stopped(lambda: fetch_status_changes(client, since, wait))
+            if reply is not None:
+                statuses, self._version = reply
+                return statuses
+            self._long_poll = False
+            logger.info("rule server %s has no status long poll: polling", self.url)
+        return fetch_statuses(client)
+
+    def _unless_stopped(self, call: Callable[[], Any]) -> Any:
+        """``call()`` on a helper thread, waited for unless :meth:`stop` comes first (then
+        :class:`_Stopped`; the abandoned request ends with the connection)."""
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["value"] = call()
+            except BaseException as exc:  # noqa: BLE001 - handed over to the waiting thread
+                box["error"] = exc
+            finally:
+                done.set()
+                self._wake.set()
+
+        threading.Thread(target=run, name="StatusWatcher-request", daemon=True).start()
+        while not done.is_set():
+            if self._stop.is_set():
+                raise _Stopped()
+            self._wake.wait()
+            self._wake.clear()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def _poll(self, fetch: Callable[[], list]) -> list | None:
         try:
-            statuses = fetch_statuses(client)
+            statuses = fetch()
         except ClusterUnreachable as exc:
             self._outage = True
             self._set_reachable(False, short_reason(exc.reason or str(exc)))

@@ -186,6 +186,29 @@ class RuleServerClient:
         result = reply.get("result")
         return result if isinstance(result, dict) else reply
 
+    def status_changes(self, since: int | None = None, wait: float = 0.0
+                       ) -> tuple[int, dict[str, dict], dict[str, dict]] | None:
+        """Spoolside's long poll ``GET /spoolside/status``: once the server's state differs from
+        version ``since`` (at once without it) or after ``wait`` seconds, ``(version, queue info
+        as :meth:`queue_info`, extra rule info as :meth:`extra_rule_info`)``; None on PYME."""
+        params: dict[str, str] = {}
+        if since is not None:
+            params = {"since": str(int(since)), "wait": _number(wait)}
+        connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout,) * 2
+        reply = self._call("GET", "/spoolside/status", params=params, absent_ok=True,
+                           timeout=(connect, read + wait))
+        if reply is None:
+            return None
+        version = reply.get("version") if isinstance(reply, dict) else None
+        result = reply.get("result") if isinstance(reply, dict) else None
+        rules = reply.get("rules") if isinstance(reply, dict) else None
+        if (not isinstance(version, int) or isinstance(version, bool) or not isinstance(result, dict)
+                or not all(isinstance(v, dict) for v in result.values())
+                or not isinstance(rules, dict)):
+            raise ProtocolError(f"/spoolside/status reply is not {{'version', 'result', 'rules'}}: "
+                                f"{reply!r:.200}", url=self.base_url)
+        return version, result, rules
+
     # -- the worker's side (§2.2) ----------------------------------------------------------
     def task_adverts(self, wait: float = 0.0) -> list[dict]:
         """The adverts of rules with available tasks (``GET /task_advertisements``, §1.2); with

@@ -97,16 +97,31 @@ def fetch_statuses(client) -> list[RuleStatus]:
     ``/spoolside/rules`` where the server has it. Raises :class:`ClusterError` like the client.
     """
     info = client.queue_info()
-    parents: dict[str, str | None] = {}
     try:
         extra = client.extra_rule_info()
     except ClusterError as exc:
         logger.debug("no extra rule info: %s", exc)
         extra = None
-    if extra:
-        for rule_id, entry in extra.items():
-            if isinstance(entry, dict):
-                parents[rule_id] = entry.get("parent")
+    return _statuses(info, extra)
+
+
+def fetch_status_changes(client, since: int | None, wait: float
+                         ) -> tuple[list[RuleStatus], int] | None:
+    """:func:`fetch_statuses` once the server's state differs from version ``since`` (at once
+    without it), or after ``wait`` seconds: ``(statuses, version)``, one request (Spoolside's
+    long poll); None on a server without it (PYME's: poll :func:`fetch_statuses` instead)."""
+    reply = client.status_changes(since, wait)
+    if reply is None:
+        return None
+    version, info, extra = reply
+    return _statuses(info, extra), version
+
+
+def _statuses(info: dict[str, dict], extra: dict | None) -> list[RuleStatus]:
+    parents: dict[str, str | None] = {}
+    for rule_id, entry in (extra or {}).items():
+        if isinstance(entry, dict):
+            parents[rule_id] = entry.get("parent")
     return [RuleStatus.from_info(rule_id, entry, parents.get(rule_id))
             for rule_id, entry in sorted(info.items())]
 

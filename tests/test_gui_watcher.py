@@ -179,3 +179,39 @@ def test_a_server_that_never_answers_is_reported_within_10_s(qtbot, watchers):
         assert blocker.args == [False, "no answer (timed out)"]
     finally:
         listener.close()
+
+
+def test_an_idle_watcher_waits_in_a_long_poll_and_stops_at_once(qtbot, rule_server, watchers):
+    """On Spoolside's rule server the watcher long-polls: an idle cluster costs one request per
+    ``long_poll_s``, a change arrives at once, and stop() does not wait for the held request."""
+    watcher = StatusWatcher(rule_server.url, interval_s=0.05, long_poll_s=30.0)
+    seen: list[list[RuleStatus]] = []
+    watcher.statusesUpdated.connect(seen.append)
+    thread = watchers(watcher)
+    qtbot.waitUntil(lambda: len(seen) == 1, timeout=10000)
+    qtbot.wait(500)  # ten intervals: a polling watcher would have emitted ten times
+    assert len(seen) == 1 and watcher._long_poll
+    with requests.Session() as session:
+        rule_id = _add_rule(session, rule_server.url, 3)
+    qtbot.waitUntil(lambda: len(seen) >= 2 and rule_id in {s.rule_id for s in seen[-1]},
+                    timeout=5000)
+    t0 = time.monotonic()
+    assert stop_watcher(watcher, thread, 5000)
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_status_long_poll_answers_on_a_change_or_after_the_wait(rule_server):
+    url = rule_server.url + "/spoolside/status"
+    with requests.Session() as session:
+        now = session.get(url, timeout=5).json()
+        assert now["ok"] is True and now["result"] == {} and now["rules"] == {}
+        t0 = time.monotonic()
+        same = session.get(url, params={"since": now["version"], "wait": 0.3}, timeout=5).json()
+        assert time.monotonic() - t0 >= 0.25 and same["version"] == now["version"]
+        rule_id = _add_rule(session, rule_server.url, 2)
+        changed = session.get(url, params={"since": now["version"], "wait": 30}, timeout=5).json()
+        assert changed["version"] != now["version"] and rule_id in changed["result"]
+        assert changed["rules"][rule_id]["parent"] is None
+        for bad in ({"since": 1, "wait": "soon"}, {"since": -1}, {"since": 1, "wait": -2}):
+            reply = session.get(url, params=bad, timeout=5)
+            assert reply.status_code == 400, bad

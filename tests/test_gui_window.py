@@ -473,3 +473,27 @@ def test_a_pyme_chained_analysis_preset_runs_from_the_window(qtbot, make_window,
     pushed = next(r for r in window.launcher.rules if r.rule_id == rule_id)
     assert type(pushed).__name__ == "LocalisationRule"  # no spooler here: the series on the cluster
     assert helpers.queue_info(rule_server.url)[rule_id]["tasksPosted"] > 0
+
+
+def test_the_series_browser_lists_less_often_while_nothing_changes(qtbot, data_server, data_root):
+    """Idle CPU: an unchanged listing doubles the refresh interval (up to IDLE_REFRESH_MS); a
+    change, a click on Refresh or a series to follow brings it back to REFRESH_MS."""
+    from rules.dataserver_client import DataClient
+    from widgets.series_browser import IDLE_REFRESH_MS, REFRESH_MS, SeriesBrowser
+    browser = SeriesBrowser()
+    qtbot.addWidget(browser)
+    listings = []
+    browser.set_source(lambda: listings.append(1) or DataClient([data_server.url], "testcluster"))
+    qtbot.waitUntil(lambda: browser.status_label.text() == "0 series", timeout=10000)
+    for _ in range(4):  # unchanged listings, as the timer would run them
+        done = len(listings)
+        browser._list()
+        qtbot.waitUntil(lambda: len(listings) > done and not browser._busy, timeout=10000)
+    assert browser._timer.interval() == min(REFRESH_MS * 16, IDLE_REFRESH_MS)
+    (data_root / "new.pcs").mkdir()
+    (data_root / "new.pcs" / "metadata.json").write_text("{}")
+    browser.follow_series("new.pcs")  # not listed yet: lists again at once
+    qtbot.waitUntil(lambda: browser.selected_series() == "new.pcs"
+                    and any(e.path == "new.pcs" for e in browser.entries()), timeout=10000)
+    assert browser._timer.interval() == REFRESH_MS
+    assert browser.stop()

@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 MAX_DEPTH = 4
 SKIPPED = {"LOGS/", "RECIPES/", "analysis/", "__pycache__/"}
 REFRESH_MS = 3000
+#: While listings come back unchanged the interval doubles up to this (idle CPU); any change, a
+#: click on Refresh or a series to follow brings it back to ``REFRESH_MS``.
+IDLE_REFRESH_MS = 24000
 
 
 @dataclass(frozen=True)
@@ -269,7 +272,7 @@ class SeriesBrowser(QWidget):
         layout.addWidget(self.simulation_label)
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
-        self._timer.timeout.connect(self.refresh)
+        self._timer.timeout.connect(self._list)
         self.refresh_button.clicked.connect(self.refresh)
         self.simulate_button.clicked.connect(self._on_simulate_clicked)
         self.tree.selectionModel().currentRowChanged.connect(self._on_current_changed)
@@ -291,6 +294,10 @@ class SeriesBrowser(QWidget):
         self.simulation_label.setVisible(bool(text))
 
     def refresh(self) -> None:
+        self._timer.setInterval(REFRESH_MS)
+        self._list()
+
+    def _list(self) -> None:
         if self._make_lister is None or self._busy:
             return
         self._busy = True
@@ -309,7 +316,8 @@ class SeriesBrowser(QWidget):
         (a simulated series appears a moment after it starts spooling)."""
         if path and path != self._selected:
             self._selected = path
-            self.select_series(path)
+            if not self.select_series(path):
+                self.refresh()
 
     def select_series(self, path: str) -> bool:
         """Select the row of ``path`` if it is listed."""
@@ -340,9 +348,13 @@ class SeriesBrowser(QWidget):
 
     def _on_listed(self, _tag: str, entries: list) -> None:
         self._busy = False
-        self.status_label.setText(f"{sum(e.is_series for e in entries)} series")
+        text = f"{sum(e.is_series for e in entries)} series"
+        if self.status_label.text() != text:
+            self.status_label.setText(text)
         if entries == self._entries:
+            self._timer.setInterval(min(self._timer.interval() * 2, IDLE_REFRESH_MS))
             return
+        self._timer.setInterval(REFRESH_MS)
         self._entries = list(entries)
         expanded = {self.model.itemFromIndex(i).data(self.PathRole)
                     for i in self._expanded_indexes()}

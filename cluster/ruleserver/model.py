@@ -49,8 +49,9 @@ FOLLOWON_HISTORY = 10000
 #: A task won by a named worker is re-queued this long after the worker's last heartbeat
 #: (capped by the task timeout); anonymous bidders (PYME nodes) keep the plain task timeout.
 DEFAULT_LEASE_SECONDS = 10.0
-#: The background pass runs this often while the server holds no rule at all.
-IDLE_TICK_SECONDS = 1.0
+#: The background pass runs this often while the server holds no rule at all (at once when one
+#: comes).
+IDLE_TICK_SECONDS = 5.0
 WORKER_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 RULE_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -776,10 +777,11 @@ class RuleTable:
             now = self.clock()
             return {rule_id: rule.info(now) for rule_id, rule in self._rules.items()}
 
-    def wait_for_change(self, timeout: float) -> None:
-        """Block until anything changes or ``timeout`` passes."""
+    def wait_for_change(self, timeout: float, since: int | None = None) -> None:
+        """Block until anything changes (the version differs from ``since``, by default the
+        current one) or ``timeout`` passes."""
         with self.changed:
-            start = self.version
+            start = self.version if since is None else since
             self.changed.wait_for(lambda: self.version != start, timeout)
 
     def followons(self, rule_id: str) -> list[str]:
@@ -822,8 +824,16 @@ class RuleTable:
                 self._changed()
 
     def _run(self) -> None:
-        # with no rules there is nothing to time out: wake less often (idle CPU)
-        while not self._stop.wait(self.tick_interval if self._rules else IDLE_TICK_SECONDS):
+        while True:
+            if self._rules:
+                if self._stop.wait(self.tick_interval):
+                    break
+            else:  # nothing to time out: sleep until a rule comes (idle CPU)
+                with self.changed:
+                    self.changed.wait_for(lambda: self._rules or self._stop.is_set(),
+                                          IDLE_TICK_SECONDS)
+                if self._stop.is_set():
+                    break
             try:
                 self.tick()
             except Exception:  # the pass must survive anything: log it and carry on
@@ -836,6 +846,8 @@ class RuleTable:
 
     def stop(self) -> None:
         self._stop.set()
+        with self.changed:
+            self.changed.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None

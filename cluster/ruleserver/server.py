@@ -31,6 +31,21 @@ POST_ONLY = frozenset({"/add_integer_id_rule", "/inactivate_rule", "/handin",
 STATE_CHANGING = POST_ONLY | {"/release_rule_tasks", "/mark_release_complete", "/bid_on_tasks"}
 #: /task_advertisements?wait=S waits at most this long for tasks (Spoolside's idle workers).
 MAX_ADVERT_WAIT_SECONDS = 30.0
+#: /spoolside/status?since=V&wait=S waits at most this long for a change (the window's watcher).
+MAX_STATUS_WAIT_SECONDS = 30.0
+
+
+def _seconds(params: dict[str, str], name: str, maximum: float) -> float:
+    """A number of seconds from the query (0 when absent), at most ``maximum``."""
+    if name not in params:
+        return 0.0
+    try:
+        value = float(params[name])
+    except ValueError:
+        raise HTTPError(400, f"{name} must be a number, got {params[name]!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise HTTPError(400, f"{name} must be a number of seconds, 0 or more")
+    return min(value, maximum)
 
 
 def _required(params: dict[str, str], name: str) -> str:
@@ -69,6 +84,7 @@ class RuleRequestHandler(RequestHandler):
         "/spoolside/requeue_failed": ("requeue_failed", frozenset({"ruleID"})),
         "/spoolside/rules": ("rules_info", frozenset()),
         "/spoolside/heartbeat": ("heartbeat", frozenset({"worker"})),
+        "/spoolside/status": ("status_changes", frozenset({"since", "wait"})),
     }
 
     @property
@@ -156,15 +172,8 @@ class RuleRequestHandler(RequestHandler):
         self.send_payload(200, OK)
 
     def h_adverts(self, params: dict[str, str], body: bytes) -> None:
-        wait = 0.0
-        if "wait" in params:
-            try:
-                wait = float(params["wait"])
-            except ValueError:
-                raise HTTPError(400, f"wait must be a number, got {params['wait']!r}") from None
-            if not math.isfinite(wait) or wait < 0:
-                raise HTTPError(400, "wait must be a number of seconds, 0 or more")
-        self.send_payload(200, self.table.adverts_json(min(wait, MAX_ADVERT_WAIT_SECONDS)))
+        wait = _seconds(params, "wait", MAX_ADVERT_WAIT_SECONDS)
+        self.send_payload(200, self.table.adverts_json(wait))
 
     def h_bid(self, params: dict[str, str], body: bytes) -> None:
         self.send_json(self.table.bid(_json_body(body)))
@@ -205,6 +214,22 @@ class RuleRequestHandler(RequestHandler):
     def h_rules_info(self, params: dict[str, str], body: bytes) -> None:
         self.status.wait_turn()
         self.send_payload(200, self.status.snapshot("rules", self.table.rules_info))
+
+    def h_status_changes(self, params: dict[str, str], body: bytes) -> None:
+        """Every rule's counters and parent links once the table's version differs from
+        ``since`` (at once without it), or after ``wait`` seconds: a watcher long-polls this, so
+        an idle window costs one request per ``wait`` instead of two a second."""
+        since = query_int(params, "since", None, minimum=0)
+        if since is not None:
+            self.table.wait_for_change(_seconds(params, "wait", MAX_STATUS_WAIT_SECONDS),
+                                       since=since)
+        self.status.wait_turn()
+
+        def build() -> dict:
+            version = self.table.version  # read first: the counters are at least this new
+            return {"ok": True, "version": version, "result": self.table.queue_info(),
+                    "rules": self.table.rules_info()}
+        self.send_payload(200, self.status.snapshot("status", build))
 
     def h_heartbeat(self, params: dict[str, str], body: bytes) -> None:
         n = self.table.heartbeat(_required(params, "worker"))
