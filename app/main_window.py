@@ -44,6 +44,8 @@ from widgets.activity_view import ActivityView
 from widgets.background import BackgroundCall, CallSignals
 from widgets.chain_editor import ChainEditor
 from widgets.chain_model import ChainModel
+from widgets.cluster_files import ClusterFileDialog
+from widgets.file_actions import REMOTE_REASON, copy_uri, show_in_folder
 from widgets.import_dialog import DropImporter, ImportDialog, choose_import_path
 from widgets.metadata_panel import MetadataPanel
 from widgets.presets_menu import PresetsMenu, PresetStore
@@ -245,6 +247,8 @@ class MainWindow(QMainWindow):
         self.import_action = file_menu.addAction("&Import Data…",
                                                  lambda: self.import_data(choose_import_path(self)))
         self._drop_importer = DropImporter(self, self.import_data)
+        self.open_cluster_action = file_menu.addAction("&Open from Cluster…", self.open_from_cluster)
+        self.open_cluster_action.setShortcut(QKeySequence.Open)
         self.export_action = file_menu.addAction("E&xport Localisations…", self.export_localisations)
         file_menu.addSeparator()
         self.connect_action = file_menu.addAction("&Connect to Cluster…", self._on_connect_triggered)
@@ -331,6 +335,12 @@ class MainWindow(QMainWindow):
         self.rule_view.selectionChangedTo.connect(self._on_rules_selected)
         self.series_browser.seriesSelected.connect(self.set_series)
         self.series_browser.simulateRequested.connect(self.simulate)
+        self.series_browser.openRequested.connect(self.open_cluster_file)
+        self.series_browser.showInFolderRequested.connect(self.show_in_folder)
+        self.series_browser.copyUriRequested.connect(
+            lambda path: copy_uri(make_cluster_uri(path, (self.address.serverfilter or "")
+                                                   if self.address else "")))
+        self.results_view.showInFolderRequested.connect(self.show_in_folder)
         self.presets.presetLoaded.connect(self._on_preset_loaded)
         self.presets.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
 
@@ -383,6 +393,9 @@ class MainWindow(QMainWindow):
         self._watcher, self._watcher_thread = watcher, start_watcher(watcher)
         self.series_browser.set_source(
             lambda: DataClient(list(address.dataservers), address.serverfilter or ""))
+        local = bool(address.embedded and address.root)
+        self.series_browser.set_local_files(local, REMOTE_REASON)
+        self.results_view.set_local_files(local, REMOTE_REASON)
         self.chain_editor.set_available_modules(None)
         self._pool.start(BackgroundCall("modules", lambda: _module_schema(address), self._signals))
         self.chain_editor.set_recipe_source(lambda: self._list_cluster_recipes(address),
@@ -673,6 +686,32 @@ class MainWindow(QMainWindow):
         self.live_panel.follow(self.address.dataservers, self.address.serverfilter or "", results,
                                series_uri, self.address.ruleserver, rule_id)
         self.bottom_tabs.setCurrentWidget(self.live_panel)
+
+    def open_cluster_file(self, path: str) -> None:
+        """Show a file of the cluster (an ``.h5r``, ``.tif``, ``.csv``, ...) in the Results tab."""
+        serverfilter = (self.address.serverfilter or "") if self.address else ""
+        self.results_view.preview(make_cluster_uri(path, serverfilter))
+        self.bottom_tabs.setCurrentWidget(self.results_view)
+
+    def open_from_cluster(self) -> ClusterFileDialog | None:
+        """File ▸ Open from Cluster…: browse the cluster's files, open one in the Results tab."""
+        address = self.address
+        if address is None:
+            self._show_error("Open from cluster", "Not connected to a cluster yet.")
+            return None
+        dialog = ClusterFileDialog(
+            lambda: DataClient(list(address.dataservers), address.serverfilter or ""), self)
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+        dialog.fileChosen.connect(self.open_cluster_file)
+        dialog.open()
+        return dialog
+
+    def show_in_folder(self, path: str) -> None:
+        """*Show in Folder* for a file or series of the embedded cluster."""
+        root = self.address.root if self.address is not None and self.address.embedded else None
+        problem = show_in_folder(root, path)
+        if problem:
+            self.statusBar().showMessage(f"Cannot show {path} in its folder: {problem}", 10000)
 
     def export_localisations(self) -> None:
         """File ▸ Export Localisations… of the results file in the Live view tab."""

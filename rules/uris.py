@@ -1,6 +1,8 @@
 """``PYME-CLUSTER://`` URIs, cluster name checks and PYME's results-file naming (§4.2, §3.3)."""
 from __future__ import annotations
 
+import os
+import pathlib
 import posixpath
 import re
 from typing import NamedTuple
@@ -98,3 +100,13 @@ def series_dir(series_uri: str) -> str:
 def results_filename_for(series_uri: str) -> str:
     """PYME's ``genClusterResultFileName``: ``u/d/s1.pcs`` → ``u/d/analysis/s1.h5r`` (relative)."""
     return posixpath.join(series_dir(series_uri), "analysis", series_stub(series_uri) + ".h5r")
+
+
+def local_path(root: str | os.PathLike, uri_or_path: str) -> pathlib.Path:
+    """Where a cluster file lies in a data folder ``root`` on this machine (the embedded
+    cluster's); ValueError for a path that would leave it."""
+    base = pathlib.Path(root).resolve()
+    target = (base / cluster_path(uri_or_path).strip("/")).resolve()
+    if target != base and base not in target.parents:
+        raise ValueError(f"{uri_or_path!r} is not inside the data folder {base}")
+    return target

@@ -208,6 +208,8 @@ class ResultsView(QWidget):
         the URI could not be read or decoded, and why.
     tableRead(str)
         every row of the table at the URI has been read (sorting is on).
+    showInFolderRequested(str)
+        *Show in Folder* was picked for the output with this URI.
 
     Call :meth:`stop` (or close the widget) to end the loader thread.
     """
@@ -215,6 +217,7 @@ class ResultsView(QWidget):
     previewShown = pyqtSignal(str, str)
     previewFailed = pyqtSignal(str, str)
     tableRead = pyqtSignal(str)
+    showInFolderRequested = pyqtSignal(str)
 
     def __init__(self, make_client: Callable[[], object], parent=None):
         super().__init__(parent)
@@ -231,6 +234,9 @@ class ResultsView(QWidget):
         copy_action = QAction("Copy URI", self.outputs)
         copy_action.triggered.connect(self._on_copy_uri_triggered)
         self.outputs.addAction(copy_action)
+        self.show_action = QAction("Show in Folder", self.outputs)
+        self.show_action.triggered.connect(self._on_show_in_folder_triggered)
+        self.outputs.addAction(self.show_action)
         self.outputs.setContextMenuPolicy(Qt.ActionsContextMenu)
 
         self.caption = QLabel("Pick an output to preview it.", self)
@@ -349,6 +355,17 @@ class ResultsView(QWidget):
             return
         output: ResultOutput = current.data(0, Qt.UserRole)
         self.preview(output.uri, output.preview_kind)
+
+    def set_local_files(self, local: bool, reason: str) -> None:
+        """Whether the outputs lie on this machine (*Show in Folder*), and why not."""
+        self.show_action.setEnabled(local)
+        self.show_action.setToolTip("" if local else reason)
+        self.show_action.setText("Show in Folder" if local else "Show in Folder (embedded cluster only)")
+
+    def _on_show_in_folder_triggered(self) -> None:
+        item = self.outputs.currentItem()
+        if item is not None:
+            self.showInFolderRequested.emit(item.text(1))
 
     def _on_copy_uri_triggered(self) -> None:
         item = self.outputs.currentItem()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from PyQt5.QtCore import Qt, QThreadPool, QTimer, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
 from PyQt5.QtWidgets import (
+    QAction,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -49,26 +50,79 @@ REFRESH_MS = 3000
 IDLE_REFRESH_MS = 24000
 
 
+#: Analysis outputs listed under their series (files of a folder's ``analysis/``).
+OUTPUT_EXTS = (".h5r", ".hdf", ".tif", ".tiff", ".csv", ".npy")
+
+
 @dataclass(frozen=True)
 class SeriesEntry:
-    """A folder or a series on the cluster (``path`` is relative to the data root)."""
+    """A folder, a series, or an analysis output on the cluster (``path`` relative to the data
+    root). An output is listed under ``parent`` (its series, or its ``analysis`` folder)."""
 
     path: str
     is_series: bool
     complete: bool = False
     frames: int | None = None
+    is_output: bool = False
+    parent: str | None = None
+    size: int = -1
+
+    @property
+    def parent_path(self) -> str:
+        return self.parent if self.parent is not None else posixpath.dirname(self.path)
 
     @property
     def status(self) -> str:
+        if self.is_output:
+            return _size_text(self.size)
         if not self.is_series:
             return ""
         return "complete" if self.complete else "spooling…"
 
 
+def _size_text(size: int) -> str:
+    if size < 0:
+        return "being written"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def output_owner(name: str, stubs: list[str]) -> str | None:
+    """The series stub an output file belongs to (``cells_01_blobs.csv`` → ``cells_01``; the
+    longest that fits), or None."""
+    stem = posixpath.splitext(name)[0]
+    owners = [s for s in stubs if stem == s or stem.startswith(s + "_")]
+    return max(owners, key=len) if owners else None
+
+
+def _outputs(list_directory, folder: str, series: dict[str, str]) -> list[SeriesEntry]:
+    """The analysis outputs in ``folder/analysis``, each under the series of ``series``
+    (stub → path) it belongs to, else under the ``analysis`` folder entry."""
+    analysis = posixpath.join(folder, "analysis")
+    listing = list_directory(analysis)
+    files = sorted((n for n in listing if not n.endswith("/") and n.lower().endswith(OUTPUT_EXTS)),
+                   key=str.lower)
+    entries: list[SeriesEntry] = []
+    loose = []
+    for name in files:
+        owner = output_owner(name, list(series))
+        entry = SeriesEntry(posixpath.join(analysis, name), False, is_output=True,
+                            parent=series[owner] if owner else analysis, size=listing[name].size)
+        (entries if owner else loose).append(entry)
+    if loose:
+        entries.append(SeriesEntry(analysis, False))
+        entries.extend(loose)
+    return entries
+
+
 def walk_series(list_directory, root: str = "", depth: int = MAX_DEPTH) -> list[SeriesEntry]:
-    """Folders and series under ``root``; a series' frames are not listed (it is not descended)."""
+    """Folders, series and their analysis outputs under ``root``; a series' frames are not
+    listed (it is not descended)."""
     entries: list[SeriesEntry] = []
     listing = list_directory(root)
+    series: dict[str, str] = {}
     for name in sorted(listing, key=str.lower):
         info = listing[name]
         if not name.endswith("/") or name in SKIPPED or name.startswith("."):
@@ -76,10 +130,13 @@ def walk_series(list_directory, root: str = "", depth: int = MAX_DEPTH) -> list[
         path = posixpath.join(root, name.rstrip("/"))
         if info.is_series or name.endswith(".pcs/"):
             entries.append(SeriesEntry(path, True, bool(info.is_complete)))
+            series[posixpath.splitext(posixpath.basename(path))[0]] = path
         else:
             entries.append(SeriesEntry(path, False))
             if depth > 1:
                 entries.extend(walk_series(list_directory, path, depth - 1))
+    if "analysis/" in listing:
+        entries.extend(_outputs(list_directory, root, series))
     return entries
 
 
@@ -213,7 +270,8 @@ class SimulateDialog(QDialog):
 
 
 class SeriesBrowser(QWidget):
-    """The cluster's folders and series, refreshed in the background.
+    """The cluster's folders, series and each series' analysis outputs, refreshed in the
+    background.
 
     Signals
     -------
@@ -221,10 +279,19 @@ class SeriesBrowser(QWidget):
         The cluster path of the series picked (``""`` when a folder or nothing is picked).
     simulateRequested(str, object)
         Name and :class:`~rules.simulation.SimulationSettings` of a simulated acquisition to start.
+    openRequested(str)
+        The cluster path of an analysis output to open (double-click, or *Open in Results*).
+    showInFolderRequested(str)
+        The cluster path of an entry to show in the system's file browser.
+    copyUriRequested(str)
+        The cluster path of an entry whose URI is to be copied.
     """
 
     seriesSelected = pyqtSignal(str)
     simulateRequested = pyqtSignal(str, object)
+    openRequested = pyqtSignal(str)
+    showInFolderRequested = pyqtSignal(str)
+    copyUriRequested = pyqtSignal(str)
     PathRole = Qt.UserRole + 1
 
     def __init__(self, parent=None):
@@ -259,7 +326,8 @@ class SeriesBrowser(QWidget):
         buttons.addWidget(self.simulate_button)
         buttons.addStretch(1)
         buttons.addWidget(self.status_label)
-        hint = QLabel("Pick the series to analyse; a series still spooling can be analysed live.")
+        hint = QLabel("Pick the series to analyse; a series still spooling can be analysed live. "
+                      "Double-click an analysis output to open it in the Results tab.")
         hint.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -276,6 +344,18 @@ class SeriesBrowser(QWidget):
         self.refresh_button.clicked.connect(self.refresh)
         self.simulate_button.clicked.connect(self._on_simulate_clicked)
         self.tree.selectionModel().currentRowChanged.connect(self._on_current_changed)
+        self.tree.doubleClicked.connect(self._on_double_clicked)
+        self.open_action = QAction("Open in Results", self.tree)
+        self.open_action.triggered.connect(lambda: self._emit_for_current(self.openRequested, True))
+        self.show_action = QAction("Show in Folder", self.tree)
+        self.show_action.triggered.connect(
+            lambda: self._emit_for_current(self.showInFolderRequested))
+        self.copy_action = QAction("Copy URI", self.tree)
+        self.copy_action.triggered.connect(lambda: self._emit_for_current(self.copyUriRequested))
+        for action in (self.open_action, self.show_action, self.copy_action):
+            self.tree.addAction(action)
+        self.tree.setContextMenuPolicy(Qt.ActionsContextMenu)
+        self.set_local_files(False, "")
 
     # -- public API -----------------------------------------------------------------------------
     def set_source(self, make_lister) -> None:
@@ -283,6 +363,12 @@ class SeriesBrowser(QWidget):
         self._make_lister = make_lister
         self._timer.start()
         self.refresh()
+
+    def set_local_files(self, local: bool, reason: str) -> None:
+        """Whether the cluster's files are on this machine (*Show in Folder*), and why not."""
+        self.show_action.setEnabled(local)
+        self.show_action.setToolTip("" if local else reason)
+        self.show_action.setText("Show in Folder" if local else "Show in Folder (embedded cluster only)")
 
     def set_simulate_available(self, available: bool, tooltip: str) -> None:
         self.simulate_button.setEnabled(available)
@@ -363,14 +449,16 @@ class SeriesBrowser(QWidget):
         self.model.removeRows(0, self.model.rowCount())
         items: dict[str, QStandardItem] = {}
         for entry in entries:
-            parent_path = posixpath.dirname(entry.path)
-            parent = items.get(parent_path, self.model.invisibleRootItem())
+            parent = items.get(entry.parent_path, self.model.invisibleRootItem())
             name = QStandardItem(posixpath.basename(entry.path))
             name.setData(entry.path, self.PathRole)
             name.setToolTip(entry.path)
             status = QStandardItem(entry.status)
             if entry.is_series and not entry.complete:
                 status.setForeground(QBrush(QColor(20, 90, 170)))
+            if entry.is_output:
+                name.setForeground(QBrush(QColor(90, 90, 90)))
+                name.setToolTip(f"{entry.path} — double-click to open it in the Results tab")
             parent.appendRow([name, status])
             items[entry.path] = name
         for path, item in items.items():
@@ -389,10 +477,27 @@ class SeriesBrowser(QWidget):
         self._busy = False
         self.status_label.setText(f"Cannot list series: {message}")
 
-    def _on_current_changed(self, current, _previous) -> None:
-        item = self.model.itemFromIndex(current.siblingAtColumn(0)) if current.isValid() else None
+    def _entry_at(self, index) -> SeriesEntry | None:
+        item = self.model.itemFromIndex(index.siblingAtColumn(0)) if index.isValid() else None
         path = item.data(self.PathRole) if item is not None else ""
-        entry = next((e for e in self._entries if e.path == path), None)
+        return next((e for e in self._entries if e.path == path), None)
+
+    def _emit_for_current(self, signal, outputs_only: bool = False) -> None:
+        entry = self._entry_at(self.tree.currentIndex())
+        if entry is not None and (entry.is_output or not outputs_only):
+            signal.emit(entry.path)
+
+    def _on_double_clicked(self, index) -> None:
+        entry = self._entry_at(index)
+        if entry is not None and entry.is_output:
+            self.openRequested.emit(entry.path)
+
+    def _on_current_changed(self, current, _previous) -> None:
+        entry = self._entry_at(current)
+        self.open_action.setEnabled(entry is not None and entry.is_output)
+        if entry is not None and entry.is_output:
+            return  # looking at a series' output keeps the series picked
+        path = entry.path if entry is not None else ""
         chosen = path if entry is not None and entry.is_series else ""
         if chosen != self._selected:
             self._selected = chosen
