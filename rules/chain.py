@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,9 +51,6 @@ DEFAULT_ANALYSIS = {
     "Analysis.BGRange": [-30, 0],
     "Analysis.StartAt": 10,
 }
-DEFAULT_INPUT_PATTERNS = {"input": "{{spool_dir}}/analysis/{{series_stub}}.h5r"}
-DEFAULT_OUTPUT_DIR = "{{spool_dir}}/analysis"
-LOCALISATION_OUTPUT = "{{spool_dir}}/analysis/{{series_stub}}.h5r"
 PLACEHOLDER_SERIES = "PYME-CLUSTER:///example/series_01.pcs"
 _LOCALISATION_FACTORIES = ("LocalisationRuleFactory", "SpoolLocalLocalizationRuleFactory")
 
@@ -83,11 +81,13 @@ class ChainStep:
 
     @classmethod
     def recipe_step(cls, recipe: str = "", recipe_uri: str = "",
-                    input_patterns: dict | None = None,
-                    output_dir: str = DEFAULT_OUTPUT_DIR) -> ChainStep:
-        patterns = dict(DEFAULT_INPUT_PATTERNS if input_patterns is None else input_patterns)
-        return cls(kind=RECIPE, recipe=recipe, recipe_uri=recipe_uri, input_patterns=patterns,
-                   output_dir=output_dir, factory_class="RecipeRuleFactory")
+                    input_patterns: dict | None = None, output_dir: str = "") -> ChainStep:
+        """A recipe step; by default the way PYME runs one too: no input patterns (it reads what
+        the step before passes on, a localisation's results file, as its input ``input``) and no
+        output folder (the launch's, i.e. the series folder)."""
+        return cls(kind=RECIPE, recipe=recipe, recipe_uri=recipe_uri,
+                   input_patterns=dict(input_patterns or {}), output_dir=output_dir,
+                   factory_class="RecipeRuleFactory")
 
     def copy(self) -> ChainStep:
         return copy.deepcopy(self)
@@ -288,26 +288,65 @@ def resolve(pattern: str, context: dict) -> str:
     return substitute(pattern, context)
 
 
+def main_input(steps: list[ChainStep], row: int, context: dict) -> str:
+    """The file step ``row`` reads as its standard input ``input`` (a URI or path, ``''`` when
+    none): its ``input`` pattern resolved, else what the launch or the step before passes on — the
+    series for a first step, a localisation's results file after one (PYME renames ``results`` to
+    ``input``), nothing after a recipe (recipes name no outputs, in PYME as here). Raises
+    ``PatternError`` for a pattern with an unknown variable."""
+    step = steps[row]
+    if "input" in step.input_patterns:
+        return resolve(step.input_patterns["input"], context)
+    series = str(context.get("seriesName", ""))
+    if row == 0:
+        return series if not step.input_patterns else ""
+    if steps[row - 1].kind == LOCALISATION and series:
+        return make_cluster_uri(results_filename_for(series),
+                                parse_cluster_uri(series).serverfilter)
+    return ""
+
+
+def _output_dir(step: ChainStep, context: dict) -> str:
+    """The bare cluster path a recipe's ``{output_dir}`` stands for: the step's own output folder,
+    else the launch context's (the series folder, as PYME's launch gives it); formatted as the
+    workers do (scheme and serverfilter dropped). Raises ``PatternError``."""
+    return cluster_path(resolve(step.output_dir or str(context.get("output_dir", "")),
+                                context)).rstrip("/")
+
+
+def _written_files(text: str, output_dir: str, reads: str) -> list[str]:
+    """Bare cluster paths the ``output.*`` modules of recipe ``text`` write for a task whose input
+    ``input`` is ``reads`` (``file_stub`` = its name without extension, as the workers say)."""
+    stub = posixpath.splitext(posixpath.basename(cluster_path(reads).rstrip("/")))[0]
+    paths = []
+    for pattern in recipe_file_outputs(text):
+        try:
+            paths.append(cluster_path(pattern.format(output_dir=output_dir, file_stub=stub)))
+        except (KeyError, IndexError, ValueError):
+            continue  # names other context values: not predictable here
+    return paths
+
+
 def chain_problems(steps: list[ChainStep], context: dict, available_modules=None,
                    recipe_texts: dict | None = None) -> list[StepProblem]:
     """Every problem of every step, found without the network.
 
     YAML that does not parse (with its line), a module the cluster cannot run, an analysis setting
-    a worker would refuse, an unknown ``{{variable}}`` in a pattern, and an input that no earlier
-    step produces. ``recipe_texts`` holds the text of recipes given by URI, when fetched.
+    a worker would refuse, an unknown ``{{variable}}`` in a pattern, an input that no earlier step
+    produces, and a follow-on recipe given nothing to read. ``recipe_texts`` holds the text of
+    recipes given by URI, when fetched.
     """
     recipe_texts = recipe_texts or {}
     problems: list[StepProblem] = []
     produced: set[str] = set()
-    series_path = cluster_path(str(context.get("series_name", context.get("seriesName", ""))))
+    series = str(context.get("series_name", context.get("seriesName", "")))
+    series_path = cluster_path(series)
     for row, step in enumerate(steps):
         if step.kind == LOCALISATION:
             problems += [StepProblem(row, "analysis", message)
                          for message in analysis_problems(step.analysis).values()]
-            try:
-                produced.add(cluster_path(resolve(LOCALISATION_OUTPUT, context)))
-            except PatternError:
-                pass
+            if series:
+                produced.add(results_filename_for(series))
             continue
         if not step.recipe and not step.recipe_uri:
             problems.append(StepProblem(row, "recipe", "no recipe: pick one or type its YAML"))
@@ -315,7 +354,6 @@ def chain_problems(steps: list[ChainStep], context: dict, available_modules=None
         if text:
             for p in check_recipe(text, available_modules):
                 problems.append(StepProblem(row, "recipe", p.message, p.line))
-        resolved_inputs = []
         for name, pattern in step.input_patterns.items():
             field_name = f"input:{name}"
             try:
@@ -323,22 +361,24 @@ def chain_problems(steps: list[ChainStep], context: dict, available_modules=None
             except PatternError as exc:
                 problems.append(StepProblem(row, field_name, _unknown_message(exc)))
                 continue
-            resolved_inputs.append(path)
             if row > 0 and not any(c in path for c in "*?[") and path not in produced \
                     and path != series_path:
                 problems.append(StepProblem(
                     row, field_name, f"no earlier step produces {path or '(empty)'}"))
-        output_dir = ""
+        if row > 0 and not step.input_patterns and steps[row - 1].kind != LOCALISATION:
+            problems.append(StepProblem(
+                row, "input:input", "gets no input: a recipe step passes nothing on to the next "
+                                    "one; add an input pattern naming the file this step reads"))
         try:
-            output_dir = cluster_path(resolve(step.output_dir, context))
+            output_dir = _output_dir(step, context)
         except PatternError as exc:
             problems.append(StepProblem(row, "output_dir", _unknown_message(exc)))
-        stub = resolved_inputs[0].rsplit("/", 1)[-1].rsplit(".", 1)[0] if resolved_inputs else ""
-        for pattern in recipe_file_outputs(text):
-            try:
-                produced.add(cluster_path(pattern.format(output_dir=output_dir, file_stub=stub)))
-            except (KeyError, IndexError, ValueError):
-                continue
+            continue
+        try:
+            reads = main_input(steps, row, context)
+        except PatternError:
+            continue  # flagged at its input above
+        produced.update(_written_files(text, output_dir, reads))
     return problems
 
 
@@ -348,23 +388,18 @@ def expected_outputs(steps: list[ChainStep], series_uri: str, serverfilter: str 
     (a preview, no network; after a push :func:`pushed_outputs` says what is really written)."""
     context = preview_context(series_uri)
     outputs: list[tuple[str, str]] = []
-    for step in steps:
+    for row, step in enumerate(steps):
         if step.kind == LOCALISATION:
             outputs.append(("Localisations", make_cluster_uri(results_filename_for(series_uri),
                                                               serverfilter) + "?table=FitResults"))
             continue
         try:
-            output_dir = resolve(step.output_dir, context)
-            first = resolve(step.input_patterns.get("input", ""), context)
+            reads = main_input(steps, row, context)
+            output_dir = _output_dir(step, context)
         except PatternError:
             continue
-        stub = first.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
         text = step.recipe or (recipe_texts or {}).get(step.recipe_uri, "")
-        for pattern in recipe_file_outputs(text):
-            try:
-                path = cluster_path(pattern.format(output_dir=output_dir, file_stub=stub))
-            except (KeyError, IndexError, ValueError):
-                continue
+        for path in _written_files(text, output_dir, reads):
             outputs.append((path.rsplit("/", 1)[-1], make_cluster_uri(path, serverfilter)))
     return outputs
 

@@ -78,6 +78,39 @@ def save_preset(path, factories) -> pathlib.Path:
     return path
 
 
+def pyme_differences(factories) -> list[str]:
+    """Why PYME's chained-analysis loader would not build the same chain from this preset, one
+    sentence per setting ([] when it would; §3.3, §7). Spoolside runs all of these; PYME's launch
+    replaces ``output_dir`` and ``inputs`` with its own context (the series folder, the series),
+    gives a step after a localisation the results file as ``input`` and a step after a recipe no
+    inputs, never reads ``input_patterns`` and fills ``input_templates`` with ``str.format``."""
+    notes: list[str] = []
+    previous = None
+    for index, (name, kwargs) in enumerate(preset_data(factories)):
+        step = f"step {index + 1}"
+        is_recipe = FACTORIES[name].rule_class.rule_type == "recipe"
+        if is_recipe and previous == "recipe":
+            notes.append(f"{step} follows a recipe step: PYME passes it no inputs (only a "
+                         "localisation passes its results on), so there it reads nothing")
+        if kwargs.get("input_patterns"):
+            notes.append(f"{step}: PYME never reads input_patterns, so there this step reads "
+                         + ("the results of the localisation before it" if previous == "localization"
+                            else "nothing" if previous else "the series"))
+        templates = kwargs.get("input_templates") or {}
+        if any("{{" in str(v) for v in templates.values()):
+            notes.append(f"{step}: PYME fills input_templates with str.format, so a {{{{name}}}} "
+                         "stays literal text there; write {0[name]} instead")
+        if kwargs.get("output_dir"):
+            notes.append(f"{step}: PYME's launch replaces output_dir ({kwargs['output_dir']}) with "
+                         "the series folder; leave the output folder empty to write the same "
+                         "place in both")
+        if kwargs.get("inputs"):
+            notes.append(f"{step}: PYME's launch replaces inputs with the series (first step) "
+                         "or the previous step's outputs")
+        previous = "recipe" if is_recipe else "localization"
+    return notes
+
+
 def _check_inputs(path, index: int, key: str, value: Any) -> None:
     if not isinstance(value, dict):
         raise PresetError(path, f"{key} must be a mapping of recipe input name to URI(s), "

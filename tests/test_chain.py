@@ -3,6 +3,7 @@ previous step really writes, PYME's presets mapped to the rule that fits the ser
 from __future__ import annotations
 
 import json
+import pathlib
 
 import helpers
 import pytest
@@ -11,6 +12,7 @@ from resources import resource_path
 from rules.chain import (
     ChainStep,
     chain_problems,
+    expected_outputs,
     from_factories,
     launch_context,
     preview_context,
@@ -28,8 +30,11 @@ def _inputs(rule_json: dict) -> dict:
     return json.loads(rule_json["template"])["inputs"]
 
 
-def _default_rule(cluster):
-    rule = rule_for_series(load_preset(resource_path("presets", "default.yaml")), SERIES)
+OLD_PRESET = pathlib.Path(__file__).parent / "fixtures" / "old_default_preset.yaml"
+
+
+def _default_rule(cluster, preset=None):
+    rule = rule_for_series(load_preset(preset or resource_path("presets", "default.yaml")), SERIES)
     rule._cluster = cluster
     return rule
 
@@ -39,22 +44,42 @@ def test_follow_on_inputs_are_the_files_the_previous_step_really_writes(cluster)
     cluster.data.put_file("pyme/analysis/series.h5r", b"old")
     cluster.data.put_file("pyme/analysis/series_1.tif", b"old")
     rule = _default_rule(cluster)
-    render, measure = rule.rule["on_completion"], rule.rule["on_completion"]["on_completion"]
+    render_and_measure = rule.rule["on_completion"]
+    assert "on_completion" not in render_and_measure  # two steps: localise, render + measure
 
     assert rule.results_uri == "PYME-CLUSTER://testcluster/pyme/analysis/series_1.h5r"
-    assert _inputs(render) == {"input": rule.results_uri}
-    # render reads series_1.h5r → writes series_1.tif, which is taken → series_1_1.tif
-    assert _inputs(measure) == {"input": "PYME-CLUSTER://testcluster/pyme/analysis/series_1_1.tif"}
+    assert _inputs(render_and_measure) == {"input": rule.results_uri}
+    # the recipe reads series_1.h5r → series_1.tif (taken → series_1_1.tif), series_1_blobs.csv
     assert [uri for _, uri in pushed_outputs(rule)] == [
         rule.results_uri + "?table=FitResults",
+        "PYME-CLUSTER://testcluster/pyme/analysis/series_1_1.tif",
+        "PYME-CLUSTER://testcluster/pyme/analysis/series_1_blobs.csv"]
+
+
+def test_an_old_three_step_preset_still_runs_as_before(cluster):
+    # output_dir and input_patterns (a recipe after a recipe): Spoolside keeps running these
+    cluster.data.put_file("pyme/analysis/series.h5r", b"old")
+    cluster.data.put_file("pyme/analysis/series_1.tif", b"old")
+    rule = _default_rule(cluster, OLD_PRESET)
+    render, measure = rule.rule["on_completion"], rule.rule["on_completion"]["on_completion"]
+    assert _inputs(render) == {"input": "PYME-CLUSTER://testcluster/pyme/analysis/series_1.h5r"}
+    assert json.loads(render["template"])["output_dir"] == "PYME-CLUSTER://testcluster/pyme/analysis"
+    assert _inputs(measure) == {"input": "PYME-CLUSTER://testcluster/pyme/analysis/series_1_1.tif"}
+    assert [uri for _, uri in pushed_outputs(rule)][1:] == [
         "PYME-CLUSTER://testcluster/pyme/analysis/series_1_1.tif",
         "PYME-CLUSTER://testcluster/pyme/analysis/series_1_1_blobs.csv"]
 
 
-def test_a_first_analysis_reads_the_default_names(cluster):
+def test_a_first_analysis_writes_beside_the_series_results(cluster):
     rule = _default_rule(cluster)
-    measure = rule.rule["on_completion"]["on_completion"]
-    assert _inputs(measure) == {"input": "PYME-CLUSTER://testcluster/pyme/analysis/series.tif"}
+    assert _inputs(rule.rule["on_completion"]) == {
+        "input": "PYME-CLUSTER://testcluster/pyme/analysis/series.h5r"}
+    assert [uri for _, uri in pushed_outputs(rule)][1:] == [
+        "PYME-CLUSTER://testcluster/pyme/analysis/series.tif",
+        "PYME-CLUSTER://testcluster/pyme/analysis/series_blobs.csv"]
+    steps = from_factories(load_preset(resource_path("presets", "default.yaml")))
+    assert [uri for _, uri in expected_outputs(steps, SERIES, "testcluster")] == [
+        uri for _, uri in pushed_outputs(rule)]
 
 
 def test_window_steps_and_cli_preset_push_the_same_rules(cluster):

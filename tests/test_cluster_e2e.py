@@ -18,6 +18,7 @@ from cluster.local import start_local_cluster
 from cluster.simulator import SampleModel, SimulatedAcquisition
 from resources import resource_path
 from rules import Cluster, LocalisationRuleFactory, RecipeRuleFactory
+from rules.chain import rule_for_series
 from rules.metadata import MetaDataHandler
 
 START_AT = 10
@@ -81,22 +82,19 @@ def test_simulated_series_localises_to_ground_truth(engine, local_cluster):
 
 
 def test_chain_renders_image_and_measures_blobs(engine, local_cluster):
+    # the bundled default preset as launched from the window or `spoolside launch` (and as PYME
+    # launches it): localise, then one recipe that renders and measures, beside the results
     acquisition = simulate(engine, "sim/chain", frames=100, seed=2)
-    render = RecipeRuleFactory(recipe=resource_path("recipes", "render_image.yaml").read_text(),
-                               output_dir="{{spool_dir}}/analysis")
-    measure = RecipeRuleFactory(recipe=resource_path("recipes", "measure_blobs.yaml").read_text(),
-                                output_dir="{{spool_dir}}/analysis",
-                                input_patterns={"input": "{{spool_dir}}/analysis/{{series_stub}}.tif"})
     first = LocalisationRuleFactory(analysisMetadata=MetaDataHandler(ANALYSIS))
-    first.chain(render)
-    render.chain(measure)
-    rule = first.get_rule(context={"seriesName": acquisition.series_uri})
+    first.chain(RecipeRuleFactory(
+        recipe=resource_path("recipes", "render_and_measure_blobs.yaml").read_text()))
+    rule = rule_for_series([first, first.on_completion], acquisition.series_uri)
     rule.push(cluster=engine)
 
     root = local_cluster.root / "sim" / "analysis"
     wait_for(lambda: (root / "chain_blobs.csv").exists(), 120, "the blob table")
-    statuses = wait_for(lambda: (s := chain_statuses(engine.rules, rule.rule_id)) and len(s) == 3
-                        and all(v["finished"] for v in s.values()) and s, 30, "three finished rules")
+    statuses = wait_for(lambda: (s := chain_statuses(engine.rules, rule.rule_id)) and len(s) == 2
+                        and all(v["finished"] for v in s.values()) and s, 30, "two finished rules")
     assert all(v["tasksFailed"] == 0 for v in statuses.values()), statuses
 
     image = tifffile.imread(root / "chain.tif")

@@ -16,6 +16,7 @@ from cluster.localisation.background import bg_frame_indices
 from cluster.simulator import SimulatedAcquisition
 from resources import resource_path
 from rules import Cluster
+from rules.chain import rule_for_series
 from rules.presets import load_preset
 from rules.pzf import COMPRESSION_HUFFMAN, read_header
 
@@ -34,8 +35,7 @@ def cluster(tmp_path_factory, pyme_fixtures):
 
 
 def _run_default_chain(engine, series_uri: str):
-    rule = load_preset(resource_path("presets", "default.yaml"))[0].get_rule(
-        context={"seriesName": series_uri})
+    rule = rule_for_series(load_preset(resource_path("presets", "default.yaml")), series_uri)
     rule.push(cluster=engine)
     return rule
 
@@ -56,7 +56,7 @@ def test_default_chain_localises_compressed_series_like_the_raw_one(cluster):
     rules = {name: _run_default_chain(engine, f"PYME-CLUSTER:///pyme/{name}.pcs") for name in SERIES}
     fits = {}
     for name, rule in rules.items():
-        statuses = _finished_chain(engine, rule.rule_id, 3)
+        statuses = _finished_chain(engine, rule.rule_id, 2)
         assert all(s["tasksFailed"] == 0 for s in statuses.values()), (name, statuses)
         assert (lc.root / "pyme" / "analysis" / f"{name}_blobs.csv").exists()
         fits[name] = engine.data.read_table(f"pyme/analysis/{name}.h5r", "FitResults")
@@ -83,7 +83,7 @@ def test_damaged_huffman_frame_fails_its_task_naming_the_codec(cluster):
     frame = folder / "frame00005.pzf"
     frame.write_bytes(frame.read_bytes()[:1000])
     rule = _run_default_chain(engine, "PYME-CLUSTER:///pyme/damaged.pcs")
-    statuses = _finished_chain(engine, rule.rule_id, 3)
+    statuses = _finished_chain(engine, rule.rule_id, 2)
     # frame 5, and the frames whose background (the preset's Analysis.BGRange) includes it
     preset = yaml.safe_load(resource_path("presets", "default.yaml").read_text())
     bg_range = preset[0][1]["analysisMetadata"].get("Analysis.BGRange", [-10, 0])

@@ -1,6 +1,8 @@
 """The chain model and editor: build, reorder, and problems shown in place before launch."""
 from __future__ import annotations
 
+import pathlib
+
 from PyQt5.QtCore import QModelIndex, Qt
 
 from resources import resource_path
@@ -34,35 +36,48 @@ def _build_default_chain(qtbot, editor: ChainEditor) -> None:
     editor.localisation_editor.threshold.setValue(1.5)
     editor.localisation_editor.start_at.setValue(5)
     qtbot.mouseClick(editor.add_recipe_button, Qt.LeftButton)
-    _pick_bundled(editor, "render_image")
-    qtbot.mouseClick(editor.add_recipe_button, Qt.LeftButton)
-    _pick_bundled(editor, "measure_blobs")
-    editor.recipe_editor.set_input_pattern("input", TIF)
+    _pick_bundled(editor, "render_and_measure_blobs")
+
+
+def _shown(label) -> str:
+    return label.text().replace("\u200b", "")
 
 
 def test_build_default_chain_through_the_widgets(qtbot):
     editor = _editor(qtbot)
     _build_default_chain(qtbot, editor)
     steps = editor.model.steps
-    assert [s.kind for s in steps] == [LOCALISATION, RECIPE, RECIPE]
+    assert [s.kind for s in steps] == [LOCALISATION, RECIPE]
     assert steps[0].analysis["Analysis.DetectionThreshold"] == 1.5
     assert steps[0].analysis["Analysis.StartAt"] == 5
     recipes = bundled_recipes()
-    assert steps[1].recipe == recipes["render_image"].read_text(encoding="utf-8")
-    assert steps[2].recipe == recipes["measure_blobs"].read_text(encoding="utf-8")
-    assert steps[1].input_patterns == {"input": H5R}
-    assert steps[2].input_patterns == {"input": TIF}
-    assert steps[2].output_dir == "{{spool_dir}}/analysis"
+    assert steps[1].recipe == recipes["render_and_measure_blobs"].read_text(encoding="utf-8")
+    # as PYME runs a step: the localisation's results as input, the series folder as output_dir
+    assert steps[1].input_patterns == {} and steps[1].output_dir == ""
+    assert "localisation's results file" in _shown(editor.recipe_editor.passed_input)
     editor.set_series(SERIES)
     assert editor.validate_now() == []
+    assert _shown(editor.recipe_editor.passed_input).startswith(
+        "input ← PYME-CLUSTER://testcluster/sim/analysis/cells_01.h5r")
+    assert _shown(editor.recipe_editor.output_preview) == \
+        "→ PYME-CLUSTER://testcluster/sim (the series folder)"
 
     factories = editor.model.to_factories()
-    assert [type(f) for f in factories] == [LocalisationRuleFactory, RecipeRuleFactory,
-                                            RecipeRuleFactory]
+    assert [type(f) for f in factories] == [LocalisationRuleFactory, RecipeRuleFactory]
     assert factories[0].on_completion is factories[1]
-    assert factories[1].on_completion is factories[2]
     assert factories[0].kwargs["analysisMetadata"]["Analysis.DetectionThreshold"] == 1.5
-    assert factories[2].kwargs["input_patterns"] == {"input": TIF}
+    assert "input_patterns" not in factories[1].kwargs and "output_dir" not in factories[1].kwargs
+
+    # a recipe after a recipe reads nothing unless a pattern names its input (Spoolside only)
+    qtbot.mouseClick(editor.add_recipe_button, Qt.LeftButton)
+    _pick_bundled(editor, "measure_blobs")
+    problems = editor.validate_now()
+    assert [(p.row, p.field) for p in problems] == [(2, "input:input")]
+    assert "gets no input" in problems[0].message
+    assert _shown(editor.recipe_editor.passed_input).startswith("input ← nothing")
+    editor.recipe_editor.set_input_pattern("input", TIF)
+    assert editor.validate_now() == []
+    assert editor.recipe_editor.passed_input.isHidden()
 
 
 def test_duplicate_and_remove_buttons(qtbot):
@@ -87,7 +102,10 @@ def _default_factories():
 
 
 def test_drag_reorder_changes_the_factories(qtbot):
-    editor = _editor(qtbot, from_factories(_default_factories()))
+    from rules.presets import load_preset
+    # the old three-step default (render, then measure the rendered TIFF): Spoolside-only
+    old = load_preset(pathlib.Path(__file__).parent / "fixtures" / "old_default_preset.yaml")
+    editor = _editor(qtbot, from_factories(old))
     model = editor.model
     editor.set_series(SERIES)
     assert editor.validate_now() == []
@@ -141,12 +159,14 @@ def test_bad_yaml_is_flagged_at_its_line(qtbot):
 
 
 def test_unknown_variable_is_flagged_and_previews_resolve(qtbot):
-    editor = _editor(qtbot, [ChainStep.recipe_step(recipe="- output.CSVOutput: {}\n")])
+    editor = _editor(qtbot, [ChainStep.recipe_step(recipe="- output.CSVOutput: {}\n",
+                                                   input_patterns={"input": H5R},
+                                                   output_dir="{{spool_dir}}/analysis")])
     editor.select_row(0)
     editor.set_series(SERIES)
     table = editor.recipe_editor.inputs_table
     assert table.item(0, 2).text() == "PYME-CLUSTER://testcluster/sim/analysis/cells_01.h5r"
-    assert editor.recipe_editor.output_preview.text() == "→ PYME-CLUSTER://testcluster/sim/analysis"
+    assert _shown(editor.recipe_editor.output_preview) == "→ PYME-CLUSTER://testcluster/sim/analysis"
 
     editor.recipe_editor.set_input_pattern("input", "{{spool_dir}}/{{series_stubb}}.h5r")
     qtbot.waitUntil(lambda: editor.problems() != [], timeout=3000)
@@ -177,3 +197,22 @@ def test_empty_recipe_and_bad_localisation_settings(qtbot):
     problems = editor.validate_now()
     assert {(p.row, p.field) for p in problems} == {(0, "analysis"), (1, "recipe")}
     assert editor.summary_label.text() == "⚠ 2 problem(s) in step 1, 2"
+
+
+def test_a_long_series_name_wraps_in_the_writes_box_instead_of_being_clipped(qtbot):
+    editor = _editor(qtbot, from_factories(_default_factories()))
+    editor.resize(360, 700)
+    editor.show()
+    long_series = ("PYME-CLUSTER://lab-pc/microscope/"
+                   "a_rather_long_series_name_from_the_lab_2026_11_30_cells01withnounderscores.pcs")
+    editor.set_series(long_series)
+    editor.select_row(0)
+    writes = editor.localisation_editor.results_preview
+    qtbot.waitUntil(lambda: writes.isVisible() and writes.width() > 0, timeout=3000)
+    assert writes.minimumSizeHint().width() <= writes.width()
+    assert "analysis/a_rather_long_series_name" in writes.toolTip()   # the plain path to copy
+    editor.select_row(1)
+    editor.validate_now()
+    passed = editor.recipe_editor.passed_input
+    qtbot.waitUntil(lambda: passed.isVisible(), timeout=3000)
+    assert passed.minimumSizeHint().width() <= passed.width()

@@ -1,6 +1,8 @@
 """Presets: save → load round trip, rename, delete, import from a PYME config folder."""
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 from helpers import PYME_PRESET
 
@@ -29,15 +31,23 @@ def menu(qtbot, tmp_path, chain):
 
 
 def test_save_then_load_round_trip(qtbot, chain, menu, tmp_path):
+    with qtbot.waitSignal(menu.message, timeout=2000) as saved_plain:
+        assert menu.save("plain")
+    assert saved_plain.args == ["Saved preset 'plain'"] and menu.pyme_differences == []
+
     chain.select_row(0)
     chain.localisation_editor.threshold.setValue(2.5)
-    chain.select_row(2)
+    chain.select_row(1)
     chain.recipe_editor.set_input_pattern("extra", "{{spool_dir}}/other.tif")
     saved = chain.model.steps
-    assert menu.save("my chain")
+    with qtbot.waitSignal(menu.message, timeout=2000) as said:
+        assert menu.save("my chain")
+    # Spoolside runs it, but PYME never reads input_patterns: said at save time
+    assert said.args[0].startswith("Saved preset 'my chain' — PYME would run it differently: "
+                                   "step 2: PYME never reads input_patterns")
     assert (tmp_path / "config" / "chained_analysis" / "my chain.yaml").is_file()
-    assert menu.store.names() == ["my chain"]
-    assert [a.text() for a in menu.load_menu.actions()] == ["my chain"]
+    assert menu.store.names() == ["my chain", "plain"]
+    assert [a.text() for a in menu.load_menu.actions()] == ["my chain", "plain"]
 
     chain.model.set_steps([])
     with qtbot.waitSignal(menu.presetLoaded, timeout=2000) as blocker:
@@ -46,10 +56,24 @@ def test_save_then_load_round_trip(qtbot, chain, menu, tmp_path):
     assert name == "my chain"
     chain.model.set_factories(factories)
     loaded = chain.model.steps
-    assert [s.kind for s in loaded] == [LOCALISATION, RECIPE, RECIPE]
+    assert [s.kind for s in loaded] == [LOCALISATION, RECIPE]
     assert [(s.recipe, s.input_patterns, s.output_dir, s.analysis) for s in loaded] == \
         [(s.recipe, s.input_patterns, s.output_dir, s.analysis) for s in saved]
     assert loaded[0].analysis["Analysis.DetectionThreshold"] == 2.5
+
+
+def test_saving_a_chain_pyme_runs_differently_warns_without_blocking(qtbot, tmp_path):
+    from PyQt5.QtWidgets import QWidget
+    old = load_preset(pathlib.Path(__file__).parent / "fixtures" / "old_default_preset.yaml")
+    window = QWidget()
+    qtbot.addWidget(window)
+    menu = PresetsMenu(PresetStore(tmp_path / "presets"), lambda: old, window)
+    window.show()
+    assert menu.save("old")   # a modal dialog here would fail the test
+    box = menu.difference_box
+    assert box is not None and box.isVisible() and not box.isModal()
+    assert "step 3 follows a recipe step" in box.text() and "output_dir" in box.text()
+    box.close()
 
 
 def test_rename_and_delete(menu):

@@ -77,7 +77,7 @@ def test_launch_pushes_in_the_background_and_the_rule_appears(qtbot, make_window
     qtbot.waitUntil(lambda: rule_id in window.rule_model.rule_ids(), timeout=10000)
     label = window.launcher.labels[rule_id]
     assert label.series == "series.pcs" and label.step.startswith("Localise")
-    assert len(label.followon_steps) == 2
+    assert label.followon_steps == ("render and measure blobs",)
     assert window.chain_model.steps == steps_before
     outputs = [o.uri for o in window.results_view._outputs]
     assert outputs[0] == "PYME-CLUSTER://testcluster/pyme/analysis/series.h5r?table=FitResults"
@@ -220,11 +220,11 @@ def test_simulated_acquisition_runs_the_default_chain_to_the_end(qtbot, make_win
 
         def all_finished() -> bool:
             ids = window.rule_model.rule_ids()
-            return len(ids) == 3 and all(window.rule_model.status(i).finished for i in ids)
+            return len(ids) == 2 and all(window.rule_model.status(i).finished for i in ids)
         qtbot.waitUntil(all_finished, timeout=60000)
         assert window.rule_model.status(first).completed == 100
         assert [window.rule_model.rule_state(i) for i in window.rule_model.rule_ids()] == \
-            ["finished"] * 3
+            ["finished"] * 2
         window.rule_view.select_rules([first])
         times, completed, _failed, _rate = window.progress_graph.points(first)
         assert len(times) >= 2 and completed[-1] == 100
@@ -286,19 +286,19 @@ def test_cluster_recipes_are_listed_fetched_and_checked(qtbot, make_window, rule
     editor = window.chain_editor
     picker = editor.recipe_editor.recipe_picker
     qtbot.waitUntil(lambda: picker.findText("Cluster: odd.yaml") >= 0, timeout=10000)
-    editor.select_row(2)
+    editor.select_row(1)
     index = picker.findText("Cluster: odd.yaml")
     picker.setCurrentIndex(index)
     picker.activated.emit(index)
     uri = "PYME-CLUSTER://testcluster/RECIPES/odd.yaml"
-    step = window.chain_model.step(2)
+    step = window.chain_model.step(1)
     assert (step.recipe, step.recipe_uri) == ("", uri)
     qtbot.waitUntil(lambda: editor.recipe_text(uri) is not None, timeout=10000)
     assert "fancy.Deconvolve" in editor.recipe_editor.yaml_edit.placeholderText()
     # The embedded cluster's module list does not have that module: flagged before launch.
     qtbot.waitUntil(lambda: any("fancy.Deconvolve" in p.message for p in editor.problems()),
                     timeout=5000)
-    assert window.chain_model.to_factories()[2].kwargs["recipeURI"] == uri
+    assert window.chain_model.to_factories()[1].kwargs["recipeURI"] == uri
 
 
 def test_edited_series_metadata_goes_out_with_the_localisation(qtbot, make_window, rule_server,
@@ -408,10 +408,10 @@ def test_a_re_analysis_shows_and_chains_the_files_it_really_writes(qtbot, make_w
                        "PYME-CLUSTER://testcluster/pyme/analysis/series_1.tif",
                        "PYME-CLUSTER://testcluster/pyme/analysis/series_1_blobs.csv"]
     pushed = next(r for r in window.launcher.rules if r.rule_id == rule_id)
-    render = json.loads(pushed.rule["on_completion"]["template"])
-    measure = json.loads(pushed.rule["on_completion"]["on_completion"]["template"])
-    assert render["inputs"] == {"input": "PYME-CLUSTER://testcluster/pyme/analysis/series_1.h5r"}
-    assert measure["inputs"] == {"input": "PYME-CLUSTER://testcluster/pyme/analysis/series_1.tif"}
+    render_and_measure = json.loads(pushed.rule["on_completion"]["template"])
+    assert render_and_measure["inputs"] == {
+        "input": "PYME-CLUSTER://testcluster/pyme/analysis/series_1.h5r"}
+    assert render_and_measure["output_dir"] == "PYME-CLUSTER://testcluster/pyme"
 
 
 def test_failed_tasks_are_re_run_from_the_rule_table(qtbot, make_window, rule_server, data_server):
@@ -446,8 +446,8 @@ def test_recipe_parameters_are_checked_from_what_the_cluster_publishes(qtbot, ma
                                           embedded=True))
         qtbot.waitUntil(lambda: isinstance(window.chain_editor._available_modules, dict),
                         timeout=10000)
-        window.chain_editor.select_row(2)
-        text = window.chain_model.step(2).recipe.replace("sigmaX: 2.0", "sigmaX: two")
+        window.chain_editor.select_row(1)
+        text = window.chain_model.step(1).recipe.replace("sigmaX: 2.0", "sigmaX: two")
         window.chain_editor.recipe_editor.yaml_edit.setPlainText(text)
         problems = window.chain_editor.validate_now()
         assert [p.line for p in problems] == [text.splitlines().index("    sigmaX: two") + 1]

@@ -98,6 +98,8 @@ def store(tmp_path, pyme_fixtures) -> Store:
 
 CONTEXT = {"output_dir": "pyme/day1/analysis", "file_stub": "s1", "task_id": "rule-1"}
 H5R_URI = "PYME-CLUSTER://testcluster/pyme/day1/analysis/s1.h5r"
+# what a chained step's worker gets: output_dir = the series folder (PYME's launch and Spoolside's)
+SERIES_CONTEXT = {"output_dir": "pyme/day1", "task_id": "rule-1"}
 
 
 def run(store, text, inputs, context=CONTEXT):
@@ -107,7 +109,7 @@ def run(store, text, inputs, context=CONTEXT):
 
 def test_bundled_recipes_chain_render_then_measure(store):
     render = (RECIPES / "render_image.yaml").read_text()
-    written = run(store, render, {"input": H5R_URI})
+    written = run(store, render, {"input": H5R_URI}, SERIES_CONTEXT)
     assert written == ["pyme/day1/analysis/s1.tif"]
     image = read_tiff(store.files[written[0]])
     assert image.voxelsize[:2] == pytest.approx((10.0, 10.0))
@@ -118,10 +120,23 @@ def test_bundled_recipes_chain_render_then_measure(store):
                            image.pixel_centres_nm(1, peak[1]) - cy) for cx, cy in CENTRES)
     assert nearest < 30.0
 
-    # measure_blobs reads {{spool_dir}}/analysis/{{series_stub}}.tif, i.e. what render wrote
+    # measure_blobs given what render wrote (an input pattern: a Spoolside-only chain)
     measure = (RECIPES / "measure_blobs.yaml").read_text()
-    written = run(store, measure, {"input": "PYME-CLUSTER://testcluster/" + written[0]})
+    written = run(store, measure, {"input": "PYME-CLUSTER://testcluster/" + written[0]},
+                  SERIES_CONTEXT)
     assert written == ["pyme/day1/analysis/s1_blobs.csv"]
+    # the default chain's one recipe writes the very same image and blob table
+    both = Store()
+    both.files["pyme/day1/analysis/s1.h5r"] = store.files["pyme/day1/analysis/s1.h5r"]
+    combined = (RECIPES / "render_and_measure_blobs.yaml").read_text()
+    assert run(both, combined, {"input": H5R_URI}, SERIES_CONTEXT) == [
+        "pyme/day1/analysis/s1.tif", "pyme/day1/analysis/s1_blobs.csv"]
+    tif = "pyme/day1/analysis/s1.tif"
+    assert np.array_equal(read_tiff(both.files[tif]).data, read_tiff(store.files[tif]).data)
+    csv_a, csv_b = (read_csv(s.files["pyme/day1/analysis/s1_blobs.csv"]) for s in (both, store))
+    assert list(csv_a.columns) == list(csv_b.columns) and len(csv_a) == len(csv_b) == 3
+    for column in ("x", "y", "area", "sum_intensity"):
+        assert np.allclose(csv_a[column], csv_b[column], rtol=1e-5), column
     blobs = read_csv(store.files[written[0]])
     assert len(blobs) == 3
     fits = read_results(store.files["pyme/day1/analysis/s1.h5r"])["FitResults"]
@@ -138,8 +153,8 @@ def test_bundled_recipes_chain_render_then_measure(store):
 
 def test_outputs_are_write_once(store):
     render = (RECIPES / "render_image.yaml").read_text()
-    assert run(store, render, {"input": H5R_URI}) == ["pyme/day1/analysis/s1.tif"]
-    assert run(store, render, {"input": H5R_URI}) == ["pyme/day1/analysis/s1_1.tif"]
+    assert run(store, render, {"input": H5R_URI}, SERIES_CONTEXT) == ["pyme/day1/analysis/s1.tif"]
+    assert run(store, render, {"input": H5R_URI}, SERIES_CONTEXT) == ["pyme/day1/analysis/s1_1.tif"]
 
 
 def test_context_file_stub_defaults_from_the_input_and_output_dir_uri_is_stripped(store):

@@ -22,7 +22,14 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from rules.chain import LOCALISATION, ChainStep, StepProblem, chain_problems, preview_context
+from rules.chain import (
+    LOCALISATION,
+    ChainStep,
+    StepProblem,
+    chain_problems,
+    main_input,
+    preview_context,
+)
 from widgets.background import BackgroundCall, CallSignals
 from widgets.chain_model import ChainModel
 from widgets.step_editors import LocalisationStepEditor, RecipeStepEditor, bundled_recipes, show_problem_list
@@ -176,6 +183,7 @@ class ChainEditor(QWidget):
                                         self._recipe_texts)
         self.model.set_problems(self._problems)
         self._show_current_problems()
+        self._show_passed_input()
         if self._problems:
             rows = sorted({p.row + 1 for p in self._problems})
             self.summary_label.setText(f"⚠ {len(self._problems)} problem(s) in step "
@@ -219,6 +227,27 @@ class ChainEditor(QWidget):
         else:
             self.recipe_editor.show_problems(mine)
 
+    def _show_passed_input(self) -> None:
+        """Tell the recipe editor what its step reads when no pattern names its ``input``."""
+        from rules.patterns import PatternError
+        row = self.current_row()
+        if row < 0 or self.model.step(row).kind == LOCALISATION:
+            return
+        steps = self.model.steps
+        if "input" in steps[row].input_patterns:
+            self.recipe_editor.set_passed_input(None)
+        elif not self._series_uri:
+            before = steps[row - 1].kind if row > 0 else None
+            self.recipe_editor.set_passed_input(
+                "the series" if before is None else
+                "the localisation's results file (.h5r)" if before == LOCALISATION else "")
+        else:
+            try:
+                self.recipe_editor.set_passed_input(
+                    main_input(steps, row, preview_context(self._series_uri)))
+            except PatternError:
+                self.recipe_editor.set_passed_input("")
+
     def _load_current(self) -> None:
         row = self.current_row()
         self.duplicate_button.setEnabled(row >= 0)
@@ -232,6 +261,7 @@ class ChainEditor(QWidget):
                 self.stack.setCurrentWidget(self.localisation_editor)
             else:
                 self.recipe_editor.set_step(step)
+                self._show_passed_input()
                 self.stack.setCurrentWidget(self.recipe_editor)
                 if step.recipe_uri and not step.recipe:
                     if step.recipe_uri in self._recipe_texts:

@@ -10,7 +10,7 @@ import logging
 import re
 from pathlib import Path
 
-from PyQt5.QtCore import pyqtSignal
+from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -23,7 +23,13 @@ from PyQt5.QtWidgets import (
     QMessageBox,
 )
 
-from rules.presets import PresetError, import_pyme_presets, load_preset, save_preset
+from rules.presets import (
+    PresetError,
+    import_pyme_presets,
+    load_preset,
+    pyme_differences,
+    save_preset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +180,9 @@ class PresetsMenu(QMenu):
         self.store = store
         self._chain_source = chain_source
         self.current_name: str | None = None
+        #: why PYME would run the last saved preset differently ([] when it would not)
+        self.pyme_differences: list[str] = []
+        self.difference_box: QMessageBox | None = None
         self.save_action = self.addAction("&Save Preset", self._on_save)
         self.save_action.setShortcut("Ctrl+S")
         self.save_as_action = self.addAction("Save Preset &As…", self._on_save_as)
@@ -201,14 +210,33 @@ class PresetsMenu(QMenu):
 
     # -- operations (no dialogs; errors go to the message box or are raised) --------------------
     def save(self, name: str) -> bool:
+        """Save the chain as ``name``; when PYME would run it differently, say how (status bar
+        and a non-blocking message box), from ``rules.presets.pyme_differences``."""
+        factories = self._chain_source()
         try:
-            self.store.save(name, self._chain_source())
+            self.store.save(name, factories)
         except (PresetError, OSError, ValueError) as exc:
             self._warn("Could not save the preset", exc)
             return False
         self.current_name = name
         self.refresh()
-        self.message.emit(f"Saved preset {name!r}")
+        self.pyme_differences = pyme_differences(factories)
+        if not self.pyme_differences:
+            self.message.emit(f"Saved preset {name!r}")
+            return True
+        self.message.emit(f"Saved preset {name!r} — PYME would run it differently: "
+                          + "; ".join(self.pyme_differences))
+        text = (f"Saved preset {name!r}. Spoolside runs it as shown, but PYME's chained-analysis "
+                "page would not build the same chain from it:\n\n"
+                + "\n".join(f"• {d}" for d in self.pyme_differences))
+        logger.info("%s", text)
+        if self.parentWidget() is not None and self.parentWidget().isVisible():
+            box = QMessageBox(QMessageBox.Warning, "Preset saved — differs in PYME", text,
+                              QMessageBox.Ok, self.parentWidget())
+            box.setModal(False)
+            box.setAttribute(Qt.WA_DeleteOnClose)
+            box.show()
+            self.difference_box = box
         return True
 
     def load(self, name: str) -> bool:

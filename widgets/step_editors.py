@@ -34,6 +34,8 @@ from rules.chain import ChainStep, StepProblem, bundled_name, resolve
 logger = logging.getLogger(__name__)
 
 FIT_MODULES = ("LatGaussFitFR",)
+RESULTS_TIP = ("The results file every task appends its localisations to (PYME's layout; an "
+               "existing file is never overwritten)")
 INLINE = "inline"
 YAML_PLACEHOLDER = ("Type the recipe's YAML here, or pick a recipe above, e.g.\n"
                     "- localisations.AddPipelineDerivedVars: {inputFitResults: FitResults}")
@@ -44,6 +46,20 @@ def bundled_recipes() -> dict[str, Path]:
     from resources import resource_path
     folder = resource_path("recipes")
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+def breakable(text: str, run: int = 16) -> str:
+    """``text`` with zero-width spaces after ``/ _ - .`` and inside longer unbroken runs, so a
+    word-wrapped label breaks a long path or URI instead of clipping it (show the plain text in
+    the tooltip: the spaces would come along when copied)."""
+    out, since = [], 0
+    for char in text:
+        out.append(char)
+        since += 1
+        if char in "/_-." or since >= run:
+            out.append("\u200b")
+            since = 0
+    return "".join(out)
 
 
 def problem_label() -> QLabel:
@@ -112,8 +128,7 @@ class LocalisationStepEditor(QWidget):
         self.results_preview.setWordWrap(True)
         self.results_preview.setMinimumWidth(120)  # a long series name must not widen the pane
         self.results_preview.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.results_preview.setToolTip("The results file every task appends its localisations to "
-                                        "(PYME's layout; an existing file is never overwritten)")
+        self.results_preview.setToolTip(RESULTS_TIP)
         writes = QGroupBox("Writes")
         writes_layout = QVBoxLayout(writes)
         writes_layout.addWidget(self.results_preview)
@@ -162,7 +177,8 @@ class LocalisationStepEditor(QWidget):
         except ValueError as exc:
             self.results_preview.setText(f"⚠ {exc}")
             return
-        self.results_preview.setText(f"→ {path}<br><span style='color:gray'>table FitResults; "
+        self.results_preview.setToolTip(f"{path}\n{RESULTS_TIP}")
+        self.results_preview.setText(f"→ {breakable(path)}<br><span style='color:gray'>table FitResults; "
                                      "if that file exists, the next free _1, _2, … name (the "
                                      "next steps read that one)</span>")
 
@@ -227,8 +243,17 @@ class RecipeStepEditor(QWidget):
         self.add_input_button = QPushButton("Add input")
         self.remove_input_button = QPushButton("Remove input")
         self.inputs_problems = problem_label()
+        self.passed_input = QLabel()
+        self.passed_input.setStyleSheet("color: gray;")
+        self.passed_input.setWordWrap(True)
+        self.passed_input.setMinimumWidth(120)
+        self.passed_input.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.passed_input.hide()
         self.output_edit = QLineEdit()
-        self.output_edit.setToolTip("Folder the recipe's outputs go to; {{variables}} allowed")
+        self.output_edit.setPlaceholderText("empty: the series folder, as PYME's launch gives it")
+        self.output_edit.setToolTip("Folder the recipe's {output_dir} stands for; {{variables}} "
+                                    "allowed. Leave it empty for a preset PYME runs the same way "
+                                    "(PYME's launch sets the series folder)")
         self.output_preview = QLabel()
         self.output_preview.setStyleSheet("color: gray;")
         self.output_preview.setWordWrap(True)
@@ -253,6 +278,7 @@ class RecipeStepEditor(QWidget):
         layout.addWidget(QLabel("Inputs (recipe input → pattern)"))
         layout.addWidget(self.inputs_table, 2)
         layout.addLayout(input_buttons)
+        layout.addWidget(self.passed_input)
         layout.addWidget(self.inputs_problems)
         out = QHBoxLayout()
         out.addWidget(QLabel("Output folder"))
@@ -302,6 +328,19 @@ class RecipeStepEditor(QWidget):
     def set_context(self, context: dict) -> None:
         self._context = dict(context)
         self.refresh_previews()
+
+    def set_passed_input(self, uri: str | None) -> None:
+        """Say what the step reads as ``input`` when no pattern names it: ``uri`` (what the launch
+        or the step before passes on; a description when no series is chosen), ``''`` for
+        nothing, None to hide the line."""
+        if uri is None:
+            self.passed_input.hide()
+            return
+        self.passed_input.setText(
+            f"input ← {breakable(uri)} (passed on to this step, as in PYME)" if uri else
+            "input ← nothing: the step before passes no file on")
+        self.passed_input.setToolTip(uri)
+        self.passed_input.show()
 
     def input_patterns(self) -> dict:
         patterns = {}
@@ -365,8 +404,11 @@ class RecipeStepEditor(QWidget):
         finally:
             self._loading = False
         try:
-            out = resolve(self.output_edit.text(), self._context) if self._context else ""
-            self.output_preview.setText(f"→ {out}" if out else "")
+            text = self.output_edit.text() or str(self._context.get("output_dir", ""))
+            out = resolve(text, self._context) if self._context else ""
+            suffix = "" if self.output_edit.text() else " (the series folder)"
+            self.output_preview.setText(f"→ {breakable(out)}{suffix}" if out else "")
+            self.output_preview.setToolTip(out)
         except PatternError as exc:
             self.output_preview.setText(f"⚠ {exc}")
 
