@@ -14,6 +14,7 @@ import requests
 import tables
 
 from cluster import h5r
+from cluster.dataserver.records import records_from_pickle
 
 
 # -- raw HTTP helpers (requests would normalise paths and hide pipelining) ----------------------
@@ -223,7 +224,12 @@ def test_h5r_append_batches_and_read_back(data_root, data_server, pyme_fixtures)
     assert csv_text.splitlines()[0].startswith("tIndex,fitResults_A,fitResults_x0")
     assert len(csv_text.splitlines()) == 4
     assert requests.get(data_server.url + "/u/s1.h5r/Nope.npy").status_code == 404
-    assert requests.get(data_server.url + "/u/s1.h5r/FitResults").status_code == 400
+    # no extension: a pickled numpy array, as PYME serves it (what PYME's clients unpickle)
+    pickled = requests.get(data_server.url + "/u/s1.h5r/FitResults?from=3&to=9")
+    assert pickled.status_code == 200 and pickled.content.startswith(b"\x80\x02")
+    np.testing.assert_array_equal(records_from_pickle(pickled.content), everything[3:9])
+    assert requests.get(data_server.url + "/u/s1.h5r/FitResults.xls").status_code == 400
+    assert requests.get(data_server.url + "/u/s1.h5r/Nope").status_code == 404
     assert requests.get(data_server.url + "/u/s1.h5r/FitResults.npy?from=x").status_code == 400
 
 

@@ -242,6 +242,12 @@ def to_npy(rows: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def to_pickle(rows: np.ndarray) -> bytes:
+    """Rows as PYME serves a table with no extension: ``ndarray.dumps()``, a protocol-2 pickle of
+    a plain structured array (what PYME's clients unpickle; our own read ``.npy``)."""
+    return pickle.dumps(np.ascontiguousarray(rows).view(np.ndarray), protocol=2)
+
+
 def to_json(rows: np.ndarray) -> bytes:
     """Rows as a JSON list of records with flattened names (``fitResults_x0``)."""
     fields = list(flat_fields(rows.dtype))

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 from cluster import h5r, h5r_shadow
 from cluster.dataserver import paths
 from cluster.dataserver.listing import list_directory
-from cluster.dataserver.records import decode_batch, to_csv, to_json, to_npy
+from cluster.dataserver.records import decode_batch, to_csv, to_json, to_npy, to_pickle
 from cluster.http_base import Access, HTTPError, Limits, RequestHandler, ServerThread, query_int
 from rules.dataserver_client import TABLE_ROWS_HEADER
 from rules.safeload import load_json
@@ -157,9 +157,9 @@ class DataRequestHandler(RequestHandler):
         if part in METADATA_PARTS or part in (p + ".json" for p in METADATA_PARTS):
             return self.send_json(_h5r_call(h5r.read_metadata, target.path))
         table, ext = os.path.splitext(part)
-        if ext not in (".npy", ".json", ".csv"):
-            raise HTTPError(400, "tables are served as .npy, .json or .csv "
-                                 "(pickled arrays are not served)")
+        if ext not in ("", ".npy", ".json", ".csv"):
+            raise HTTPError(400, f"tables are served as .npy, .json, .csv or, with no extension, "
+                                 f"as a pickled numpy array (PYME's form), not {ext!r}")
         params = {key: values[0] for key, values in parse_qs(query).items()}
         start = query_int(params, "from", 0, minimum=0)
         stop = query_int(params, "to", None, minimum=0)
@@ -169,7 +169,9 @@ class DataRequestHandler(RequestHandler):
             raise HTTPError(404, f"no table {table!r} in {file_name!r}") from exc
         # ours: the table's length, so a reader knows it without probing (PYME sends none)
         length = {TABLE_ROWS_HEADER: str(total)}
-        if ext == ".npy":
+        if ext == "":  # PYME's clients read a table as ndarray.dumps() (a protocol-2 pickle)
+            self.send_payload(200, to_pickle(rows), "application/octet-stream", length)
+        elif ext == ".npy":
             self.send_payload(200, to_npy(rows), "application/octet-stream", length)
         elif ext == ".json":
             self.send_payload(200, to_json(rows), "application/json", length)
