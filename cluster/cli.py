@@ -92,7 +92,8 @@ def run_worker(args) -> int:
         print("spoolside worker: --workers must be 1 or more", file=sys.stderr)
         return 2
     if args.server and args.dataserver:
-        server, dataserver = args.server.rstrip("/"), args.dataserver.split(",")[0].rstrip("/")
+        server = args.server.rstrip("/")
+        dataservers = [u.strip().rstrip("/") for u in args.dataserver.split(",") if u.strip()]
     else:
         from rules.connection import default_cluster
 
@@ -102,8 +103,10 @@ def run_worker(args) -> int:
             print(f"spoolside worker: give the cluster's --server URL and --dataserver URL ({exc})",
                   file=sys.stderr)
             return 2
-        server, dataserver = found.ruleserver_url, found.dataserver_urls[0]
-    for what, url in (("rule server", server + "/queue_info"), ("data server", dataserver + "/")):
+        server, dataservers = found.ruleserver_url, list(found.dataserver_urls)
+    checks = [("rule server", server + "/queue_info")] + [("data server", url + "/")
+                                                          for url in dataservers]
+    for what, url in checks:
         problem = _cluster_answers(url)
         if problem:
             print(f"spoolside worker: cannot reach the {what} at {url}: {problem}", file=sys.stderr)
@@ -111,9 +114,9 @@ def run_worker(args) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    pool = WorkerPool(workers, server, dataserver, root=None, serverfilter="").start()
+    pool = WorkerPool(workers, server, dataservers, root=None, serverfilter="").start()
     print(f"{workers} worker processes (PIDs {', '.join(map(str, pool.pids))}) taking tasks from "
-          f"{server}, data from {dataserver}")
+          f"{server}, data from {', '.join(dataservers)}")
     print("Press Ctrl-C to stop.", flush=True)
     lost_since: float | None = None
     code = 0

@@ -18,7 +18,7 @@ import sys
 import threading
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Sequence
 
 from cluster.dataserver import DataServer
 from cluster.http_base import Access
@@ -41,13 +41,16 @@ def default_worker_count() -> int:
 class WorkerPool:
     """Keeps N worker processes alive until stopped."""
 
-    def __init__(self, n: int, ruleserver_url: str, dataserver_url: str, root: Path | None,
-                 serverfilter: str, log_dir: Path | None = None,
+    def __init__(self, n: int, ruleserver_url: str, dataserver_url: str | Sequence[str],
+                 root: Path | None, serverfilter: str, log_dir: Path | None = None,
                  on_exit: Callable[[str], object] | None = None):
-        """``root``: this node's data root for local reads (None on a PC without one)."""
+        """``dataserver_url``: the cluster's data server, or all of them (the workers read from and
+        file to every one); ``root``: this node's data root for local reads (None on a PC
+        without one)."""
         self.n = n
+        urls = [dataserver_url] if isinstance(dataserver_url, str) else list(dataserver_url)
         self._command = [sys.executable, "-m", "cluster.worker", "--ruleserver", ruleserver_url,
-                         "--dataserver", dataserver_url, "--serverfilter", serverfilter,
+                         "--dataserver", ",".join(urls), "--serverfilter", serverfilter,
                          "--exit-with-parent"]
         if root is not None:
             self._command += ["--root", str(root)]

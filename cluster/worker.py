@@ -50,12 +50,14 @@ DEFAULT_LEASE_S = 10.0
 class Worker:
     """The bid-run-hand-in loop of one worker process."""
 
-    def __init__(self, ruleserver_url: str, dataserver_url: str, root: Path | None,
+    def __init__(self, ruleserver_url: str, dataserver_url: str | list[str], root: Path | None,
                  serverfilter: str, batch: int = LOCALISATION_BATCH, worker_id: str | None = None,
                  advert_wait: float = ADVERT_WAIT_S):
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.rules = RuleServerClient(ruleserver_url, timeout=30)
-        self.files = ClusterFiles(DataClient([dataserver_url], serverfilter), root, serverfilter)
+        urls = dataserver_url.split(",") if isinstance(dataserver_url, str) else dataserver_url
+        self.files = ClusterFiles(DataClient([u.strip() for u in urls if u.strip()], serverfilter),
+                                  root, serverfilter)
         self.runner = TaskRunner(self.files)
         self.batch = batch
         self.advert_wait = advert_wait
@@ -195,7 +197,8 @@ def _exit_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Spoolside worker process")
     parser.add_argument("--ruleserver", required=True)
-    parser.add_argument("--dataserver", required=True)
+    parser.add_argument("--dataserver", required=True,
+                        help="the cluster's data server URL(s), comma-separated")
     parser.add_argument("--root", default=None, help="this node's data root (for local reads)")
     parser.add_argument("--serverfilter", default="")
     parser.add_argument("--batch", type=int, default=LOCALISATION_BATCH)

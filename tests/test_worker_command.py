@@ -32,16 +32,24 @@ def _alive(pid: int) -> bool:
 
 
 def test_worker_command_analyses_for_a_cluster_and_stops_on_sigterm(rule_server, data_server,
-                                                                    data_root, pyme_fixtures):
+                                                                    data_root, pyme_fixtures,
+                                                                    tmp_path):
     import shutil
+
+    from cluster.dataserver import DataServer
     shutil.copytree(pyme_fixtures / "series_huffman.pcs", data_root / "pyme" / "series_huffman.pcs")
-    process = _start_worker_command("--server", rule_server.url, "--dataserver", data_server.url,
+    # a cluster of two data servers: the series is on the second one listed
+    (tmp_path / "other_root").mkdir()
+    first_server = DataServer(tmp_path / "other_root").start()
+    urls = [first_server.url, data_server.url]
+    process = _start_worker_command("--server", rule_server.url, "--dataserver", ",".join(urls),
                                     "--workers", "2")
     try:
         first = process.stdout.readline()
         pids = _pids(first)
         assert len(pids) == 2 and rule_server.url in first
-        with Cluster(rule_server.url, data_server.url, serverfilter="testcluster") as engine:
+        assert f"data from {urls[0]}, {urls[1]}" in first
+        with Cluster(rule_server.url, urls, serverfilter="testcluster") as engine:
             rule = LocalisationRuleFactory(analysisMetadata=MetaDataHandler(
                 {"Analysis.FitModule": "LatGaussFitFR", "Analysis.DetectionThreshold": 1.0,
                  "Analysis.BGRange": [-10, 0]})).get_rule(
@@ -53,6 +61,7 @@ def test_worker_command_analyses_for_a_cluster_and_stops_on_sigterm(rule_server,
     finally:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
+        first_server.stop()
     assert process.returncode == 0, err
     assert "workers stopped" in out
     assert not any(_alive(pid) for pid in pids)
