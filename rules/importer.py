@@ -58,12 +58,13 @@ class ImportSource:
     events: list | None = None
     _stack: np.ndarray | None = None            # TIFF: (t, y, x)
     _files: list[pathlib.Path] | None = None    # .pcs: the PZF files
-    _blobs: list[bytes] | None = None           # .h5 with PZFImageData: the PZF files, in order
+    _h5_rows: list[int] | None = None           # .h5: the row of each frame (read one at a time)
 
     def frames(self) -> Iterator[bytes]:
-        """Each frame as a PZF file (Huffman-coded unless copied from a series folder or file)."""
-        if self._blobs is not None:
-            yield from self._blobs
+        """Each frame as a PZF file (Huffman-coded unless copied from a series folder or file).
+        An ``.h5`` file is read one frame at a time, never whole."""
+        if self._h5_rows is not None:
+            yield from _h5_frame_files(self)
             return
         if self._files is not None:
             for path in self._files:
@@ -212,15 +213,19 @@ def _open_h5(path: pathlib.Path) -> ImportSource:
 
     from rules.hdf5_attrs import read_metadata_from
 
-    blobs: list[bytes] | None = None
     try:
         with tables.open_file(str(path), "r") as h5:
             metadata = read_metadata_from(h5)
             events = _h5_events(h5, path.name) if "Events" in h5.root else None
             if "ImageData" in h5.root:
-                stack = _h5_raw_frames(h5.root.ImageData, path.name)
+                kind = "h5"
+                shape, dtype, rows = _h5_check_raw(h5.root.ImageData, path.name)
             elif "PZFImageData" in h5.root:
-                blobs = _h5_pzf_frames(h5, path.name)
+                kind = "h5-pzf"
+                rows = _h5_pzf_rows(h5, path.name)
+                node = h5.root.PZFImageData
+                shape, dtype = _check_pzf_frames(  # every frame must decode, read one by one
+                    (f"{path.name} frame {i}", bytes(node[row])) for i, row in enumerate(rows))
             else:
                 raise ImportDataError(f"{path.name}: no frames (neither /ImageData nor /PZFImageData); "
                                       "not a PYME series file")
@@ -229,15 +234,15 @@ def _open_h5(path: pathlib.Path) -> ImportSource:
     except (tables.HDF5ExtError, OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as exc:
         raise ImportDataError(f"{path.name}: not a readable HDF5 series (truncated or damaged?): "
                               f"{exc}") from exc
-    if blobs is not None:
-        shape, dtype = _check_pzf_frames((f"{path.name} frame {i}", b) for i, b in enumerate(blobs))
-        return ImportSource(path, "h5-pzf", len(blobs), shape, dtype, metadata, events, _blobs=blobs)
-    # (t, x, y) → (t, y, x) as a TIFF stack is held; frames() transposes back to (x, y)
-    return ImportSource(path, "h5", stack.shape[0], (stack.shape[1], stack.shape[2]), stack.dtype,
-                        metadata, events, _stack=stack.transpose(0, 2, 1))
+    return ImportSource(path, kind, len(rows), shape, dtype, metadata, events, _h5_rows=rows)
 
 
-def _h5_raw_frames(node: Any, name: str) -> np.ndarray:
+#: Frames of an ``/ImageData`` array read per chunk when checking a file (bounded memory).
+H5_CHECK_CHUNK = 32
+
+
+def _h5_check_raw(node: Any, name: str) -> tuple[tuple[int, int], np.dtype, list[int]]:
+    """Check ``/ImageData`` (a (t, x, y) stack) chunk by chunk; its frame shape, dtype and rows."""
     import tables
 
     if not isinstance(node, tables.Array) or len(node.shape) != 3:
@@ -245,26 +250,48 @@ def _h5_raw_frames(node: Any, name: str) -> np.ndarray:
                               f"(shape {getattr(node, 'shape', '?')})")
     if node.shape[0] == 0:
         raise ImportDataError(f"{name}: /ImageData holds no frames")
-    stack = node.read()
-    if stack.dtype.newbyteorder("=") not in FRAME_DTYPES:
-        raise ImportDataError(f"{name}: pixels are {stack.dtype}; camera frames must be "
+    if node.dtype.newbyteorder("=") not in FRAME_DTYPES:
+        raise ImportDataError(f"{name}: pixels are {node.dtype}; camera frames must be "
                               "uint16 (or uint8 / float32)")
-    return np.ascontiguousarray(stack, stack.dtype.newbyteorder("="))
+    for start in range(0, node.shape[0], H5_CHECK_CHUNK):  # every frame must be readable
+        node[start:start + H5_CHECK_CHUNK]
+    return (int(node.shape[1]), int(node.shape[2])), node.dtype.newbyteorder("="), \
+        list(range(node.shape[0]))
 
 
-def _h5_pzf_frames(h5: Any, name: str) -> list[bytes]:
-    rows = h5.root.PZFImageData.read()
-    if not len(rows):
+def _h5_frame_files(source: ImportSource) -> Iterator[bytes]:
+    """The frames of a checked ``.h5`` source as PZF files, read one at a time."""
+    import tables
+
+    assert source._h5_rows is not None
+    sequence = int(source.metadata.get("imageID", 0))
+    with tables.open_file(str(source.path), "r") as h5:
+        if source.kind == "h5-pzf":
+            node = h5.root.PZFImageData
+            for row in source._h5_rows:
+                yield bytes(node[row])
+            return
+        node = h5.root.ImageData
+        for i in source._h5_rows:  # each row is a frame in PYME's (x, y) orientation
+            frame = np.ascontiguousarray(node[i], source.dtype)
+            yield encode_frame(frame, frame_num=i, sequence_id=sequence,
+                               compression=COMPRESSION_HUFFMAN)
+
+
+def _h5_pzf_rows(h5: Any, name: str) -> list[int]:
+    """The row of ``/PZFImageData`` holding each frame, in frame order."""
+    n_rows = h5.root.PZFImageData.nrows
+    if not n_rows:
         raise ImportDataError(f"{name}: /PZFImageData holds no frames")
-    order = list(range(len(rows)))
+    order = list(range(n_rows))
     if "PZFImageIndex" in h5.root:
         index = h5.root.PZFImageIndex.read()
         index = index[np.argsort(index["FrameNum"], kind="stable")]
         if list(index["FrameNum"]) != order or sorted(index["Position"]) != order:
-            raise ImportDataError(f"{name}: /PZFImageIndex does not map frames 0..{len(rows) - 1} "
+            raise ImportDataError(f"{name}: /PZFImageIndex does not map frames 0..{n_rows - 1} "
                                   "one to one onto the rows of /PZFImageData")
         order = [int(p) for p in index["Position"]]
-    return [bytes(rows[i]) for i in order]  # VLStringAtom rows are bytes, UInt8Atom rows uint8 arrays
+    return order  # VLStringAtom rows are bytes, UInt8Atom rows uint8 arrays: bytes() takes both
 
 
 def _h5_events(h5: Any, name: str) -> list:
