@@ -36,7 +36,7 @@ from rules.chain import LOCALISATION, ChainStep, expected_outputs, from_factorie
 from rules.dataserver_client import DataClient
 from rules.errors import ClusterError
 from rules.presets import PresetError, load_preset, save_preset
-from rules.recipe_check import MODULE_SCHEMA_FILE
+from rules.recipe_check import MODULE_SCHEMA_FILE, bundled_module_schema
 from rules.recipe_params import params_from_json
 from rules.simulation import SimulationSettings, spool_progress
 from rules.uris import make_cluster_uri
@@ -54,6 +54,7 @@ from widgets.results_view import ResultOutput, ResultsView
 from widgets.rule_table import RuleTableModel, RuleTableView
 from widgets.series_browser import SeriesBrowser
 from widgets.server_dialog import ServerDialog
+from widgets.status_bar import ElidingStatusBar
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def _server_features(address: ClusterAddress) -> tuple:
 
 def _module_schema(address: ClusterAddress) -> tuple:
     """``(address, {module: declarations})`` the cluster publishes in ``RECIPES/``, or
-    ``(address, None)`` when it publishes none (a PYME cluster: its modules are not guessed)."""
+    ``(address, None)`` when it publishes none (a PYME cluster: the bundled list is used)."""
     with DataClient(list(address.dataservers), address.serverfilter or "") as client:
         try:
             text = client.get_file(f"RECIPES/{MODULE_SCHEMA_FILE}")
@@ -313,6 +314,7 @@ class MainWindow(QMainWindow):
         self.toolbar = toolbar
 
     def _build_status_bar(self) -> None:
+        self.setStatusBar(ElidingStatusBar(self))  # long messages end in … before the label
         self.cluster_label = QLabel()
         self.cluster_label.setContentsMargins(16, 0, 4, 0)
         self.cluster_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -526,7 +528,9 @@ class MainWindow(QMainWindow):
         address = self.address
         dialog = ImportDialog(path, lambda: DataClient(list(address.dataservers),
                                                        address.serverfilter or ""), self)
-        dialog.imported.connect(lambda series: (self.series_browser.refresh(), self.set_series(series)))
+        dialog.imported.connect(lambda series: (
+            self.series_browser.refresh(), self.set_series(series),
+            self.statusBar().showMessage(f"Imported {series} (from {Path(path).name})", 10000)))
         dialog.open()
         return dialog
 
@@ -857,8 +861,10 @@ class MainWindow(QMainWindow):
             self.series_browser.refresh()
         elif what == "modules":
             address, modules = result
-            if address == self.address:
-                self.chain_editor.set_available_modules(modules)
+            if address == self.address:  # none published (PYME's): check with the bundled list
+                self.chain_editor.set_available_modules(
+                    modules if modules is not None else bundled_module_schema(),
+                    bundled=modules is None)
         elif what == "features":
             address, spoolside = result
             if address == self.address:

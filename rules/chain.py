@@ -273,6 +273,7 @@ class StepProblem:
     field: str      # "recipe", "input:<name>", "output_dir", "analysis"
     message: str
     line: int | None = None
+    warning: bool = False   # shown, but does not block a launch
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line else ""
@@ -328,13 +329,16 @@ def _written_files(text: str, output_dir: str, reads: str) -> list[str]:
 
 
 def chain_problems(steps: list[ChainStep], context: dict, available_modules=None,
-                   recipe_texts: dict | None = None) -> list[StepProblem]:
+                   recipe_texts: dict | None = None, *,
+                   bundled_modules: bool = False) -> list[StepProblem]:
     """Every problem of every step, found without the network.
 
     YAML that does not parse (with its line), a module the cluster cannot run, an analysis setting
     a worker would refuse, an unknown ``{{variable}}`` in a pattern, an input that no earlier step
     produces, and a follow-on recipe given nothing to read. ``recipe_texts`` holds the text of
-    recipes given by URI, when fetched.
+    recipes given by URI, when fetched. With ``bundled_modules`` the module list is Spoolside's
+    bundled one (the cluster publishes none): modules it lacks pass, and what it says of the
+    others comes back as warnings (``StepProblem.warning``).
     """
     recipe_texts = recipe_texts or {}
     problems: list[StepProblem] = []
@@ -352,8 +356,9 @@ def chain_problems(steps: list[ChainStep], context: dict, available_modules=None
             problems.append(StepProblem(row, "recipe", "no recipe: pick one or type its YAML"))
         text = step.recipe or recipe_texts.get(step.recipe_uri, "")
         if text:
-            for p in check_recipe(text, available_modules):
-                problems.append(StepProblem(row, "recipe", p.message, p.line))
+            for p in check_recipe(text, available_modules, unknown_modules_ok=bundled_modules):
+                problems.append(StepProblem(row, "recipe", p.message, p.line,
+                                            warning=bundled_modules and p.about_modules))
         for name, pattern in step.input_patterns.items():
             field_name = f"input:{name}"
             try:

@@ -11,13 +11,30 @@ from .safeload import compose_yaml
 
 #: Where the embedded cluster publishes its modules' parameter declarations (in ``RECIPES/``).
 MODULE_SCHEMA_FILE = "spoolside_modules.json"
+#: The same declarations, bundled (``resources/``), for a cluster that publishes none (PYME's).
+BUNDLED_SCHEMA_FILE = "recipe_modules.json"
+BUNDLED_NOTE = ("recipe parameters checked against Spoolside's bundled module list (this cluster "
+                "publishes none; its own modules may accept more): warnings, not blocking")
+
+
+def bundled_module_schema() -> dict[str, tuple[Param, ...]]:
+    """The parameter declarations of the recipe modules Spoolside knows, as bundled with it (kept
+    equal to what its embedded cluster publishes by a test)."""
+    import json
+
+    from resources import resource_path
+
+    from .recipe_params import params_from_json
+    return params_from_json(json.loads(resource_path(BUNDLED_SCHEMA_FILE).read_text(encoding="utf-8")))
 
 
 class RecipeProblem(NamedTuple):
-    """One problem; ``line`` is 1-based (None when it is not about one line)."""
+    """One problem; ``line`` is 1-based (None when it is not about one line); ``about_modules``:
+    a module name or parameter the module list refuses (not the YAML itself)."""
 
     line: int | None
     message: str
+    about_modules: bool = False
 
     def __str__(self) -> str:
         return self.message if self.line is None else f"line {self.line}: {self.message}"
@@ -60,12 +77,13 @@ def _module_known(name: str, available: set[str]) -> bool:
 
 
 def check_recipe(text: str, available_modules: Iterable[str] | Mapping[str, tuple[Param, ...]] | None
-                 = None) -> list[RecipeProblem]:
+                 = None, *, unknown_modules_ok: bool = False) -> list[RecipeProblem]:
     """Problems with a recipe: YAML errors (with their line), a non-list recipe, items that are not
     one-key ``module: {parameters}`` mappings, and modules not in ``available_modules`` (if given).
     When ``available_modules`` maps names to their parameter declarations (published by the
     cluster), unknown parameters and values of the wrong type are flagged on their own line, with
-    the message the cluster would give."""
+    the message the cluster would give. With ``unknown_modules_ok`` (a fallback list, not the
+    cluster's own) modules missing from the list are not flagged; those listed are checked."""
     if text is None or not str(text).strip():
         return [RecipeProblem(None, "the recipe is empty")]
     data, node, problems = _parse(text)
@@ -86,7 +104,9 @@ def check_recipe(text: str, available_modules: Iterable[str] | Mapping[str, tupl
             continue
         (name, params), = item.items()
         if available is not None and not _module_known(name, available):
-            problems.append(RecipeProblem(line, f"module {name!r} is not available on the cluster"))
+            if not unknown_modules_ok:
+                problems.append(RecipeProblem(line, f"module {name!r} is not available on the "
+                                                    "cluster", True))
         elif isinstance(available_modules, Mapping):
             declared = available_modules.get(name)
             if declared is None and "." not in name:
@@ -110,12 +130,12 @@ def _param_problems(module: str, values: dict, declared: tuple[Param, ...],
         param = known.get(key)
         if param is None:
             problems.append(RecipeProblem(line, f"unknown parameter {key!r} for module {module} "
-                                                f"(known: {', '.join(sorted(known))})"))
+                                                f"(known: {', '.join(sorted(known))})", True))
             continue
         try:
             coerce_value(module, param, value)
         except ParamError as exc:
-            problems.append(RecipeProblem(line, str(exc)))
+            problems.append(RecipeProblem(line, str(exc), True))
     return problems
 
 

@@ -497,3 +497,47 @@ def test_the_series_browser_lists_less_often_while_nothing_changes(qtbot, data_s
                     and any(e.path == "new.pcs" for e in browser.entries()), timeout=10000)
     assert browser._timer.interval() == REFRESH_MS
     assert browser.stop()
+
+
+def test_on_a_cluster_publishing_no_modules_the_bundled_list_warns_without_blocking(
+        qtbot, make_window, rule_server, data_server, fixture_series_root):
+    # like a PYME cluster: no RECIPES/spoolside_modules.json
+    window = make_window()
+    window.set_cluster(ClusterAddress(rule_server.url, (data_server.url,), "testcluster"))
+    editor = window.chain_editor
+    qtbot.waitUntil(lambda: editor._bundled_modules, timeout=10000)
+    window.set_series(SERIES)
+    editor.select_row(1)
+    text = window.chain_model.step(1).recipe.replace("sigmaX: 2.0", "sigmaX: two")
+    editor.recipe_editor.yaml_edit.setPlainText(text + "- pyme_plugin.Deconvolve: {iterations: 5}\n")
+    assert editor.validate_now() == []  # nothing blocks the launch
+    warning, = editor.warnings()
+    assert warning.line == text.splitlines().index("    sigmaX: two") + 1 and "sigmaX" in warning.message
+    assert editor.modules_note.isVisibleTo(editor)
+    assert "bundled module list" in editor.modules_note.text()
+    assert "1 warning(s) in step 2" in editor.modules_note.text()
+    assert editor.recipe_editor.recipe_problems.text().startswith("ⓘ line")
+    qtbot.waitUntil(lambda: "Camera.ADOffset" in window.metadata_panel.model.metadata(), timeout=10000)
+    assert "problem" not in " ".join(window.launch_blockers())
+
+
+def test_a_long_status_message_ends_before_the_cluster_label(qtbot, make_window, rule_server,
+                                                             data_server):
+    window = make_window()
+    window.resize(1024, 700)
+    window.show()
+    window.set_cluster(ClusterAddress(rule_server.url, (data_server.url,), "testcluster"))
+    qtbot.waitUntil(lambda: window._reachable is True, timeout=10000)
+    qtbot.wait(50)
+    text = ("Imported imported/a_long_series_name_from_the_lab_2026_11_30_cells_01.pcs (from "
+            "a_long_stack_name_from_the_microscope_2026_11_30_sample_7.ome.tif)")
+    bar = window.statusBar()
+    bar.showMessage(text, 10000)
+    shown = bar.shown_message()
+    assert shown.endswith("…") and text.startswith(shown[:-1])
+    assert bar.currentMessage() == text and bar.toolTip() == text
+    left_of_label = window.cluster_label.x()
+    assert 6 + bar.fontMetrics().horizontalAdvance(shown) < left_of_label
+    bar.showMessage("Saved preset 'x'", 1000)
+    assert bar.shown_message() == "Saved preset 'x'" and bar.toolTip() == ""
+    bar.grab()  # painted without error

@@ -49,3 +49,24 @@ def test_the_embedded_cluster_publishes_its_module_declarations(tmp_path):
     modules = params_from_json(data)
     assert "filters.GaussianFilter" in modules
     assert {p.name for p in modules["filters.GaussianFilter"]} >= {"sigmaX", "inputName"}
+
+
+def test_the_bundled_fallback_list_is_what_the_embedded_cluster_publishes():
+    from resources import resource_path
+    from rules.recipe_check import BUNDLED_SCHEMA_FILE, bundled_module_schema
+    # regenerate with: json.dumps(module_schema(), indent=1) into resources/recipe_modules.json
+    assert json.loads(resource_path(BUNDLED_SCHEMA_FILE).read_text()) == \
+        json.loads(json.dumps(module_schema()))
+    assert bundled_module_schema() == params_from_json(module_schema())
+
+
+def test_the_bundled_list_warns_on_known_modules_and_lets_others_pass():
+    from rules.chain import ChainStep, chain_problems, preview_context
+    from rules.recipe_check import bundled_module_schema
+    step = ChainStep.recipe_step(recipe=RECIPE + "- pyme_plugin.Deconvolve: {iterations: 5}\n")
+    found = chain_problems([step], preview_context(None), bundled_module_schema(),
+                           bundled_modules=True)
+    assert [(p.line, p.warning) for p in found] == [(3, True), (9, True)]  # not pyme_plugin's
+    broken = ChainStep.recipe_step(recipe="- filters.GaussianFilter: {sigmaX: [2\n")
+    assert [p.warning for p in chain_problems([broken], preview_context(None),
+                                              bundled_module_schema(), bundled_modules=True)] == [False]

@@ -30,6 +30,7 @@ from rules.chain import (
     main_input,
     preview_context,
 )
+from rules.recipe_check import BUNDLED_NOTE
 from widgets.background import BackgroundCall, CallSignals
 from widgets.chain_model import ChainModel
 from widgets.step_editors import LocalisationStepEditor, RecipeStepEditor, bundled_recipes, show_problem_list
@@ -59,7 +60,9 @@ class ChainEditor(QWidget):
         self.model = model
         self._series_uri: str | None = None
         self._available_modules = None
+        self._bundled_modules = False
         self._problems: list[StepProblem] = []
+        self._warnings: list[StepProblem] = []
         self._fetch_recipe = None
         self._recipe_texts: dict[str, str] = {}
         self._pool = QThreadPool(self)
@@ -96,6 +99,13 @@ class ChainEditor(QWidget):
             self.stack.addWidget(page)
         self.summary_label = QLabel()
         self.summary_label.setWordWrap(True)
+        self.modules_note = QLabel()
+        self.modules_note.setWordWrap(True)
+        self.modules_note.setStyleSheet("color: #8a6d00;")
+        self.modules_note.setToolTip("This cluster does not publish its recipe modules (a PYME "
+                                     "cluster): modules Spoolside knows are checked against its "
+                                     "own list, the others are not checked")
+        self.modules_note.hide()
 
         buttons = QHBoxLayout()
         for button in (self.add_localisation_button, self.add_recipe_button,
@@ -107,6 +117,7 @@ class ChainEditor(QWidget):
         top_layout.addWidget(self.list_view)
         top_layout.addLayout(buttons)
         top_layout.addWidget(self.summary_label)
+        top_layout.addWidget(self.modules_note)
         splitter = QSplitter(Qt.Vertical)
         splitter.addWidget(top)
         splitter.addWidget(self.stack)
@@ -151,10 +162,13 @@ class ChainEditor(QWidget):
         self._update_context()
         self._timer.start()
 
-    def set_available_modules(self, modules) -> None:
+    def set_available_modules(self, modules, bundled: bool = False) -> None:
         """Recipe modules the cluster can run: their names, or names → parameter declarations
-        (``rules.recipe_params.Param``), or ``None`` when unknown (then not checked)."""
+        (``rules.recipe_params.Param``), or ``None`` when unknown (then not checked). ``bundled``:
+        the declarations are Spoolside's bundled list, not the cluster's (what they find is shown
+        as warnings that do not block a launch, with a note saying so)."""
         self._available_modules = modules
+        self._bundled_modules = bundled and modules is not None
         self._timer.start()
 
     def set_recipe_source(self, list_recipes, fetch_recipe) -> None:
@@ -168,8 +182,13 @@ class ChainEditor(QWidget):
         return self._pool.waitForDone(timeout_ms)
 
     def problems(self) -> list[StepProblem]:
-        """The problems found by the last check (call :meth:`validate_now` to force one)."""
+        """The problems found by the last check (call :meth:`validate_now` to force one); they
+        block a launch."""
         return list(self._problems)
+
+    def warnings(self) -> list[StepProblem]:
+        """What the last check found against the bundled module list (shown, not blocking)."""
+        return list(self._warnings)
 
     def validate_now(self) -> list[StepProblem]:
         self._timer.stop()
@@ -179,9 +198,11 @@ class ChainEditor(QWidget):
         except PatternError as exc:
             context = {}
             logger.info("no preview context for %s: %s", self._series_uri, exc)
-        self._problems = chain_problems(self.model.steps, context, self._available_modules,
-                                        self._recipe_texts)
-        self.model.set_problems(self._problems)
+        found = chain_problems(self.model.steps, context, self._available_modules,
+                               self._recipe_texts, bundled_modules=self._bundled_modules)
+        self._problems = [p for p in found if not p.warning]
+        self._warnings = [p for p in found if p.warning]
+        self.model.set_problems(found)
         self._show_current_problems()
         self._show_passed_input()
         if self._problems:
@@ -194,6 +215,12 @@ class ChainEditor(QWidget):
             self.summary_label.setText(f"{n} step{'s' if n != 1 else ''}, no problems found"
                                        if n else "")
             self.summary_label.setStyleSheet("")
+        if self._bundled_modules:
+            warned = (f"; {len(self._warnings)} warning(s) in step "
+                      + ", ".join(str(r) for r in sorted({p.row + 1 for p in self._warnings}))
+                      if self._warnings else "")
+            self.modules_note.setText(f"ⓘ {BUNDLED_NOTE[0].upper()}{BUNDLED_NOTE[1:]}{warned}")
+        self.modules_note.setVisible(self._bundled_modules)
         self.problemsChanged.emit(self.problems())
         return self.problems()
 
@@ -221,7 +248,7 @@ class ChainEditor(QWidget):
 
     def _show_current_problems(self) -> None:
         row = self.current_row()
-        mine = [p for p in self._problems if p.row == row]
+        mine = [p for p in self._problems + self._warnings if p.row == row]
         if row >= 0 and self.model.step(row).kind == LOCALISATION:
             show_problem_list(self.localisation_editor.problems_label, mine)
         else:

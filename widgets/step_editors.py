@@ -72,7 +72,8 @@ def problem_label() -> QLabel:
 
 
 def show_problem_list(label: QLabel, problems: list[StepProblem]) -> None:
-    label.setText("\n".join(f"⚠ {p}" for p in problems))
+    """``problems`` in ``label``: ⚠ for one that blocks a launch, ⓘ for a warning."""
+    label.setText("\n".join(f"{'ⓘ' if p.warning else '⚠'} {p}" for p in problems))
     label.setVisible(bool(problems))
 
 
