@@ -12,7 +12,7 @@ import logging
 import posixpath
 from pathlib import Path
 
-from PyQt5.QtCore import QObject, QThreadPool, pyqtSignal
+from PyQt5.QtCore import QObject, Qt, QThreadPool, pyqtSignal
 from PyQt5.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -23,7 +23,6 @@ from PyQt5.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPushButton,
-    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -56,21 +55,19 @@ class LivePanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.view = LiveView()
-        self.title = QLabel("Launch a chain with a localisation step to watch it here.")
-        # A long results URI is cut at the pane's edge (full URI in the tooltip), never widening the window.
-        self.title.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
-        self.export_button = QPushButton("Export localisations…")
+        self.title = self.view.title_label
+        self.title.setText("Launch a chain with a localisation step to watch it here.")
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Export these localisations to CSV (ThunderSTORM's "
+                                      "columns) or HDF5")
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(self.export)
+        self.view.title_row.addWidget(self.export_button, 0, Qt.AlignTop)
         self._data: DataClient | None = None
         self._rules: RuleServerClient | None = None
         self.results_uri: str | None = None
-        header = QHBoxLayout()
-        header.addWidget(self.title, 1)
-        header.addWidget(self.export_button)
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addLayout(header)
+        layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.view, 1)
 
     def follow(self, dataservers, serverfilter: str, results_uri: str,
@@ -81,9 +78,8 @@ class LivePanel(QWidget):
         self._data = DataClient(list(dataservers), serverfilter)
         self._rules = RuleServerClient(ruleserver) if ruleserver and rule_id else None
         self.results_uri = results_uri
-        self.title.setText(f"<b>{posixpath.basename(cluster_path(results_uri))}</b> — "
-                           f"{results_uri}")
-        self.title.setToolTip(results_uri)
+        self.view.set_title(f"<b>{posixpath.basename(cluster_path(results_uri))}</b>",
+                            results_uri)
         self.export_button.setEnabled(True)
         self.view.follow(self._data, results_uri, series_uri, self._rules, rule_id)
 

@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 SERIES_LABEL_WIDTH = 300
 #: Width the right pane (rule table, graph) is given first when the window is narrow.
 RULES_PANE_WIDTH = 660
+#: Height the rule table keeps when the live view opens (its header and three rows).
+LIVE_RULES_HEIGHT = 150
 
 LAST_CHAIN = "last_chain.yaml"
 PRESETS_FOLDER = "chained_analysis"
@@ -690,6 +692,15 @@ class MainWindow(QMainWindow):
         self.live_panel.follow(self.address.dataservers, self.address.serverfilter or "", results,
                                series_uri, self.address.ruleserver, rule_id)
         self.bottom_tabs.setCurrentWidget(self.live_panel)
+        self._give_room_to_live_view()
+
+    def _give_room_to_live_view(self) -> None:
+        """The live view gets most of the right pane's height: the rule table keeps its header
+        and a chain's three rows."""
+        table, tabs = self.right_splitter.sizes()
+        keep = max(LIVE_RULES_HEIGHT, int((table + tabs) * 0.22))
+        if table > keep:
+            self.right_splitter.setSizes([keep, tabs + table - keep])
 
     def open_cluster_file(self, path: str) -> None:
         """Show a file of the cluster (an ``.h5r``, ``.tif``, ``.csv``, ...) in the Results tab."""

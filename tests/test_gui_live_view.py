@@ -76,6 +76,11 @@ def test_live_view_follows_a_spooling_localisation(qtbot, local_cluster, engine,
     x, y = view.per_frame_curve.getData()
     assert len(x) == frames.max() + 1 and int(y.sum()) == rows
     assert view.image_item.boundingRect().width() > 9000  # 96 px × 100 nm
+    # the render is on screen: the canvas shows coloured pixels, not only its black background
+    picture = view.image_widget.grab().toImage()
+    coloured = sum(picture.pixel(x, y) & 0xFFFFFF != 0
+                   for x in range(0, picture.width(), 4) for y in range(0, picture.height(), 4))
+    assert coloured > 20
     view.colour_box.setCurrentText("magma")
     count = len(view.gui_seconds)
     qtbot.waitUntil(lambda: len(view.gui_seconds) > count, timeout=10000)  # re-coloured

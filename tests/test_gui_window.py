@@ -209,6 +209,8 @@ def test_simulated_acquisition_runs_the_default_chain_to_the_end(qtbot, make_win
         # the localisation is shown live in the Live view tab
         assert window.bottom_tabs.currentWidget() is window.live_panel
         assert window.live_panel.results_uri.endswith("sim/analysis/live_01.h5r")
+        table_height, tabs_height = window.right_splitter.sizes()
+        assert tabs_height > 2 * table_height  # the live view gets the room, the table its rows
         # The series browser follows, once its listing has the new series.
         qtbot.waitUntil(lambda: window.series_browser.selected_series() == "sim/live_01.pcs",
                         timeout=10000)

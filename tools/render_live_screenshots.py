@@ -1,11 +1,13 @@
-"""Render the live view offscreen, mid-acquisition and finished, to ``docs/live_view_*.png``.
+"""Render the window's Live view tab offscreen, mid-acquisition and finished, for the README.
 
-Starts an embedded cluster (one worker) in a scratch folder, spools a simulated 256×256 series live
-while a localisation rule analyses it, follows the results with a :class:`LiveView`, and grabs it
-once while frames are still arriving and once when everything is analysed. Everything is stopped
-afterwards.
+Starts an embedded cluster (one worker) in a scratch folder, opens the window on it, spools a
+simulated 256×256 series and launches the default chain on it live (as *Simulate acquisition…*
+does), and grabs the window with the Live view tab: mid-acquisition at 1280×800 (and, with
+``--sizes``, at other sizes), then when the chain has finished, with the Live view and with the
+Results tab showing the rendered image. Everything is stopped afterwards.
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python tools/render_live_screenshots.py [--frames 1500]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python tools/render_live_screenshots.py \
+        [--frames 1500] [--sizes 1024x700,1920x1080]
 """
 from __future__ import annotations
 
@@ -18,54 +20,77 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("PYQTGRAPH_QT_LIB", "PyQt5")
 
-from PyQt5.QtWidgets import QApplication  # noqa: E402 - after the environment is set
+from PyQt5.QtCore import QSettings  # noqa: E402 - after the environment is set
+from PyQt5.QtWidgets import QApplication  # noqa: E402
 
-from cluster.local import start_local_cluster  # noqa: E402
-from cluster.simulator import SampleModel, SimulatedAcquisition  # noqa: E402
-from rules import Cluster, LocalisationRuleFactory  # noqa: E402
-from tools.render_screenshot import _wait  # noqa: E402
-from widgets.live_view import LiveView  # noqa: E402
+from tools.render_screenshot import _save, _settle, _wait  # noqa: E402
 
-ANALYSIS = {"Analysis.FitModule": "LatGaussFitFR", "Analysis.DetectionThreshold": 1.0,
-            "Analysis.BGRange": [-10, 0], "Analysis.StartAt": 0}
+SERIES = "microscope/cells_01"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1500)
     parser.add_argument("--fps", type=float, default=100.0)
-    parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--sizes", default="",
+                        help="also grab mid-acquisition at these sizes, e.g. 1024x700,1920x1080")
     args = parser.parse_args()
-    app = QApplication.instance() or QApplication(sys.argv)
-    out = Path(args.out)
-    with tempfile.TemporaryDirectory() as tmp, \
-            start_local_cluster(Path(tmp), workers=1, serverfilter="demo") as lc, \
-            Cluster(lc.ruleserver_url, lc.dataserver_url, serverfilter="demo") as engine:
-        acquisition = SimulatedAcquisition(engine.data, "demo/cells_01", frames=args.frames,
-                                           fps=args.fps, size=256, seed=4, serverfilter="demo",
-                                           sample=SampleModel(emitters_per_frame=15)).start()
-        rule = LocalisationRuleFactory(analysisMetadata=ANALYSIS).get_rule(
-            context={"seriesName": acquisition.series_uri})
-        rule.push(cluster=engine)
-        view = LiveView()
-        view.resize(1280, 720)
-        view.show()
-        view.follow(engine.data, rule.results_uri, acquisition.series_uri, engine.rules,
-                    rule._pushed_id())
+    sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",") if size]
+    app = QApplication.instance() or QApplication([])
+    from app.launcher import ClusterAddress
+    from app.main_window import MainWindow
+    from cluster.local import start_local_cluster
+    from rules.simulation import SimulationSettings
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        cluster = start_local_cluster(scratch / "data", workers=1)
+        window = MainWindow(QSettings(str(scratch / "settings.ini"), QSettings.IniFormat),
+                            scratch / "config")
         try:
-            _wait(app, lambda: acquisition.get_n_frames() >= args.frames // 2, 600,
-                  "half the frames")
+            window.resize(1280, 800)
+            window.show()
+            window.set_cluster(ClusterAddress(cluster.ruleserver_url, (cluster.dataserver_url,),
+                                              cluster.serverfilter, embedded=True,
+                                              root=str(scratch / "data")))
+            _wait(app, lambda: window._reachable is True, 20, "the cluster")
+            window.simulate(SERIES, SimulationSettings(frames=args.frames, fps=args.fps,
+                                                       emitters_per_frame=15))
+            view = window.live_panel.view
+            _wait(app, lambda: view.following, 60, "the live view")
+            acquisitions = window._acquisitions
+            _wait(app, lambda: acquisitions and acquisitions[0].get_n_frames() >= args.frames // 2,
+                  600, "half the frames")
             _wait(app, lambda: view.localisations > 0, 60, "localisations")
-            view.grab().save(str(out / "live_view_acquiring.png"))
-            _wait(app, lambda: not view.following, 1200, "the analysis to finish")
-            view.grab().save(str(out / "live_view_finished.png"))
+            _settle(app, 1.5)
+            _save(window, args.out / "live_view_acquiring.png")
+            for width, height in sizes:
+                window.resize(width, height)
+                _settle(app, 1.0)
+                _save(window, args.out / f"live_view_acquiring_{width}x{height}.png")
+            window.resize(1280, 800)
+            _wait(app, lambda: not view.following, 1800, "the localisation to finish")
+            _wait(app, lambda: window.rule_model.rule_ids() and all(
+                window.rule_model.rule_state(r) in ("finished", "failed")
+                for r in window.rule_model.rule_ids()) and len(window.rule_model.rule_ids()) >= 3,
+                600, "the chain to finish")
+            _settle(app, 1.5)
+            _save(window, args.out / "live_view_finished.png")
+            image = next(o for o in window.results_view._outputs if o.preview_kind == "image")
+            window.bottom_tabs.setCurrentWidget(window.results_view)
+            window.results_view.preview(image.uri)
+            _settle(app, 3.0)
+            _save(window, args.out / "results_finished.png")
         finally:
-            acquisition.stop()
-            acquisition.wait(10)
-            rule.cleanup()
-            view.close()
-    print(f"wrote {out / 'live_view_acquiring.png'} and {out / 'live_view_finished.png'}")
+            for acquisition in window._acquisitions:
+                acquisition.stop()
+            window.ask_before_closing = False
+            window.close()
+            window.shutdown()
+            cluster.stop()
     return 0
 
 

@@ -160,6 +160,18 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.scale_bar = ScaleBar()
         self.scale_bar.setParentItem(self.view)
         self.scale_bar.setVisible(False)
+        # Until the user zooms or pans, the whole image stays in view, also when the canvas is
+        # first laid out or resized after the image arrived (a tab opened later, a window resize).
+        self.following_size = True
+        self.view.sigRangeChangedManually.connect(self._on_range_changed_manually)
+
+    def _on_range_changed_manually(self, *_args) -> None:
+        self.following_size = False
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        if getattr(self, "following_size", False):  # (also called while being built)
+            self.fit_view()
 
     def show_image(self, image: QImage | None, extent_nm: tuple[float, float],
                    overviews: dict[int, QImage] | None = None, *, fit: bool = False) -> None:
@@ -167,15 +179,19 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         width, height = extent_nm
         self.image_item.set_image(image, QRectF(0.0, 0.0, width, height), overviews)
         self.scale_bar.setVisible(image is not None)
-        if fit:
+        if fit or self.following_size:
             self.fit_view()
 
-    def clear(self) -> None:
+    def clear_image(self) -> None:
+        # not ``clear``: pyqtgraph's GraphicsLayoutWidget sets its own ``clear`` (emptying the
+        # layout) on each instance, which would win over a method of that name
         self.image_item.set_image(None, QRectF())
         self.scale_bar.setVisible(False)
+        self.following_size = True
 
     def fit_view(self) -> None:
-        """Zoom to the whole image."""
+        """Zoom to the whole image (and keep it so until the user zooms or pans)."""
+        self.following_size = True
         rect = self.image_item.boundingRect()
         if rect.width() > 0:
             self.view.setRange(rect, padding=0.02)

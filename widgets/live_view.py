@@ -148,19 +148,27 @@ class LiveView(QWidget):
         self.render_box = self.controls.render_box
         self.contrast_box = self.controls.contrast_box
         self.controls.changed.connect(self._recolour)
-        reset = QPushButton("Fit view")
-        reset.clicked.connect(self.fit_view)
+        self.fit_button = QPushButton("Fit view")
+        self.fit_button.setToolTip("Zoom to the whole render (wheel zooms, drag pans)")
+        self.fit_button.clicked.connect(self.fit_view)
         controls = QHBoxLayout()
         controls.addWidget(self.controls)
         controls.addStretch(1)
 
+        # The words go in the narrow column beside the render, above the plots, so the render
+        # keeps the height of the tab (the tab shares the window with the rule table).
+        self.title_label = QLabel("")
+        self.title_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.summary_label = QLabel("No localisations yet")
         self.summary_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.progress_label = QLabel("")
         self.progress_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        for label in (self.summary_label, self.progress_label):  # never widen the window
-            label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        for label in (self.title_label, self.summary_label, self.progress_label):
+            label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # never widen
             label.setWordWrap(True)
+        self.title_row = QHBoxLayout()  # "Fit view" here keeps the controls row narrow
+        self.title_row.addWidget(self.title_label, 1)
+        self.title_row.addWidget(self.fit_button, 0, Qt.AlignTop)
 
         self.image_widget = ImageCanvas()
         self.view = self.image_widget.view
@@ -182,20 +190,32 @@ class LiveView(QWidget):
             plot.hideAxis("left")
             self.histogram_curves[key] = plot.plot(
                 stepMode="center", fillLevel=0, brush=pg.mkBrush("#3182bd"), pen=None)
+        self.plots.setMinimumHeight(260)  # below that the histograms are unreadable
 
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        side_layout.setSpacing(2)
+        side_layout.addLayout(self.title_row)
+        side_layout.addWidget(self.summary_label)
+        side_layout.addWidget(self.progress_label)
+        side_layout.addWidget(self.plots, 1)
         splitter = QSplitter(Qt.Horizontal)
         splitter.addWidget(self.image_widget)
-        splitter.addWidget(self.plots)
+        splitter.addWidget(side)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
+        splitter.setChildrenCollapsible(False)
+        self.splitter = splitter
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(controls)
-        summary_row = QHBoxLayout()  # "Fit view" beside the summary keeps the controls row narrow
-        summary_row.addWidget(self.summary_label, 1)
-        summary_row.addWidget(reset)
-        layout.addLayout(summary_row)
-        layout.addWidget(self.progress_label)
         layout.addWidget(splitter, 1)
+
+    def set_title(self, text: str, tooltip: str = "") -> None:
+        """What is followed, shown above the summary."""
+        self.title_label.setText(text)
+        self.title_label.setToolTip(tooltip)
 
     def display(self) -> Display:
         return self.controls.display()
@@ -212,7 +232,7 @@ class LiveView(QWidget):
         self.step_seconds.clear()
         self.summary_label.setText("Waiting for localisations…")
         self.progress_label.setText("")
-        self.image_widget.clear()
+        self.image_widget.clear_image()
         self.localisations = 0
         self._timer.start()
         self._tick()
