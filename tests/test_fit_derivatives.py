@@ -1,7 +1,10 @@
 """The fit's analytic derivatives against central finite differences.
 
 A wrong Jacobian or Hessian would not break the fit outright (a Newton step that does not go uphill
-falls back to a damped scoring step), only slow it and bias it, so they are checked directly here.
+falls back to a damped scoring step), only slow it and bias it, so they are checked directly here:
+the vectorised model and Jacobian (:func:`model_and_jacobian`, used for the Fisher information and
+the Cramér–Rao bounds) and the per-ROI likelihood, gradient, Fisher and observed information the
+compiled fit uses (:func:`_evaluate`).
 """
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ import pytest
 
 from cluster.localisation.fitting import (
     N_PARAMS,
-    _curvature_correction,
+    _evaluate,
     _model_only,
-    _model_terms,
+    fisher_information,
     model_and_jacobian,
 )
 
@@ -36,10 +39,21 @@ def _perturbed(theta, k, h):
     return out
 
 
+def _evaluated(theta, data, gamma, mask=None):
+    """``(loglik, χ², grad, fisher, observed information)`` of :func:`_evaluate` for each ROI."""
+    w, h = SHAPE
+    out = []
+    for t, d in zip(theta, data):
+        m = np.ones(w * h) if mask is None else mask.astype(float)
+        grad, fisher, hess = np.empty(N_PARAMS), np.empty((5, 5)), np.empty((5, 5))
+        ll, chi2 = _evaluate(np.asarray(t, float), d * m + 0.0, m, np.full(w * h, float(gamma)),
+                             w, h, np.empty((6, w)), np.empty((6, h)), True, grad, fisher, hess)
+        out.append((ll, chi2, grad, fisher, hess))
+    return [np.array(v) for v in zip(*out)]
+
+
 def test_jacobian_matches_finite_differences():
     mu, jac = model_and_jacobian(THETAS, SHAPE)
-    _, jac_terms, _, _ = _model_terms(THETAS, SHAPE)
-    np.testing.assert_array_equal(jac, jac_terms)          # one Jacobian, two callers
     assert np.allclose(mu.reshape(len(THETAS), -1), _model_only(THETAS, SHAPE))
     for k in range(N_PARAMS):
         h = STEPS[k]
@@ -50,18 +64,27 @@ def test_jacobian_matches_finite_differences():
         assert np.allclose(jac[:, k], numeric, rtol=1e-5, atol=1e-7 * scale.max())
 
 
+def test_fit_uses_the_same_model_and_fisher_information():
+    """The compiled fit's per-pixel sums agree with the vectorised model and Jacobian."""
+    gamma = 2.5
+    data = _model_only(THETAS, SHAPE) + gamma + 3.0
+    ll, chi2, _, fisher, _ = _evaluated(THETAS, data, gamma)
+    mu = _model_only(THETAS, SHAPE) + gamma
+    np.testing.assert_allclose(ll, (data * np.log(mu) - mu).sum(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(chi2, ((data - mu) ** 2 / mu).sum(axis=1), rtol=1e-12)
+    expected = fisher_information(THETAS, SHAPE, gamma)
+    d = np.sqrt(np.einsum("npp->np", expected))
+    assert (np.abs(fisher - expected) / (d[:, :, None] * d[:, None, :])).max() < 1e-10
+
+
 @pytest.mark.parametrize("gamma", [0.0, 2.5])
 def test_loglikelihood_gradient_and_hessian_match_finite_differences(gamma):
     rng = np.random.default_rng(3)
     truth = THETAS + [0.0, 0.4, -0.3, 0.1, 0.0]         # data not at the model: r ≠ 0
     data = rng.poisson(_model_only(truth, SHAPE) + gamma).astype(np.float64)
-    mu, jac, ax, ay = _model_terms(THETAS, SHAPE)
-    mu = mu + gamma
-    ratio = data / mu
-    # the analytic gradient and Hessian of the log-likelihood, as fit_rois builds them
-    grad = np.matmul(jac, (ratio - 1.0)[:, :, None])[:, :, 0]
-    observed = np.matmul(jac * (ratio / mu)[:, None, :], jac.transpose(0, 2, 1))
-    hess = -(observed - _curvature_correction(ratio - 1.0, THETAS, ax, ay, SHAPE))
+    ll, _, grad, _, observed = _evaluated(THETAS, data, gamma)
+    np.testing.assert_allclose(ll, _loglik(THETAS, data, gamma), rtol=1e-12)
+    hess = -observed
 
     num_grad = np.empty_like(grad)
     num_hess = np.empty_like(hess)
@@ -86,13 +109,27 @@ def test_loglikelihood_gradient_and_hessian_match_finite_differences(gamma):
         assert rel.max() < 1e-5, (i, rel.max())
 
 
+def test_masked_pixels_do_not_count():
+    rng = np.random.default_rng(5)
+    data = rng.poisson(_model_only(THETAS, SHAPE) + 1.0).astype(np.float64)
+    mask = np.ones(SHAPE[0] * SHAPE[1], bool)
+    mask[:SHAPE[1] * 3] = False                          # the first three rows off the frame
+    ll, _, grad, _, _ = _evaluated(THETAS, data, 1.0, mask)
+    mu = _model_only(THETAS, SHAPE) + 1.0
+    np.testing.assert_allclose(ll, ((data * np.log(mu) - mu) * mask).sum(axis=1), rtol=1e-12)
+    _, jac = model_and_jacobian(THETAS, SHAPE)
+    np.testing.assert_allclose(grad, np.matmul(jac, ((data / mu - 1) * mask)[:, :, None])[:, :, 0],
+                               rtol=1e-9, atol=1e-9)
+
+
 def test_a_wrong_curvature_term_is_caught():
-    """The Hessian check above can fail: dropping the curvature correction breaks it."""
+    """The Hessian check above can fail: without the curvature term (Gauss–Newton's
+    approximation) the observed information is off by far more than its tolerance."""
     rng = np.random.default_rng(4)
     data = rng.poisson(_model_only(THETAS + [0, 0.5, 0.5, 0.2, 0], SHAPE)).astype(np.float64)
-    mu, jac, ax, ay = _model_terms(THETAS, SHAPE)
-    ratio = data / mu
-    without = -np.matmul(jac * (ratio / mu)[:, None, :], jac.transpose(0, 2, 1))
-    with_c = without + _curvature_correction(ratio - 1.0, THETAS, ax, ay, SHAPE)
-    d = np.sqrt(np.abs(np.einsum("npp->np", with_c)))
-    assert (np.abs(without - with_c) / (d[:, :, None] * d[:, None, :])).max() > 1e-2
+    _, _, _, _, observed = _evaluated(THETAS, data, 0.0)
+    mu, jac = model_and_jacobian(THETAS, SHAPE)
+    mu = mu.reshape(len(THETAS), -1)
+    without = np.matmul(jac * (data / mu ** 2)[:, None, :], jac.transpose(0, 2, 1))
+    d = np.sqrt(np.abs(np.einsum("npp->np", observed)))
+    assert (np.abs(without - observed) / (d[:, :, None] * d[:, None, :])).max() > 1e-2

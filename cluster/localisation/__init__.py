@@ -8,8 +8,10 @@ pixels outside spots, or percentile with ``Analysis.PCTBackground``) or, with no
 frame itself (:mod:`.background`); candidates where the PSF-matched filter exceeds ``Analysis.
 DetectionThreshold`` × 5 σ of its noise, σ from the camera noise model at the local background
 plus each pixel's read-noise variance (:mod:`.detection`); a Poisson + read-noise
-maximum-likelihood fit of a pixel-integrated Gaussian with flat background, Newton's method on
-all candidates of a batch at once (:mod:`.fitting`).
+maximum-likelihood fit of a pixel-integrated Gaussian with flat background, Newton's method
+(:mod:`.fitting`).  The per-pixel loops (background, detection filter, fit, drawing fits into
+frames) are numba-compiled and cached on disk, so a new worker process loads them (a fraction of a
+second, once) rather than compiling them.
 In crowded frames (:mod:`.neighbours`) duplicate fits are dropped, frames with close or too wide
 fits are searched again in what the fits leave unexplained (hidden neighbours), a significantly
 too wide fit is restarted as two emitters, and fits are refitted with their neighbours' fitted

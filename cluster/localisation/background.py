@@ -11,7 +11,7 @@ import functools
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
+from numba import njit
 
 #: A background frame's pixel is part of a spot when it exceeds the frame's own smooth background
 #: by this many σ of its noise; spot pixels, grown by ``SPOT_GROW`` px, stay out of the mean.
@@ -35,52 +35,126 @@ def from_frames(frames: Sequence[np.ndarray], percentile: float = 0.0) -> np.nda
 
 
 @functools.lru_cache(maxsize=16)
-def _interpolation_matrix(size: int, tiles: int, block: int) -> np.ndarray:
-    """``(size, tiles)`` weights of linear interpolation from tile centres to pixels, clamped
-    at the borders (a pixel beyond the first or last tile centre takes that tile's value)."""
+def _interpolation(size: int, tiles: int, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation from tile centres to the ``size`` pixels of an axis: for each pixel
+    the tiles below and above it and the weight of the one above, clamped at the borders (a
+    pixel beyond the first or last tile centre takes that tile's value)."""
     centre = np.clip((np.arange(size) + 0.5) / block - 0.5, 0, tiles - 1)
-    lo = np.floor(centre).astype(int)
-    hi = np.minimum(lo + 1, tiles - 1)
-    frac = centre - lo
-    weights = np.zeros((size, tiles), np.float32)
-    np.add.at(weights, (np.arange(size), lo), 1.0 - frac)
-    np.add.at(weights, (np.arange(size), hi), frac)
-    return weights
+    lo = np.floor(centre).astype(np.int64)
+    return lo, np.minimum(lo + 1, tiles - 1), (centre - lo).astype(np.float32)
+
+
+@njit(cache=True, nogil=True)
+def _tile_medians(stack, nbx, nby, bx, by, pairs):
+    """Median of each ``bx``×``by`` tile of each frame ``(n, nbx, nby)``, over its 2×2-pixel
+    means when ``pairs`` (which halves the median's Poisson bias and its cost)."""
+    n = stack.shape[0]
+    step = 2 if pairs else 1
+    values = np.empty((bx // step) * (by // step), np.float32)
+    med = np.empty((n, nbx, nby), np.float32)
+    for f in range(n):
+        for tx in range(nbx):
+            for ty in range(nby):
+                k = 0
+                for i in range(tx * bx, (tx + 1) * bx, step):
+                    for j in range(ty * by, (ty + 1) * by, step):
+                        if pairs:
+                            values[k] = (stack[f, i, j] + stack[f, i, j + 1] + stack[f, i + 1, j]
+                                         + stack[f, i + 1, j + 1]) * np.float32(0.25)
+                        else:
+                            values[k] = stack[f, i, j]
+                        k += 1
+                med[f, tx, ty] = np.median(values)
+    return med
+
+
+@njit(cache=True, nogil=True)
+def _interpolate(med, x_lo, x_hi, x_frac, y_lo, y_hi, y_frac):
+    """Bilinear interpolation of each frame's tile values ``med`` ``(n, tiles x, tiles y)`` to
+    pixels (see :func:`_interpolation`), along H first, then whole rows along W."""
+    n, nbx, nby = med.shape
+    w, h = x_lo.shape[0], y_lo.shape[0]
+    out = np.empty((n, w, h), np.float32)
+    cols = np.empty((nbx, h), np.float32)
+    for f in range(n):
+        for t in range(nbx):
+            m = med[f, t]
+            c = cols[t]
+            for j in range(h):
+                c[j] = m[y_lo[j]] + y_frac[j] * (m[y_hi[j]] - m[y_lo[j]])
+        for i in range(w):
+            o, lo, hi, fx = out[f, i], cols[x_lo[i]], cols[x_hi[i]], x_frac[i]
+            for j in range(h):
+                o[j] = lo[j] + fx * (hi[j] - lo[j])
+    return out
 
 
 def from_frame(frames: np.ndarray, block: int = 16) -> np.ndarray:
     """Smooth background map of each frame (``(W, H)`` or ``(n, W, H)``): medians of
-    ``block``×``block`` tiles (of 2×2-pixel means, which halves the median's Poisson bias and its
-    cost), bilinearly interpolated between tile centres.
+    ``block``×``block`` tiles (of 2×2-pixel means), bilinearly interpolated between tile
+    centres.
 
     Sparse spots barely move a tile median, so this suits single-molecule frames without
     background frames; it is computed for a whole batch of frames at once.
     """
-    stack = np.asarray(frames, np.float32)
+    stack = np.ascontiguousarray(frames, np.float32)
     single = stack.ndim == 2
     if single:
         stack = stack[None]
     n, w, h = stack.shape
     nbx, nby = max(1, w // block), max(1, h // block)
     bx, by = min(block, w), min(block, h)
-    tiles = stack[:, :nbx * bx, :nby * by]
-    if bx % 2 == 0 and by % 2 == 0:
-        tiles = tiles[:, 0::2] + tiles[:, 1::2]
-        tiles = (tiles[:, :, 0::2] + tiles[:, :, 1::2]) * np.float32(0.25)
-        bx, by = bx // 2, by // 2
-    tiles = tiles.reshape(n, nbx, bx, nby, by).transpose(0, 1, 3, 2, 4).reshape(n, nbx, nby, -1)
-    med = np.median(tiles, axis=3).astype(np.float32)
-    out = _interpolation_matrix(w, nbx, block) @ med @ _interpolation_matrix(h, nby, block).T
+    med = _tile_medians(stack, nbx, nby, bx, by, bx % 2 == 0 and by % 2 == 0)
+    out = _interpolate(med, *_interpolation(w, nbx, block), *_interpolation(h, nby, block))
     return out[0] if single else out
+
+
+@njit(cache=True, nogil=True)
+def _spot_free(frames, smooth, read_variance, sigmas, grow):
+    """``(frames with spot pixels zeroed, 1/0 masks of the pixels kept)``: a pixel is a spot when
+    it exceeds ``smooth`` by ``sigmas`` σ of its noise; spots are grown by ``grow`` px (a square:
+    running counts of spots along H, then along W)."""
+    n, w, h = frames.shape
+    cleaned = np.empty((n, w, h), np.float32)
+    keep = np.empty((n, w, h), np.float32)
+    per_pixel = read_variance.shape[0] > 1
+    s2 = sigmas * sigmas
+    spot = np.zeros((w, h + 2 * grow), np.int32)      # zero-padded along H
+    near = np.zeros((w + 2 * grow, h), np.int32)      # spots within grow along H; padded along W
+    for f in range(n):
+        for i in range(w):
+            row = spot[i]
+            for j in range(h):
+                v = read_variance[i, j] if per_pixel else read_variance[0, 0]
+                bg = smooth[f, i, j]
+                d = frames[f, i, j] - bg
+                row[j + grow] = 1 if d > 0 and d * d > s2 * (max(bg, 0.0) + v + 1.0) else 0
+            count = 0
+            for k in range(2 * grow):
+                count += row[k]
+            out = near[i + grow]
+            for j in range(h):
+                count += row[j + 2 * grow]
+                out[j] = count
+                count -= row[j]
+        for i in range(w):
+            fr, cl, kp = frames[f, i], cleaned[f, i], keep[f, i]
+            for j in range(h):
+                hit = 0
+                for k in range(2 * grow + 1):
+                    hit += near[i + k, j]
+                kp[j] = 0.0 if hit else 1.0
+                cl[j] = 0.0 if hit else fr[j]
+    return cleaned, keep
 
 
 def without_spots(frames: np.ndarray, read_variance=0.0) -> tuple[np.ndarray, np.ndarray]:
     """``(frames with spot pixels zeroed, 1/0 masks of the pixels kept)`` for ``(n, W, H)``
-    frames in photon units; ``read_variance`` is one value or a ``(W, H)`` map."""
-    frames = np.asarray(frames, np.float32)
-    smooth = from_frame(frames)
-    sigma = np.sqrt(np.maximum(smooth, 0.0) + read_variance + 1.0)
-    spot = frames - smooth > SPOT_SIGMA * sigma
-    grown = ndimage.maximum_filter(spot, size=(1, 2 * SPOT_GROW + 1, 2 * SPOT_GROW + 1))
-    keep = (~grown).astype(np.float32)
-    return frames * keep, keep
+    frames in photon units; ``read_variance`` is one value or a ``(W, H)`` map.  A spot pixel
+    exceeds the frame's own smooth background (:func:`from_frame`) by ``SPOT_SIGMA`` σ; spots
+    are grown by ``SPOT_GROW`` px."""
+    frames = np.ascontiguousarray(frames, np.float32)
+    variance = np.asarray(read_variance, np.float32)
+    if variance.ndim == 0:
+        variance = variance.reshape(1, 1)
+    return _spot_free(frames, from_frame(frames), variance, np.float32(SPOT_SIGMA), SPOT_GROW)

@@ -15,6 +15,7 @@ import functools
 from typing import Callable
 
 import numpy as np
+from numba import njit
 from scipy import ndimage
 
 #: Matched-filter significance (in σ of the filtered noise) per unit of ``DetectionThreshold``.
@@ -51,6 +52,81 @@ def kernel_mean_variance(variance: np.ndarray, sigma: float) -> np.ndarray:
         np.float32)
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def smooth(frames, background, kernel):
+    """``frames − background`` ``(n, W, H)`` smoothed with the separable ``kernel`` along both
+    axes, zero-padded at the borders (float32).  Both passes run along the contiguous axis H:
+    taps over a padded copy of each row, then whole rows weighted and summed."""
+    n, w, h = frames.shape
+    nk = kernel.shape[0]
+    rad = (nk - 1) // 2
+    out = np.empty((n, w, h), np.float32)
+    pad = np.zeros(h + 2 * rad, np.float32)
+    rows = np.zeros((w + 2 * rad, h), np.float32)      # rows smoothed along H, zero-padded
+    for f in range(n):
+        for i in range(w):
+            fr, bg = frames[f, i], background[f, i]
+            for j in range(h):
+                pad[j + rad] = fr[j] - bg[j]
+            row = rows[i + rad]
+            for j in range(h):
+                acc = np.float32(0.0)
+                for t in range(nk):
+                    acc += kernel[t] * pad[j + t]
+                row[j] = acc
+        for i in range(w):
+            o = out[f, i]
+            first = rows[i]
+            for j in range(h):
+                o[j] = kernel[0] * first[j]
+            for t in range(1, nk):
+                kt, rt = kernel[t], rows[i + t]
+                for j in range(h):
+                    o[j] += kt * rt[j]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _peaks(ft, floor, scale, r):
+    """``(frame, ix, iy)`` of the pixels of ``ft`` ``(n, W, H)`` above ``floor[frame] ·
+    scale[ix, iy]`` that are the maximum of the square of half-width ``r`` around them, in frame,
+    x, y order.  Of equal neighbours, the one last in that order is kept (one pixel of a
+    plateau)."""
+    n, w, h = ft.shape
+    found_f, found_x, found_y = [0], [0], [0]
+    found_f.clear()
+    found_x.clear()
+    found_y.clear()
+    for f in range(n):
+        for i in range(w):
+            for j in range(h):
+                v = ft[f, i, j]
+                if not v > floor[f] * scale[i, j]:
+                    continue
+                peak = True
+                for dx in range(-r, r + 1):
+                    x = i + dx
+                    if x < 0 or x >= w:
+                        continue
+                    for dy in range(-r, r + 1):
+                        y = j + dy
+                        if y < 0 or y >= h or (dx == 0 and dy == 0):
+                            continue
+                        u = ft[f, x, y]
+                        # a plateau keeps its last pixel
+                        if u > v or (u == v and (dx > 0 or (dx == 0 and dy > 0))):
+                            peak = False
+                            break
+                    if not peak:
+                        break
+                if peak:
+                    found_f.append(f)
+                    found_x.append(i)
+                    found_y.append(j)
+    return (np.array(found_f, np.int64), np.array(found_x, np.int64),
+            np.array(found_y, np.int64))
+
+
 def detect(frames: np.ndarray, background: np.ndarray, noise_floor: np.ndarray,
            noise_at: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray], *,
            threshold: float, psf_sigma_px: float, min_separation: int = 2):
@@ -60,44 +136,17 @@ def detect(frames: np.ndarray, background: np.ndarray, noise_floor: np.ndarray,
     gives the per-pixel noise σ of ``frames − background`` at the given pixels and
     ``noise_floor`` ``(n,)`` a lower bound of it per frame (pixels below the threshold at the
     floor are never candidates, so ``noise_at`` only sees a few pixels).  Returns
-    ``(frame, ix, iy)`` index arrays of local maxima (within ``min_separation`` pixels) whose
-    matched-filter value exceeds ``threshold × SNR_PER_UNIT`` σ of the filtered noise.
+    ``(frame, ix, iy)`` index arrays, in frame, x, y order, of local maxima (within
+    ``min_separation`` pixels) whose matched-filter value exceeds ``threshold × SNR_PER_UNIT`` σ
+    of the filtered noise.
     """
     k = _kernel(float(psf_sigma_px)).astype(np.float32)
-    # separable smoothing, both passes along the contiguous last axis (the frames are
-    # transposed in between: a strided pass costs several times more); ``ft`` is (n, H, W)
-    ft = ndimage.correlate1d(np.asarray(frames - background, np.float32), k, axis=2,
-                             mode="constant")
-    ft = ndimage.correlate1d(np.ascontiguousarray(ft.transpose(0, 2, 1)), k, axis=2,
-                             mode="constant")
-    n, h, w = ft.shape
-    factor = _filtered_noise_factor((w, h), float(psf_sigma_px))
-    scale = threshold * SNR_PER_UNIT * factor
-    floor = np.asarray(noise_floor, np.float32) * scale.min()
-    # cheap pre-screen against the lowest possible threshold (rows first: few rows hold any
-    # candidate), exact test on the survivors
-    f, iy = np.nonzero(ft.max(axis=2) > floor[:, None])
+    ft = smooth(np.asarray(frames, np.float32), np.asarray(background, np.float32), k)
+    n, w, h = ft.shape
+    scale = (threshold * SNR_PER_UNIT) * _filtered_noise_factor((w, h), float(psf_sigma_px))
+    # local maxima above the threshold at the floor, then the exact test on those few
+    f, ix, iy = _peaks(ft, np.asarray(noise_floor, np.float32), scale, int(min_separation))
     if f.size:
-        j, ix = np.nonzero(ft[f, iy] > floor[f][:, None])
-        f, iy = f[j], iy[j]
-    else:
-        ix = iy
-    if f.size == 0:
-        return f, ix, iy
-    order = np.lexsort((iy, ix, f))
-    f, ix, iy = f[order], ix[order], iy[order]
-    sure = ft[f, iy, ix] > noise_at(f, ix, iy) * scale[ix, iy]
-    f, ix, iy = f[sure], ix[sure], iy[sure]
-    r = int(min_separation)
-    values = ft[f, iy, ix]
-    offsets = sorted(((dx, dy) for dx in range(-r, r + 1) for dy in range(-r, r + 1)
-                      if (dx, dy) != (0, 0)), key=lambda d: d[0] ** 2 + d[1] ** 2)
-    for dx, dy in offsets:       # nearest first: most pixels fail early, then drop out
-        jx, jy = ix + dx, iy + dy
-        valid = (jx >= 0) & (jx < w) & (jy >= 0) & (jy < h)
-        neighbour = np.where(valid, ft[f, np.clip(jy, 0, h - 1), np.clip(jx, 0, w - 1)],
-                             -np.inf)
-        # strict on one side so a plateau of equal values keeps exactly one pixel
-        keep = values >= neighbour if (dx, dy) < (0, 0) else values > neighbour
-        f, ix, iy, values = f[keep], ix[keep], iy[keep], values[keep]
+        sure = ft[f, ix, iy] > noise_at(f, ix, iy) * scale[ix, iy]
+        f, ix, iy = f[sure], ix[sure], iy[sure]
     return f, ix, iy

@@ -17,9 +17,10 @@ import dataclasses
 from typing import Any, Callable
 
 import numpy as np
+from numba import njit
 from scipy.spatial import cKDTree
 
-from .fitting import _model_only
+from .fitting import _axis_terms
 
 #: Default ``Analysis.DebounceRadius`` (px): fits closer than this are one emitter.
 DEBOUNCE_RADIUS_PX = 1.5
@@ -119,48 +120,60 @@ def debounce(f, px, py, brightness, radius: float) -> np.ndarray:
     return keep
 
 
+@njit(cache=True, nogil=True)
+def _draw(theta, size, dest, ox, oy, out):
+    """Add the photons (``N · Ex · Ey``, no background) of each fit of ``theta`` ``(m, 5)``,
+    evaluated on a ``size``×``size`` grid, to ``out[dest]`` at offset ``(ox, oy)``; pixels of the
+    grid outside ``out`` are dropped."""
+    _, w, h = out.shape
+    ax = np.empty((6, size))
+    ay = np.empty((6, size))
+    for r in range(theta.shape[0]):
+        _axis_terms(theta[r, 1], theta[r, 3], size, ax, False)
+        _axis_terms(theta[r, 2], theta[r, 3], size, ay, False)
+        for i in range(size):
+            x = ox[r] + i
+            if 0 <= x < w:
+                for j in range(size):
+                    y = oy[r] + j
+                    if 0 <= y < h:
+                        out[dest[r], x, y] += theta[r, 0] * ax[0, i] * ay[0, j]
+
+
 def neighbour_light(theta: np.ndarray, f: np.ndarray, ix: np.ndarray, iy: np.ndarray,
                     half: int, reach: float) -> tuple[np.ndarray, np.ndarray]:
     """Expected photons from every other fit in each fit's ROI: ``(n, 2·half+1, 2·half+1)``,
     and a mask of the fits that have any neighbour within ``reach`` px."""
     n = len(theta)
     size = 2 * half + 1
-    light = np.zeros((n, size * size))
+    light = np.zeros((n, size, size))
+    has = np.zeros(n, bool)
+    if n < 2:
+        return light, has
     px = ix - half + theta[:, 1]
     py = iy - half + theta[:, 2]
-    if n < 2:
-        return light.reshape(n, size, size), np.zeros(n, bool)
     pairs = cKDTree(_frame_keys(f, px, py, reach)).query_pairs(reach, output_type="ndarray")
-    has = np.zeros(n, bool)
     if len(pairs) == 0:
-        return light.reshape(n, size, size), has
+        return light, has
     src = np.concatenate([pairs[:, 0], pairs[:, 1]])
     dst = np.concatenate([pairs[:, 1], pairs[:, 0]])
-    shifted = theta[src].copy()
+    shifted = np.array(theta[src], np.float64)
     shifted[:, 1] = px[src] - (ix[dst] - half)      # source centre in the target's ROI
     shifted[:, 2] = py[src] - (iy[dst] - half)
-    shifted[:, 4] = 0.0                              # its photons only, not its background
-    np.add.at(light, dst, _model_only(shifted, (size, size)))
+    zero = np.zeros(len(dst), np.int64)
+    _draw(shifted, size, dst.astype(np.int64), zero, zero, light)
     has[dst] = True
-    return light.reshape(n, size, size), has
+    return light, has
 
 
 def render(theta: np.ndarray, f: np.ndarray, ix: np.ndarray, iy: np.ndarray, half: int,
            n_frames: int, shape: tuple[int, int]) -> np.ndarray:
     """The fits' photons (no background) drawn into ``n_frames`` frames of ``shape``, each over
     its ROI: ``(n_frames, W, H)`` float32."""
-    size = 2 * half + 1
-    w, h = shape
-    patch = theta.copy()
-    patch[:, 4] = 0.0
-    values = _model_only(patch, (size, size)).reshape(-1, size, size)
-    off = np.arange(-half, half + 1)
-    gx = ix[:, None, None] + off[None, :, None]
-    gy = iy[:, None, None] + off[None, None, :]
-    inside = (gx >= 0) & (gx < w) & (gy >= 0) & (gy < h)
-    flat = (f[:, None, None] * w + gx) * h + gy
-    out = np.bincount(flat[inside], weights=values[inside], minlength=n_frames * w * h)
-    return out.reshape(n_frames, w, h).astype(np.float32)
+    out = np.zeros((n_frames,) + tuple(shape), np.float32)
+    _draw(np.ascontiguousarray(theta, np.float64), 2 * half + 1, np.asarray(f, np.int64),
+          np.asarray(ix - half, np.int64), np.asarray(iy - half, np.int64), out)
+    return out
 
 
 def split_wide(theta: np.ndarray, excess: np.ndarray, psf_px: float) -> np.ndarray:
