@@ -8,6 +8,7 @@ its servers and calls :func:`serve_until_stdin_closes`, the parent reads their U
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from typing import Iterator, Sequence
@@ -22,6 +23,20 @@ def verdict(checks) -> int:
     if missed:
         print(f"{len(missed)} target(s) missed", file=sys.stderr)
     return 1 if missed else 0
+
+
+def cpu_seconds(pids) -> float | None:
+    """User + system CPU seconds used so far by the processes ``pids`` (from ``/proc``; None
+    where there is no ``/proc``, e.g. on Windows or macOS)."""
+    try:
+        total = 0
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])      # utime, stime (clock ticks)
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def pct(values, q):

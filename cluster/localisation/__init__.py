@@ -156,7 +156,6 @@ class _FrameCache:
         self.maps = CameraMaps()
         self.read_variance: float | np.ndarray = 0.0
         self._frames: dict[int, np.ndarray] = {}
-        self._clean: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def raw(self, index: int) -> np.ndarray:
         raw = np.asarray(self._get(index))
@@ -173,25 +172,9 @@ class _FrameCache:
             self._frames[index] = frame
         return frame
 
-    def clean(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frame ``index`` with its spot pixels zeroed, and the mask of pixels kept."""
-        if index not in self._clean:
-            self.prepare_clean([index])
-        return self._clean[index]
-
-    def prepare_clean(self, indices) -> None:
-        """Compute :meth:`clean` for many frames at once (one batched background estimate)."""
-        todo = [i for i in indices if i not in self._clean]
-        if todo:
-            cleaned, keep = _background.without_spots(np.stack([self[i] for i in todo]),
-                                                      self.read_variance)
-            for k, i in enumerate(todo):
-                self._clean[i] = (cleaned[k], keep[k])
-
     def forget_before(self, index: int) -> None:
-        for store in (self._frames, self._clean):
-            for key in [k for k in store if k < index]:
-                del store[key]
+        for key in [k for k in self._frames if k < index]:
+            del self._frames[key]
 
 
 def _block_means(maps: np.ndarray, block: int) -> np.ndarray:
@@ -214,58 +197,35 @@ def _background_stack(cache: _FrameCache, batch: Sequence[int],
                       settings: FitSettings) -> tuple[np.ndarray, np.ndarray]:
     """Background maps of the frames of ``batch`` ``(n, W, H)`` and the variance of each map's
     pixel noise relative to a frame's (0 for maps estimated from the frame itself)."""
-    maps: list[np.ndarray | None] = []
-    rel_var: list[float] = []
-    own: list[int] = []          # positions in batch of frames estimated from themselves
-    window: range = range(0)
-    total: np.ndarray = np.zeros(0)
-    count: np.ndarray = total
-    plain: np.ndarray = total
-    if settings.pct_background <= 0:
-        cache.prepare_clean(sorted({i for index in batch for i in _background.bg_frame_indices(
-            index, settings.bg_range, settings.laser_on)}))
-
-    def add(i, sign):
-        clean, keep = cache.clean(i)
-        total[...] += sign * clean
-        count[...] += sign * keep
-        plain[...] += sign * cache[i]
-
-    for index in batch:
-        indices = _background.bg_frame_indices(index, settings.bg_range, settings.laser_on)
-        if len(indices) == 0:
-            own.append(len(maps))
-            maps.append(None)
-            rel_var.append(0.0)
-            continue
-        if settings.pct_background > 0:
-            maps.append(_background.from_frames([cache[i] for i in indices],
-                                                settings.pct_background))
-            rel_var.append(math.pi / 2 / len(indices))
-            continue
-        # running sums over the sliding window of background frames: of their pixels outside
-        # spots, how many those are, and of all pixels (where every frame had a spot there)
-        if not total.size or indices.start < window.start or indices.start >= window.stop:
-            total, count, plain = (np.zeros(cache[index].shape, np.float64) for _ in range(3))
-            for i in indices:
-                add(i, 1)
-        else:
-            for i in range(window.start, indices.start):
-                add(i, -1)
-            for i in range(max(window.stop, indices.start), indices.stop):
-                add(i, 1)
-            for i in range(indices.stop, window.stop):
-                add(i, -1)
-        window = indices
-        counted = np.rint(count)
-        maps.append(np.where(counted >= 1, total / np.maximum(counted, 1),
-                             plain / len(indices)).astype(np.float32))
-        rel_var.append(1.0 / len(indices))
+    windows = [_background.bg_frame_indices(index, settings.bg_range, settings.laser_on)
+               for index in batch]
+    maps: list[np.ndarray | None] = [None] * len(batch)
+    rel_var = np.zeros(len(batch), np.float32)
+    temporal = [k for k, window in enumerate(windows) if len(window)]
+    if temporal and settings.pct_background > 0:
+        for k in temporal:
+            maps[k] = _background.from_frames([cache[i] for i in windows[k]],
+                                              settings.pct_background)
+            rel_var[k] = math.pi / 2 / len(windows[k])
+    elif temporal:
+        # mean of the pixels outside spots over each window, every background frame cleaned once
+        needed = sorted({i for k in temporal for i in windows[k]})
+        row = {index: r for r, index in enumerate(needed)}
+        means = _background.window_means(
+            np.stack([cache[i] for i in needed]), cache.read_variance,
+            [row[windows[k].start] for k in temporal],
+            [row[windows[k].stop - 1] + 1 for k in temporal])
+        rel_var[temporal] = [1.0 / len(windows[k]) for k in temporal]
+        if len(temporal) == len(batch):
+            return means, rel_var
+        for k, mean in zip(temporal, means):
+            maps[k] = mean
+    own = [k for k, window in enumerate(windows) if not len(window)]
     if own:
-        estimates = _background.from_frame(np.stack([cache[batch[k]] for k in own]))
-        for k, estimate in zip(own, estimates):
+        for k, estimate in zip(own, _background.from_frame(np.stack([cache[batch[k]]
+                                                                     for k in own]))):
             maps[k] = estimate
-    return np.stack([m for m in maps if m is not None]), np.asarray(rel_var, np.float32)
+    return np.stack([m for m in maps if m is not None]), rel_var     # every map is set
 
 
 def localise_frames(get_frame: Callable[[int], np.ndarray], frame_indices: Sequence[int],
@@ -410,9 +370,9 @@ def _localise_batch(cache: _FrameCache, batch: Sequence[int], settings: FitSetti
 
     def search(busy, model):
         """Candidates in frames ``busy`` once the ``model`` of their fits is subtracted."""
-        return detect(frames[busy], bg[busy] + model, floor[busy],
-                      lambda fi, xi, yi: noise_at(busy[fi], xi, yi),
-                      threshold=settings.threshold * RESIDUAL_THRESHOLD, psf_sigma_px=psf_px)
+        return detect(frames, bg, floor[busy], lambda fi, xi, yi: noise_at(busy[fi], xi, yi),
+                      threshold=settings.threshold * RESIDUAL_THRESHOLD, psf_sigma_px=psf_px,
+                      rows=busy, model=model)
 
     first = candidates(f, ix, iy)
     learned = _psf_from_fits(first.theta, first.cov, first.converged, psf_px)

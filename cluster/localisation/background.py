@@ -111,12 +111,11 @@ def from_frame(frames: np.ndarray, block: int = 16) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _spot_free(frames, smooth, read_variance, sigmas, grow):
-    """``(frames with spot pixels zeroed, 1/0 masks of the pixels kept)``: a pixel is a spot when
-    it exceeds ``smooth`` by ``sigmas`` σ of its noise; spots are grown by ``grow`` px (a square:
-    running counts of spots along H, then along W)."""
+    """1/0 masks ``(n, W, H)`` (uint8) of the pixels that are not part of a spot: a pixel is a
+    spot when it exceeds ``smooth`` by ``sigmas`` σ of its noise; spots are grown by ``grow`` px
+    (a square: running counts of spots along H, then along W)."""
     n, w, h = frames.shape
-    cleaned = np.empty((n, w, h), np.float32)
-    keep = np.empty((n, w, h), np.float32)
+    keep = np.empty((n, w, h), np.uint8)
     per_pixel = read_variance.shape[0] > 1
     s2 = sigmas * sigmas
     spot = np.zeros((w, h + 2 * grow), np.int32)      # zero-padded along H
@@ -138,23 +137,83 @@ def _spot_free(frames, smooth, read_variance, sigmas, grow):
                 out[j] = count
                 count -= row[j]
         for i in range(w):
-            fr, cl, kp = frames[f, i], cleaned[f, i], keep[f, i]
+            kp = keep[f, i]
             for j in range(h):
                 hit = 0
                 for k in range(2 * grow + 1):
                     hit += near[i + k, j]
-                kp[j] = 0.0 if hit else 1.0
-                cl[j] = 0.0 if hit else fr[j]
-    return cleaned, keep
+                kp[j] = 0 if hit else 1
+    return keep
 
 
-def without_spots(frames: np.ndarray, read_variance=0.0) -> tuple[np.ndarray, np.ndarray]:
-    """``(frames with spot pixels zeroed, 1/0 masks of the pixels kept)`` for ``(n, W, H)``
-    frames in photon units; ``read_variance`` is one value or a ``(W, H)`` map.  A spot pixel
-    exceeds the frame's own smooth background (:func:`from_frame`) by ``SPOT_SIGMA`` σ; spots
-    are grown by ``SPOT_GROW`` px."""
+def spot_free_mask(frames: np.ndarray, read_variance=0.0) -> np.ndarray:
+    """1/0 masks (uint8) of the pixels of ``(n, W, H)`` frames (photon units) outside spots:
+    a spot pixel exceeds the frame's own smooth background (:func:`from_frame`) by
+    ``SPOT_SIGMA`` σ of its noise (``read_variance``: one value or a ``(W, H)`` map); spots are
+    grown by ``SPOT_GROW`` px."""
     frames = np.ascontiguousarray(frames, np.float32)
     variance = np.asarray(read_variance, np.float32)
     if variance.ndim == 0:
         variance = variance.reshape(1, 1)
     return _spot_free(frames, from_frame(frames), variance, np.float32(SPOT_SIGMA), SPOT_GROW)
+
+
+def without_spots(frames: np.ndarray, read_variance=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(frames with spot pixels zeroed, 1/0 float masks of the pixels kept)``, see
+    :func:`spot_free_mask`."""
+    frames = np.asarray(frames, np.float32)
+    keep = spot_free_mask(frames, read_variance).astype(np.float32)
+    return frames * keep, keep
+
+
+@njit(cache=True, nogil=True)
+def _window_means(frames, keep, starts, stops):
+    """For each window ``starts[k]:stops[k]`` of the rows of ``frames`` ``(m, W, H)``: the mean
+    of each pixel over the frames where ``keep`` marks it outside spots, or the plain mean where
+    it is a spot in every frame.  Running sums (float64) carried from window to window."""
+    m, w, h = frames.shape
+    out = np.empty((starts.shape[0], w, h), np.float32)
+    total = np.zeros((w, h))
+    count = np.zeros((w, h), np.int64)
+    plain = np.zeros((w, h))
+    lo = hi = 0                                      # the rows summed now
+    for k in range(starts.shape[0]):
+        s, e = starts[k], stops[k]
+        if s < lo or s >= hi:                        # no overlap with the last window: restart
+            total[:] = 0.0
+            count[:] = 0
+            plain[:] = 0.0
+            lo = hi = s
+        for r in range(lo, hi):                      # rows leaving the window, rows entering it
+            if r < s or r >= e:
+                _accumulate(total, count, plain, frames[r], keep[r], -1)
+        for r in range(max(hi, s), e):
+            _accumulate(total, count, plain, frames[r], keep[r], 1)
+        lo, hi = s, e
+        for i in range(w):
+            for j in range(h):
+                c = count[i, j]
+                out[k, i, j] = total[i, j] / c if c >= 1 else plain[i, j] / (e - s)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _accumulate(total, count, plain, frame, keep, sign):
+    w, h = frame.shape
+    for i in range(w):
+        for j in range(h):
+            v = frame[i, j]
+            plain[i, j] += sign * v
+            if keep[i, j]:
+                total[i, j] += sign * v
+                count[i, j] += sign
+
+
+def window_means(frames: np.ndarray, read_variance, starts, stops) -> np.ndarray:
+    """Background maps from the frames ``starts[k]:stops[k]`` of ``frames`` ``(m, W, H)``
+    (photon units; each window non-empty, windows in ascending order): the mean over each
+    window of every pixel's values outside spots (:func:`spot_free_mask`), or the plain mean
+    where the pixel is a spot in every frame of the window."""
+    frames = np.ascontiguousarray(frames, np.float32)
+    keep = spot_free_mask(frames, read_variance)
+    return _window_means(frames, keep, np.asarray(starts, np.int64), np.asarray(stops, np.int64))

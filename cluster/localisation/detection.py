@@ -53,22 +53,29 @@ def kernel_mean_variance(variance: np.ndarray, sigma: float) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def smooth(frames, background, kernel):
-    """``frames − background`` ``(n, W, H)`` smoothed with the separable ``kernel`` along both
-    axes, zero-padded at the borders (float32).  Both passes run along the contiguous axis H:
+def smooth(frames, background, kernel, rows, model):
+    """``frames[rows] − background[rows] − model`` ``(len(rows), W, H)`` smoothed with the
+    separable ``kernel`` along both axes, zero-padded at the borders (float32); ``model`` may be
+    empty (``(0, W, H)``: nothing subtracted).  Both passes run along the contiguous axis H:
     taps over a padded copy of each row, then whole rows weighted and summed."""
-    n, w, h = frames.shape
+    _, w, h = frames.shape
+    n = rows.shape[0]
+    subtract = model.shape[0] > 0
     nk = kernel.shape[0]
     rad = (nk - 1) // 2
     out = np.empty((n, w, h), np.float32)
     pad = np.zeros(h + 2 * rad, np.float32)
-    rows = np.zeros((w + 2 * rad, h), np.float32)      # rows smoothed along H, zero-padded
+    lines = np.zeros((w + 2 * rad, h), np.float32)     # rows smoothed along H, zero-padded
     for f in range(n):
         for i in range(w):
-            fr, bg = frames[f, i], background[f, i]
+            fr, bg = frames[rows[f], i], background[rows[f], i]
             for j in range(h):
                 pad[j + rad] = fr[j] - bg[j]
-            row = rows[i + rad]
+            if subtract:
+                mo = model[f, i]
+                for j in range(h):
+                    pad[j + rad] -= mo[j]
+            row = lines[i + rad]
             for j in range(h):
                 acc = np.float32(0.0)
                 for t in range(nk):
@@ -76,11 +83,11 @@ def smooth(frames, background, kernel):
                 row[j] = acc
         for i in range(w):
             o = out[f, i]
-            first = rows[i]
+            first = lines[i]
             for j in range(h):
                 o[j] = kernel[0] * first[j]
             for t in range(1, nk):
-                kt, rt = kernel[t], rows[i + t]
+                kt, rt = kernel[t], lines[i + t]
                 for j in range(h):
                     o[j] += kt * rt[j]
     return out
@@ -129,20 +136,26 @@ def _peaks(ft, floor, scale, r):
 
 def detect(frames: np.ndarray, background: np.ndarray, noise_floor: np.ndarray,
            noise_at: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray], *,
-           threshold: float, psf_sigma_px: float, min_separation: int = 2):
+           threshold: float, psf_sigma_px: float, min_separation: int = 2,
+           rows: np.ndarray | None = None, model: np.ndarray | None = None):
     """Find spot candidates in a stack of frames.
 
-    ``frames`` and ``background`` are ``(n, W, H)`` in the same units.  ``noise_at(f, ix, iy)``
-    gives the per-pixel noise σ of ``frames − background`` at the given pixels and
-    ``noise_floor`` ``(n,)`` a lower bound of it per frame (pixels below the threshold at the
-    floor are never candidates, so ``noise_at`` only sees a few pixels).  Returns
-    ``(frame, ix, iy)`` index arrays, in frame, x, y order, of local maxima (within
-    ``min_separation`` pixels) whose matched-filter value exceeds ``threshold × SNR_PER_UNIT`` σ
-    of the filtered noise.
+    ``frames`` and ``background`` are ``(n, W, H)`` in the same units; with ``rows``, only those
+    frames are searched, less ``model`` ``(len(rows), W, H)`` when given (and frame indices in
+    and out are positions in ``rows``).  ``noise_at(f, ix, iy)`` gives the per-pixel noise σ of
+    ``frames − background`` at the given pixels and ``noise_floor`` a lower bound of it per
+    searched frame (pixels below the threshold at the floor are never candidates, so
+    ``noise_at`` only sees a few pixels).  Returns ``(frame, ix, iy)`` index arrays, in frame,
+    x, y order, of local maxima (within ``min_separation`` pixels) whose matched-filter value
+    exceeds ``threshold × SNR_PER_UNIT`` σ of the filtered noise.
     """
     k = _kernel(float(psf_sigma_px)).astype(np.float32)
-    ft = smooth(np.asarray(frames, np.float32), np.asarray(background, np.float32), k)
-    n, w, h = ft.shape
+    frames = np.asarray(frames, np.float32)
+    _, w, h = frames.shape
+    rows = np.arange(len(frames)) if rows is None else np.asarray(rows, np.int64)
+    model = (np.zeros((0, w, h), np.float32) if model is None
+             else np.ascontiguousarray(model, np.float32))
+    ft = smooth(frames, np.asarray(background, np.float32), k, rows, model)
     scale = (threshold * SNR_PER_UNIT) * _filtered_noise_factor((w, h), float(psf_sigma_px))
     # local maxima above the threshold at the floor, then the exact test on those few
     f, ix, iy = _peaks(ft, np.asarray(noise_floor, np.float32), scale, int(min_separation))
