@@ -68,6 +68,7 @@ class Worker:
     def run(self) -> None:
         logger.info("worker %s taking tasks from %s", self.worker_id, self.rules.base_url)
         threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
+        threading.Thread(target=_preload_localisation, name="preload", daemon=True).start()
         while not self.stopping.is_set():
             try:
                 self.run_once()
@@ -192,6 +193,17 @@ def _exit_with_parent() -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _preload_localisation() -> None:
+    """Load the localiser's compiled loops while the worker waits for its first task (so the
+    first frames are not slowed by it)."""
+    from cluster.localisation import preload
+
+    try:
+        logger.debug("localisation code loaded in %.2f s of CPU", preload())
+    except Exception:  # noqa: BLE001 - a failure here shows again, with its task, when it matters
+        logger.exception("loading the localisation code failed")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,16 @@ def _private_name_service(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PYME_NAMESERVICE_DIR", str(tmp_path_factory.mktemp("nameservice")))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+@pytest.fixture(scope="session", autouse=True)
+def _compiled_localisation():
+    """The localiser's numba-compiled loops, compiled (once per checkout, ~10 s) or loaded from
+    the on-disk cache before any test, so no worker process of a test spends its first task
+    compiling them."""
+    from cluster.localisation import preload
+
+    preload()
+
+
 #: Files written by PYME itself, copied byte for byte from ``../shared/fixtures/pyme`` (its README
 #: describes them) so that the suite stands on its own in a clone.
 PYME_FIXTURES = REPO / "tests" / "fixtures" / "pyme"

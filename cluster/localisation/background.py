@@ -64,8 +64,46 @@ def _tile_medians(stack, nbx, nby, bx, by, pairs):
                         else:
                             values[k] = stack[f, i, j]
                         k += 1
-                med[f, tx, ty] = np.median(values)
+                med[f, tx, ty] = _median(values)
     return med
+
+
+@njit(cache=True, nogil=True)
+def _select(values, k):
+    """The ``k``-th smallest of ``values`` (reordered in place; Hoare's selection)."""
+    lo, hi = 0, values.shape[0] - 1
+    while lo < hi:
+        pivot = values[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return values[k]
+
+
+@njit(cache=True, nogil=True)
+def _median(values):
+    """Median of ``values`` (reordered in place): the middle value, or the mean of the two."""
+    n = values.shape[0]
+    upper = _select(values, n // 2)
+    if n % 2:
+        return upper
+    lower = values[0]
+    for i in range(1, n // 2):          # the largest of the lower half
+        lower = max(lower, values[i])
+    return (lower + upper) * np.float32(0.5)
 
 
 @njit(cache=True, nogil=True)
@@ -180,9 +218,9 @@ def _window_means(frames, keep, starts, stops):
     for k in range(starts.shape[0]):
         s, e = starts[k], stops[k]
         if s < lo or s >= hi:                        # no overlap with the last window: restart
-            total[:] = 0.0
-            count[:] = 0
-            plain[:] = 0.0
+            total.fill(0.0)
+            count.fill(0)
+            plain.fill(0.0)
             lo = hi = s
         for r in range(lo, hi):                      # rows leaving the window, rows entering it
             if r < s or r >= e:

@@ -100,10 +100,8 @@ def _peaks(ft, floor, scale, r):
     x, y order.  Of equal neighbours, the one last in that order is kept (one pixel of a
     plateau)."""
     n, w, h = ft.shape
-    found_f, found_x, found_y = [0], [0], [0]
-    found_f.clear()
-    found_x.clear()
-    found_y.clear()
+    found = np.empty((3, 256), np.int64)
+    count = 0
     for f in range(n):
         for i in range(w):
             for j in range(h):
@@ -127,11 +125,14 @@ def _peaks(ft, floor, scale, r):
                     if not peak:
                         break
                 if peak:
-                    found_f.append(f)
-                    found_x.append(i)
-                    found_y.append(j)
-    return (np.array(found_f, np.int64), np.array(found_x, np.int64),
-            np.array(found_y, np.int64))
+                    if count == found.shape[1]:             # grow the output
+                        more = np.empty((3, 2 * count), np.int64)
+                        for k in range(count):
+                            more[0, k], more[1, k], more[2, k] = found[0, k], found[1, k], found[2, k]
+                        found = more
+                    found[0, count], found[1, count], found[2, count] = f, i, j
+                    count += 1
+    return found[0, :count].copy(), found[1, :count].copy(), found[2, :count].copy()
 
 
 def detect(frames: np.ndarray, background: np.ndarray, noise_floor: np.ndarray,

@@ -29,7 +29,8 @@ _SQRT2 = math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 #: Smallest expected count (keeps the logarithm and the weights finite).
 _MU_MIN = 1e-6
-#: Fits whose Fisher information is worse conditioned than this get no covariance (NaN).
+#: Fits whose Fisher information is worse conditioned than this (1-norm condition number) get no
+#: covariance (NaN).
 _MAX_CONDITION = 1e12
 #: Floating-point licence of the pixel sums: reassociation (vectorised sums), fused multiply-add,
 #: reciprocals; not "no NaN/inf" (a diverging trial must still compare as NaN).
@@ -249,6 +250,40 @@ def _solve(matrix, rhs, out):
 
 
 @njit(cache=True, nogil=True)
+def _copy(src, dst):
+    """``dst[...] = src`` for small contiguous arrays (plain loops compile faster than numba's
+    general slice assignment)."""
+    a, b = src.ravel(), dst.ravel()
+    for i in range(a.shape[0]):
+        b[i] = a[i]
+
+
+@njit(cache=True, nogil=True)
+def _inverse(matrix, out):
+    """``out = matrix⁻¹`` (5×5); False when the matrix is singular, not finite or its condition
+    number (1-norm: ``‖A‖₁ ‖A⁻¹‖₁``) is above :data:`_MAX_CONDITION`."""
+    n = matrix.shape[0]
+    unit = np.zeros(n)
+    col = np.empty(n)
+    for c in range(n):
+        for i in range(n):
+            unit[i] = 1.0 if i == c else 0.0
+        if not _solve(matrix, unit, col):
+            return False
+        for i in range(n):
+            out[i, c] = col[i]
+    norm = norm_inv = 0.0
+    for c in range(n):
+        a = b = 0.0
+        for i in range(n):
+            a += abs(matrix[i, c])
+            b += abs(out[i, c])
+        norm = max(norm, a)
+        norm_inv = max(norm_inv, b)
+    return norm * norm_inv < _MAX_CONDITION     # False for NaN too
+
+
+@njit(cache=True, nogil=True)
 def _initial_guess(roi, mask, w, h, sigma_px, out):
     """Starting parameters: background from the ROI border, photons from the excess over it,
     centre from the centroid of the excess in the central 5×5 (which holds the peak)."""
@@ -302,8 +337,6 @@ def _fit_all(rois, masks, gams, per_pixel, sigma_px, prior_info, theta, start, m
     step = np.empty(N_PARAMS)
     trial = np.empty(N_PARAMS)
     inv = np.empty((N_PARAMS, N_PARAMS))
-    unit = np.zeros(N_PARAMS)
-    col = np.empty(N_PARAMS)
     lo_s, hi_s = 0.3, max(w, h) / 2.0
     for r in range(n):
         roi = rois[r]
@@ -326,14 +359,14 @@ def _fit_all(rois, masks, gams, per_pixel, sigma_px, prior_info, theta, start, m
         converged[r] = False
         for it in range(max_iter):
             use_newton = newton_ok and it >= scoring_iter
-            g[:] = grad
+            _copy(grad, g)
             g[3] -= prior_info * (th[3] - sigma_px)
             fisher[3, 3] += prior_info
             if use_newton:
-                matrix[:] = hess
+                _copy(hess, matrix)
                 matrix[3, 3] += prior_info
             else:
-                matrix[:] = fisher
+                _copy(fisher, matrix)
                 for a in range(N_PARAMS):
                     matrix[a, a] += lam * fisher[a, a]
             ok = _solve(matrix, g, step)
@@ -343,11 +376,11 @@ def _fit_all(rois, masks, gams, per_pixel, sigma_px, prior_info, theta, start, m
                 ok = ok and math.isfinite(step[a])
             if not ok or (use_newton and uphill <= 0.0):
                 # a Newton step must go uphill; otherwise take the damped scoring step
-                matrix[:] = fisher
+                _copy(fisher, matrix)
                 for a in range(N_PARAMS):
                     matrix[a, a] += lam * fisher[a, a]
                 if not _solve(matrix, g, step):
-                    step[:] = 0.0
+                    step.fill(0.0)
             fisher[3, 3] -= prior_info
             for a in range(N_PARAMS):
                 v = step[a]
@@ -368,11 +401,11 @@ def _fit_all(rois, masks, gams, per_pixel, sigma_px, prior_info, theta, start, m
             moved = max(abs(trial[1] - th[1]), abs(trial[2] - th[2]))
             moved_s = abs(trial[3] - th[3])
             if better:
-                th[:] = trial
+                _copy(trial, th)
                 ll, chi2 = ll_trial, chi2_trial
-                grad[:] = t_grad
-                fisher[:] = t_fisher
-                hess[:] = t_hess
+                _copy(t_grad, grad)
+                _copy(t_fisher, fisher)
+                _copy(t_hess, hess)
                 lam = max(lam * 0.3, 1e-7)
             else:
                 lam = min(lam * 10.0, 1e7)
@@ -384,19 +417,9 @@ def _fit_all(rois, masks, gams, per_pixel, sigma_px, prior_info, theta, start, m
                 break
         # covariance from the Fisher information at the estimate; reduced χ² (Pearson)
         fisher[3, 3] += prior_info
-        cov[r] = np.nan
-        if np.isfinite(fisher).all():
-            eig = np.linalg.eigvalsh(fisher)
-            big, small = np.abs(eig).max(), np.abs(eig).min()
-            if small > 0.0 and big / small < _MAX_CONDITION:
-                for c in range(N_PARAMS):
-                    unit[:] = 0.0
-                    unit[c] = 1.0
-                    if _solve(fisher, unit, col):
-                        inv[:, c] = col
-                    else:
-                        inv[:, c] = np.nan
-                cov[r] = inv
+        if not _inverse(fisher, inv):
+            inv.fill(np.nan)
+        _copy(inv, cov[r])
         nchi2[r] = chi2 / max(count - N_PARAMS, 1.0)
 
 
