@@ -17,8 +17,11 @@ Recall and false positives against ground truth (match radius 200 nm); RMSE per 
 Cramér–Rao bound of the pixelated Gaussian with background and read noise (per pixel for sCMOS;
 numerical Fisher information, σ free, 21×21 px window, at the emitters' true positions).  Speed:
 frames/s of ``localise_frames`` (background, detection, fit, packing) in this single-threaded
-process, the first (cold) run with no warm-up, from process CPU time (the machine is shared, so
-wall-clock time varies with others' load; the wall-clock figure is printed beside it).
+process, one cold run per setting (no warm-up run on its frames), from process CPU time (the
+machine is shared, so wall-clock time varies with others' load; the wall-clock figure is printed
+beside it).  The process first loads the compiled code as a worker does when it starts
+(``cluster.localisation.preload``); a fresh process's import time and first-frame latency
+without that are measured in a child process and printed first.
 
 Exits non-zero when a target is missed.  Run: ``python benchmarks/localisation.py [--frames 200]
 [--only isolated,scmos,dense,dim,blinking]``.
@@ -45,7 +48,7 @@ import yaml  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.support import verdict  # noqa: E402
-from cluster.localisation import CameraMaps, localise_frames  # noqa: E402
+from cluster.localisation import CameraMaps, localise_frames, preload  # noqa: E402
 from cluster.localisation.fitting import fisher_information  # noqa: E402
 from cluster.localisation.synthetic import (  # noqa: E402
     SIMULATED_CAMERA,
@@ -216,6 +219,31 @@ def run_blinking(n_frames: int, analysis: dict) -> dict:
             "wall_fps": n_frames / wall}
 
 
+FRESH_PROCESS = """
+import time
+t0 = time.process_time()
+from cluster.localisation import localise_frames
+from cluster.localisation.synthetic import simulate_frames
+t1 = time.process_time()
+frames, _, md = simulate_frames(1, shape=(256, 256), emitters_per_frame=30, seed=5)
+md.update({"Analysis.FitModule": "LatGaussFitFR", "Analysis.DetectionThreshold": 0.95,
+           "Analysis.BGRange": [0, 0]})
+t2, w2 = time.process_time(), time.perf_counter()
+localise_frames(lambda i: frames[i], [0], md)
+print(t1 - t0, time.process_time() - t2, time.perf_counter() - w2)
+"""
+
+
+def fresh_process_latency() -> tuple[float, float, float]:
+    """A new process's import time and its first frame's CPU and wall-clock latency (s)."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", FRESH_PROCESS], check=True, text=True,
+                         capture_output=True, cwd=str(Path(__file__).resolve().parents[1]))
+    imported, cpu, wall = (float(v) for v in out.stdout.split())
+    return imported, cpu, wall
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=200)
@@ -233,6 +261,12 @@ def main(argv=None) -> int:
         analysis[key] = yaml.safe_load(value)
     print(f"preset settings: {analysis}; load: {os.getloadavg()[0]:.2f} "
           f"(1 min) on {os.cpu_count()} cores")
+    imported, first_cpu, first_wall = fresh_process_latency()
+    print(f"fresh process: import {1e3 * imported:.0f} ms CPU; first 256×256 frame "
+          f"{1e3 * first_cpu:.0f} ms CPU ({1e3 * first_wall:.0f} ms wall), most of it loading "
+          f"the compiled code from numba's cache")
+    print(f"this process loads the compiled code as a worker does at start: "
+          f"{1e3 * preload():.0f} ms CPU")
     print(f"{'setting':<9} {'photons':>7} {'bg':>4} {'emit':>4} {'recall':>7} {'false+':>7} "
           f"{'RMSE':>7} {'CRLB':>7} {'ratio':>6} {'fps cpu':>8} {'wall':>6} {'µs/emitter':>10}")
     checks = []
