@@ -55,6 +55,7 @@ from widgets.rule_table import RuleTableModel, RuleTableView
 from widgets.series_browser import SeriesBrowser
 from widgets.server_dialog import ServerDialog
 from widgets.status_bar import ElidingStatusBar
+from widgets.text_wrap import breakable
 
 logger = logging.getLogger(__name__)
 
@@ -903,8 +904,9 @@ class MainWindow(QMainWindow):
         a = self._acquisitions[-1]
         if a.finished():
             self._simulation_timer.stop()
-        self.series_browser.set_simulation_status(spool_progress(
-            a.series_path, a.get_n_frames(), a.n_target, a.spool_rate(), a.fps, a.finished()))
+        self.series_browser.set_simulation_status(spool_progress(  # a long name wraps in the pane
+            breakable(a.series_path), a.get_n_frames(), a.n_target, a.spool_rate(), a.fps,
+            a.finished()))
 
     def _on_call_failed(self, what: str, message: str) -> None:
         if what == "modules":

@@ -378,6 +378,16 @@ def test_main_actions_and_count_columns_fit_at_1024_by_700(qtbot, make_window):
         right = header.sectionViewportPosition(column) + header.sectionSize(column)
         assert 0 <= header.sectionViewportPosition(column) and right <= table.viewport().width(), key
     assert header.sectionSize(model._column_of["step"]) >= window.rule_view._step_minimum
+    # a long name in the spool-rate line under the series wraps instead of widening the window
+    class Spooling:  # what the window reads of its simulated acquisition
+        series_path, n_target, fps = "microscope/a_rather_long_series_name_from_the_disk_01.pcs", 2000, 100.0
+        get_n_frames, spool_rate, finished = (lambda self: 120), (lambda self: 95.0), (lambda self: False)
+    window._acquisitions.append(Spooling())
+    window._show_simulation_status()
+    window._acquisitions.clear()
+    qtbot.wait(50)
+    assert "frames/s (asked for 100)" in window.series_browser.simulation_label.text()
+    assert window.minimumSizeHint().width() <= 1024 and window.width() == 1024
     window.resize(1920, 1080)
     qtbot.waitUntil(lambda: not header.isSectionHidden(model._column_of["series"]), timeout=3000)
     assert not header.isSectionHidden(model._column_of["posted"])

@@ -62,6 +62,7 @@ def render(out: Path, workers: int, frames: int, fps: float, states: Path | None
     from app.launcher import ClusterAddress
     from app.main_window import MainWindow
     from cluster.local import start_local_cluster
+    from rules.simulation import SimulationSettings
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -74,7 +75,7 @@ def render(out: Path, workers: int, frames: int, fps: float, states: Path | None
             window.set_cluster(ClusterAddress(cluster.ruleserver_url, (cluster.dataserver_url,),
                                               cluster.serverfilter, embedded=True))
             _wait(app, lambda: window._reachable is True, 20, "the cluster")
-            window.simulate(series, frames, fps)
+            window.simulate(series, SimulationSettings(frames=frames, fps=fps))
             _wait(app, lambda: window.launcher.labels, 60, "the launch")
             rule_id = next(iter(window.launcher.labels))
             _wait(app, lambda: rule_id in window.rule_model.rule_ids(), 20, "the rule table")
@@ -106,6 +107,7 @@ def render(out: Path, workers: int, frames: int, fps: float, states: Path | None
 def _render_states(app, window, cluster, rule_id: str, folder: Path) -> None:
     """The other tabs and states a user sees, one PNG each."""
     from rules.chain import ChainStep
+    from rules.simulation import SimulationSettings
     from widgets.series_browser import SimulateDialog
 
     _wait(app, lambda: all(window.rule_model.rule_state(r) in ("finished", "failed")
@@ -130,7 +132,7 @@ def _render_states(app, window, cluster, rule_id: str, folder: Path) -> None:
     _settle(app, 1.5)
     _save(window, folder / "failed_rule_log.png")
 
-    window.simulate("microscope/cells_02", 5000, 5.0)
+    window.simulate("microscope/cells_02", SimulationSettings(frames=5000, fps=5.0))
     window.left_tabs.setCurrentWidget(window.series_browser)
     _wait(app, lambda: len(window.series_browser.entries()) >= 2, 30, "two series")
     _settle(app, 1.0)

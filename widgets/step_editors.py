@@ -30,6 +30,7 @@ from PyQt5.QtWidgets import (
 )
 
 from rules.chain import ChainStep, StepProblem, bundled_name, resolve
+from widgets.text_wrap import breakable
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +47,6 @@ def bundled_recipes() -> dict[str, Path]:
     from resources import resource_path
     folder = resource_path("recipes")
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
-
-
-def breakable(text: str, run: int = 16) -> str:
-    """``text`` with zero-width spaces after ``/ _ - .`` and inside longer unbroken runs, so a
-    word-wrapped label breaks a long path or URI instead of clipping it (show the plain text in
-    the tooltip: the spaces would come along when copied)."""
-    out, since = [], 0
-    for char in text:
-        out.append(char)
-        since += 1
-        if char in "/_-." or since >= run:
-            out.append("\u200b")
-            since = 0
-    return "".join(out)
 
 
 def problem_label() -> QLabel:
