@@ -553,3 +553,22 @@ def test_a_long_status_message_ends_before_the_cluster_label(qtbot, make_window,
     bar.showMessage("Saved preset 'x'", 1000)
     assert bar.shown_message() == "Saved preset 'x'" and bar.toolTip() == ""
     bar.grab()  # painted without error
+
+
+def test_at_1024_by_700_a_step_editor_scrolls_instead_of_squeezing_its_fields(qtbot, make_window):
+    from PyQt5.QtWidgets import QWidget
+    window = make_window()
+    window.resize(1024, 700)
+    window.show()
+    window.set_series("microscope/a_rather_long_series_name_from_the_spinning_disk_01.pcs")
+    editor = window.chain_editor
+    for row, page in ((0, editor.localisation_editor), (1, editor.recipe_editor)):
+        editor.select_row(row)
+        editor.validate_now()
+        qtbot.wait(50)
+        shown = [w for w in page.findChildren(QWidget) if w.parent() is page and w.isVisible()]
+        assert len(shown) >= 3
+        for i, a in enumerate(shown):  # no field drawn over another
+            for b in shown[i + 1:]:
+                assert not a.geometry().intersects(b.geometry()), (type(a).__name__, type(b).__name__)
+        assert page.height() >= page.minimumSizeHint().height()

@@ -12,10 +12,12 @@ import logging
 from PyQt5.QtCore import Qt, QThreadPool, QTimer, pyqtSignal
 from PyQt5.QtWidgets import (
     QAbstractItemView,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QListView,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QStackedWidget,
     QVBoxLayout,
@@ -94,7 +96,7 @@ class ChainEditor(QWidget):
         self.empty_label = QLabel("Add a step, or load a preset from the Presets menu.")
         self.empty_label.setAlignment(Qt.AlignCenter)
         self.empty_label.setWordWrap(True)
-        self.stack = QStackedWidget()
+        self.stack = _CurrentPageStack()
         for page in (self.empty_label, self.localisation_editor, self.recipe_editor):
             self.stack.addWidget(page)
         self.summary_label = QLabel()
@@ -120,7 +122,13 @@ class ChainEditor(QWidget):
         top_layout.addWidget(self.modules_note)
         splitter = QSplitter(Qt.Vertical)
         splitter.addWidget(top)
-        splitter.addWidget(self.stack)
+        # a short window scrolls the step's editor instead of squeezing its fields over each other
+        self.editor_scroll = QScrollArea()
+        self.editor_scroll.setWidgetResizable(True)
+        self.editor_scroll.setFrameShape(QFrame.NoFrame)
+        self.editor_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.editor_scroll.setWidget(self.stack)
+        splitter.addWidget(self.editor_scroll)
         splitter.setStretchFactor(0, 1)
         splitter.setStretchFactor(1, 3)
         splitter.setSizes([200, 500])
@@ -361,3 +369,19 @@ class ChainEditor(QWidget):
     def _on_call_failed(self, what: str, message: str) -> None:
         if what == "list":
             self.recipe_editor.recipe_picker.setToolTip(f"Cluster recipes unavailable: {message}")
+
+
+class _CurrentPageStack(QStackedWidget):
+    """A stack sized by the page shown (QStackedWidget asks for room for its largest page)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.currentChanged.connect(lambda _index: self.updateGeometry())
+
+    def sizeHint(self):  # noqa: N802 - Qt's name
+        page = self.currentWidget()
+        return page.sizeHint() if page is not None else super().sizeHint()
+
+    def minimumSizeHint(self):  # noqa: N802 - Qt's name
+        page = self.currentWidget()
+        return page.minimumSizeHint() if page is not None else super().minimumSizeHint()

@@ -204,7 +204,7 @@ class RecipeStepEditor(QWidget):
         self.recipe_picker = QComboBox()
         self.recipe_picker.setToolTip("Where the recipe comes from")
         self.recipe_picker.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.recipe_picker.setMinimumContentsLength(14)
+        self.recipe_picker.setMinimumContentsLength(10)
         self.recipe_picker.addItem("Inline YAML (typed below)", INLINE)
         for name, path in bundled_recipes().items():
             self.recipe_picker.addItem(f"Bundled: {name}", f"bundled:{path}")
