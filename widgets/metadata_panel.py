@@ -139,7 +139,9 @@ class MetadataModel(QStandardItemModel):
         name_item.setData(key, self.KeyRole)
         value_item = QStandardItem(format_value(value))
         value_item.setData(key, self.KeyRole)
-        parent.appendRow([name_item, value_item, self._readonly(spec.type), self._readonly(spec.unit)])
+        unit_item = self._readonly(spec.unit)
+        unit_item.setToolTip(spec.unit)  # the column is narrow: a long unit elides
+        parent.appendRow([name_item, value_item, self._readonly(spec.type), unit_item])
         self._items[key] = value_item
         self._store(key, value, value_item, setting_problem(key, value))
 
@@ -213,11 +215,13 @@ class MetadataPanel(QWidget):
         self.tree.setIndentation(12)
         header = self.tree.header()
         header.setStretchLastSection(False)
-        # the value is what gets edited: it takes the room; long keys elide (full key in tooltip)
+        # the value is what gets edited: it takes the room; long keys and units elide (the
+        # full text in the tooltip), so a narrow pane still shows the values
         for column, mode in enumerate((QHeaderView.Interactive, QHeaderView.Stretch,
-                                       QHeaderView.ResizeToContents, QHeaderView.ResizeToContents)):
+                                       QHeaderView.ResizeToContents, QHeaderView.Interactive)):
             header.setSectionResizeMode(column, mode)
-        header.resizeSection(0, self.fontMetrics().horizontalAdvance("ElectronsPerCount") + 36)
+        header.resizeSection(0, self.fontMetrics().horizontalAdvance("ElectronsPerCo") + 36)
+        header.resizeSection(3, self.fontMetrics().horizontalAdvance("e⁻/ADU") + 16)
         self.status_label = QLabel("No series loaded")
         self.status_label.setWordWrap(True)
         self.status_label.setMinimumWidth(120)  # a long series name must not widen the pane
