@@ -387,6 +387,23 @@ def chain_problems(steps: list[ChainStep], context: dict, available_modules=None
     return problems
 
 
+def step_outputs(steps: list[ChainStep], row: int, context: dict,
+                 recipe_texts: dict | None = None) -> list[str]:
+    """Bare cluster paths recipe step ``row`` writes if no name is taken (a preview: its
+    ``output.*`` modules' patterns with the ``output_dir`` and ``file_stub`` the workers use);
+    [] for a localisation step or one whose patterns cannot be resolved."""
+    step = steps[row]
+    if step.kind == LOCALISATION:
+        return []
+    try:
+        reads = main_input(steps, row, context)
+        output_dir = _output_dir(step, context)
+    except PatternError:
+        return []
+    return _written_files(step.recipe or (recipe_texts or {}).get(step.recipe_uri, ""),
+                          output_dir, reads)
+
+
 def expected_outputs(steps: list[ChainStep], series_uri: str, serverfilter: str = "",
                      recipe_texts: dict | None = None) -> list[tuple[str, str]]:
     """``(label, URI)`` of the files a chain would write for ``series_uri`` if no name were taken
@@ -398,13 +415,7 @@ def expected_outputs(steps: list[ChainStep], series_uri: str, serverfilter: str 
             outputs.append(("Localisations", make_cluster_uri(results_filename_for(series_uri),
                                                               serverfilter) + "?table=FitResults"))
             continue
-        try:
-            reads = main_input(steps, row, context)
-            output_dir = _output_dir(step, context)
-        except PatternError:
-            continue
-        text = step.recipe or (recipe_texts or {}).get(step.recipe_uri, "")
-        for path in _written_files(text, output_dir, reads):
+        for path in step_outputs(steps, row, context, recipe_texts):
             outputs.append((path.rsplit("/", 1)[-1], make_cluster_uri(path, serverfilter)))
     return outputs
 

@@ -61,6 +61,8 @@ def test_build_default_chain_through_the_widgets(qtbot):
         "input ← PYME-CLUSTER://testcluster/sim/analysis/cells_01.h5r")
     assert _shown(editor.recipe_editor.output_preview) == \
         "→ PYME-CLUSTER://testcluster/sim (the series folder)"
+    assert _shown(editor.recipe_editor.writes_preview) == \
+        "Writes → sim/analysis/cells_01.tif, sim/analysis/cells_01_blobs.csv"
 
     factories = editor.model.to_factories()
     assert [type(f) for f in factories] == [LocalisationRuleFactory, RecipeRuleFactory]

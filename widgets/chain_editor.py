@@ -31,6 +31,7 @@ from rules.chain import (
     chain_problems,
     main_input,
     preview_context,
+    step_outputs,
 )
 from rules.recipe_check import BUNDLED_NOTE
 from widgets.background import BackgroundCall, CallSignals
@@ -263,12 +264,19 @@ class ChainEditor(QWidget):
             self.recipe_editor.show_problems(mine)
 
     def _show_passed_input(self) -> None:
-        """Tell the recipe editor what its step reads when no pattern names its ``input``."""
+        """Tell the recipe editor what its step reads when no pattern names its ``input``, and
+        the files it writes."""
         from rules.patterns import PatternError
         row = self.current_row()
         if row < 0 or self.model.step(row).kind == LOCALISATION:
             return
         steps = self.model.steps
+        try:
+            context = preview_context(self._series_uri) if self._series_uri else None
+        except PatternError:
+            context = None
+        self.recipe_editor.set_writes(
+            step_outputs(steps, row, context, self._recipe_texts) if context else None)
         if "input" in steps[row].input_patterns:
             self.recipe_editor.set_passed_input(None)
         elif not self._series_uri:

@@ -248,6 +248,13 @@ class RecipeStepEditor(QWidget):
         self.output_preview.setMinimumWidth(120)
         self.output_preview.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.output_problems = problem_label()
+        self.writes_preview = QLabel()
+        self.writes_preview.setWordWrap(True)
+        self.writes_preview.setMinimumWidth(120)
+        self.writes_preview.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.writes_preview.setToolTip("The files this step's output modules write (an existing "
+                                       "file is never overwritten: the next free _1, _2, … name)")
+        self.writes_preview.hide()
 
         picker = QHBoxLayout()
         picker.addWidget(QLabel("Recipe"))
@@ -273,6 +280,7 @@ class RecipeStepEditor(QWidget):
         out.addWidget(self.output_edit, 1)
         layout.addLayout(out)
         layout.addWidget(self.output_preview)
+        layout.addWidget(self.writes_preview)
         layout.addWidget(self.output_problems)
 
         self.recipe_picker.activated.connect(self._on_recipe_picked)
@@ -329,6 +337,15 @@ class RecipeStepEditor(QWidget):
             "input ← nothing: the step before passes no file on")
         self.passed_input.setToolTip(uri)
         self.passed_input.show()
+
+    def set_writes(self, paths: list[str] | None) -> None:
+        """Show the files the step writes (bare cluster paths); None hides the line."""
+        if not paths:
+            self.writes_preview.setVisible(paths is not None)
+            self.writes_preview.setText("Writes: no files (no output module)")
+            return
+        self.writes_preview.setText("Writes → " + ", ".join(breakable(p) for p in paths))
+        self.writes_preview.show()
 
     def input_patterns(self) -> dict:
         patterns = {}
