@@ -20,8 +20,9 @@ from widgets.rule_table import RuleTableModel, RuleTableView
 TEMPLATE = '{"id": "{{ruleID}}~{{taskID}}", "type": "recipe", "inputs": {{taskInputs}}}'
 
 
-def _status(rule_id: str, completed: int, failed: int = 0, finished: bool = False) -> RuleStatus:
-    return RuleStatus(rule_id, posted=100, running=0, completed=completed, failed=failed,
+def _status(rule_id: str, completed: int, failed: int = 0, finished: bool = False,
+            posted: int = 100) -> RuleStatus:
+    return RuleStatus(rule_id, posted=posted, running=0, completed=completed, failed=failed,
                       timed_out=0, complete_after_timeout=0, average_cost=0.01, active=True,
                       finished=finished, expired=False)
 
@@ -230,3 +231,20 @@ def test_new_outputs_clear_a_preview_of_the_old_ones(qtbot, results_view):
     assert results_view.pages.currentWidget() is results_view.table_page
     results_view.set_outputs([])
     assert results_view.caption.text() == "This chain writes no files."
+
+
+def test_a_one_task_step_that_ended_is_marked_where_it_ended(qtbot):
+    graph = ProgressGraph()
+    qtbot.addWidget(graph)
+    graph.add_statuses([_status("loc", 0, posted=500), _status("rec", 0, posted=1)], t=10.0)
+    graph.add_statuses([_status("loc", 500, posted=500), _status("rec", 0, posted=1)], t=20.0)
+    graph.set_rules(["loc", "rec"])
+    assert graph.end_line("rec") is None  # still running
+    graph.add_statuses([_status("loc", 500, posted=500), _status("rec", 1, posted=1)], t=27.0)
+    line = graph.end_line("rec")
+    assert line is not None and line.value() == pytest.approx(17.0) and line.label.format == "done"
+    assert graph.end_line("loc") is None  # a step of many tasks has its curve
+    graph.set_rules(["loc"])
+    assert not line.isVisible()
+    graph.forget(["rec"])
+    assert graph.end_line("rec") is None

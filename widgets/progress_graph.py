@@ -89,6 +89,9 @@ class ProgressGraph(QWidget):
         self._curves: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem, pg.PlotDataItem]] = {}
         self._shown: list[str] = []
         self._names: dict[str, str] = {}
+        #: one-task steps that ended: a labelled vertical line where they did (a point at 1 of
+        #: a scale of thousands would look like 0)
+        self._end_lines: dict[str, pg.InfiniteLine] = {}
         self._colour_index = 0
 
         self.layout_widget = pg.GraphicsLayoutWidget(self)
@@ -100,7 +103,8 @@ class ProgressGraph(QWidget):
         self.rate_plot.setLabel("left", "rate", units="tasks/s")
         self.rate_plot.setLabel("bottom", "time since the first selected rule started", units="s")
         # The legend sits under the plots, never over a curve: one entry per rule (its colour);
-        # dashed lines are failed tasks, dots a step of one task (done when the dot is at 1).
+        # dashed lines are failed tasks, dots a step of one task, and a dotted vertical line
+        # where that step ended ("done" / "failed").
         self.legend = pg.LegendItem(labelTextColor=(40, 40, 40), colCount=2)
         self.layout_widget.addItem(self.legend, row=2, col=0)
         for plot in (self.tasks_plot, self.rate_plot):
@@ -151,6 +155,8 @@ class ProgressGraph(QWidget):
         for rule_id, curves in self._curves.items():
             for curve in curves:
                 curve.setVisible(rule_id in shown)
+        for rule_id, line in self._end_lines.items():
+            line.setVisible(rule_id in shown)
         for rule_id in self._shown:
             if rule_id not in self._curves:
                 self._curves[rule_id] = self._make_curves(rule_id)
@@ -162,6 +168,9 @@ class ProgressGraph(QWidget):
         """Drop the history and curves of rules no longer wanted."""
         for rule_id in rule_ids:
             self._history.pop(rule_id, None)
+            line = self._end_lines.pop(rule_id, None)
+            if line is not None:
+                self.tasks_plot.removeItem(line)
             curves = self._curves.pop(rule_id, None)
             if curves is not None:
                 self.tasks_plot.removeItem(curves[0])
@@ -225,3 +234,23 @@ class ProgressGraph(QWidget):
             curves[0].setData(t, h.completed[:h.n])
             curves[1].setData(t, h.failed[:h.n])
             curves[2].setData(t, h.rate[:h.n])
+            if h.tasks <= 1:
+                self._mark_end(rule_id, t, h, curves[0].opts["pen"].color())
+
+    def end_line(self, rule_id: str) -> pg.InfiniteLine | None:
+        """The 'done' / 'failed' line of a one-task step that ended, or None."""
+        return self._end_lines.get(rule_id)
+
+    def _mark_end(self, rule_id: str, t: np.ndarray, h: RuleHistory, colour) -> None:
+        ended = np.flatnonzero((h.completed[:h.n] + h.failed[:h.n]) >= 1)
+        if not len(ended):
+            return
+        label = "failed" if h.failed[ended[0]] else "done"
+        line = self._end_lines.get(rule_id)
+        if line is None:
+            line = self._end_lines[rule_id] = pg.InfiniteLine(
+                angle=90, movable=False, pen=pg.mkPen(colour, width=2, style=Qt.DotLine),
+                label=label, labelOpts={"position": 0.85, "color": colour, "fill": (255, 255, 255, 200)})
+            self.tasks_plot.addItem(line)
+        line.setPos(float(t[ended[0]]))
+        line.label.setText(label)
