@@ -167,3 +167,19 @@ def engine(local_cluster):
     with Cluster(local_cluster.ruleserver_url, local_cluster.dataserver_url,
                  serverfilter=local_cluster.serverfilter) as c:
         yield c
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    """A main window with settings and config in ``tmp_path``, shut down and deleted after."""
+    from PyQt5.QtCore import QCoreApplication, QEvent, QSettings
+
+    from app.main_window import MainWindow
+    win = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat), tmp_path / "config")
+    qtbot.addWidget(win)
+    yield win
+    win.ask_before_closing = False
+    win.close()
+    win.shutdown()
+    win.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)

@@ -4,12 +4,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from PyQt5.QtCore import QCoreApplication, QEvent, QSettings
 from PyQt5.QtGui import QGuiApplication
 
 from app.gui import EmbeddedCluster
 from app.launcher import ClusterAddress
-from app.main_window import MainWindow
 from rules.activity import ActivityLog
 from widgets.activity_view import ActivityView
 
@@ -44,18 +42,6 @@ def test_activity_view_follows_the_log_and_copies_it(qtbot):
     assert "Auto-launched rule r1" in view.text.toPlainText()
     view.copy_button.click()
     assert QGuiApplication.clipboard().text() == log.text()
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    win = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat), tmp_path / "config")
-    qtbot.addWidget(win)
-    yield win
-    win.ask_before_closing = False
-    win.close()
-    win.shutdown()
-    win.deleteLater()
-    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
 
 
 def test_launches_and_failures_are_logged_and_the_failed_log_comes_forward(

@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from PyQt5.QtCore import QCoreApplication, QEvent, QSettings
 from PyQt5.QtGui import QDesktopServices
 
 from app.launcher import ClusterAddress
-from app.main_window import MainWindow
 from cluster import h5r
 from cluster.localisation.results import empty_results
 from rules.dataserver_client import FLAG_COMPLETE, FLAG_DIR, FLAG_SERIES, FileInfo
@@ -45,18 +43,6 @@ def test_local_path_stays_inside_the_data_folder(tmp_path):
     assert local_path(tmp_path, "PYME-CLUSTER://x/a/b.h5r?table=T") == tmp_path.resolve() / "a" / "b.h5r"
     with pytest.raises(ValueError):
         local_path(tmp_path, "../outside")
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    win = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat), tmp_path / "config")
-    qtbot.addWidget(win)
-    yield win
-    win.ask_before_closing = False
-    win.close()
-    win.shutdown()
-    win.deleteLater()
-    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
 
 
 @pytest.fixture

@@ -6,18 +6,16 @@ from __future__ import annotations
 import posixpath
 
 from PyQt5.QtCore import QModelIndex, Qt, QThreadPool, pyqtSignal
-from PyQt5.QtGui import QStandardItem, QStandardItemModel
+from PyQt5.QtGui import QStandardItem
 from PyQt5.QtWidgets import (
     QDialog,
     QDialogButtonBox,
-    QHeaderView,
     QLabel,
-    QTreeView,
     QVBoxLayout,
 )
 
 from widgets.background import BackgroundCall, CallSignals
-from widgets.series_browser import OUTPUT_EXTS, _size_text
+from widgets.series_browser import OUTPUT_EXTS, name_tree, size_text
 
 #: Files the Results tab can show (others are listed greyed).
 OPENABLE_EXTS = OUTPUT_EXTS + (".log", ".txt", ".yaml", ".yml", ".json")
@@ -45,15 +43,7 @@ class ClusterFileDialog(QDialog):
         self._signals = CallSignals(self)
         self._signals.done.connect(self._on_listed)
         self._signals.failed.connect(self._on_failed)
-        self.model = QStandardItemModel(self)
-        self.model.setHorizontalHeaderLabels(["Name", "Size"])
-        self.tree = QTreeView()
-        self.tree.setModel(self.model)
-        self.tree.setUniformRowHeights(True)
-        self.tree.setEditTriggers(QTreeView.NoEditTriggers)
-        self.tree.header().setStretchLastSection(False)
-        self.tree.header().setSectionResizeMode(0, QHeaderView.Stretch)
-        self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        self.model, self.tree = name_tree(["Name", "Size"], self)
         self.tree.expanded.connect(self._on_expanded)
         self.tree.doubleClicked.connect(self._on_double_clicked)
         self.tree.selectionModel().currentRowChanged.connect(self._update_open)
@@ -99,7 +89,7 @@ class ClusterFileDialog(QDialog):
             label.setData(child_path, self.PathRole)
             label.setData(folder, self.DirRole)
             size = QStandardItem("" if folder else
-                                 ("series" if name.endswith("/") else _size_text(info.size)))
+                                 ("series" if name.endswith("/") else size_text(info.size)))
             if folder:
                 label.appendRow([QStandardItem(_LOADING), QStandardItem("")])
             elif name.endswith("/") or not name.lower().endswith(OPENABLE_EXTS):

@@ -74,13 +74,13 @@ class SeriesEntry:
     @property
     def status(self) -> str:
         if self.is_output:
-            return _size_text(self.size)
+            return size_text(self.size)
         if not self.is_series:
             return ""
         return "complete" if self.complete else "spooling…"
 
 
-def _size_text(size: int) -> str:
+def size_text(size: int) -> str:
     if size < 0:
         return "being written"
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -269,6 +269,20 @@ class SimulateDialog(QDialog):
                               else f"about {seconds / 60:.1f} min of acquisition")
 
 
+def name_tree(headers: list[str], parent: QWidget) -> tuple[QStandardItemModel, QTreeView]:
+    """A read-only tree of cluster entries: a wide name column, then a narrow one."""
+    model = QStandardItemModel(parent)
+    model.setHorizontalHeaderLabels(headers)
+    tree = QTreeView()
+    tree.setModel(model)
+    tree.setUniformRowHeights(True)
+    tree.setEditTriggers(QTreeView.NoEditTriggers)
+    tree.header().setStretchLastSection(False)
+    tree.header().setSectionResizeMode(0, QHeaderView.Stretch)
+    tree.header().setSectionResizeMode(1, QHeaderView.ResizeToContents)
+    return model, tree
+
+
 class SeriesBrowser(QWidget):
     """The cluster's folders, series and each series' analysis outputs, refreshed in the
     background.
@@ -305,15 +319,7 @@ class SeriesBrowser(QWidget):
         self._signals = CallSignals(self)
         self._signals.done.connect(self._on_listed)
         self._signals.failed.connect(self._on_failed)
-        self.model = QStandardItemModel(self)
-        self.model.setHorizontalHeaderLabels(["Series", "Status"])
-        self.tree = QTreeView()
-        self.tree.setModel(self.model)
-        self.tree.setUniformRowHeights(True)
-        self.tree.setEditTriggers(QTreeView.NoEditTriggers)
-        self.tree.header().setStretchLastSection(False)
-        self.tree.header().setSectionResizeMode(0, QHeaderView.Stretch)
-        self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        self.model, self.tree = name_tree(["Series", "Status"], self)
         self.refresh_button = QPushButton("Refresh")
         self.simulate_button = QPushButton("Simulate acquisition…")
         self.simulate_button.setEnabled(False)
