@@ -135,6 +135,7 @@ class LiveView(QWidget):
         self._extent: tuple[float, float] | None = None
         self.localisations = 0
         self.gui_seconds: list[float] = []  # GUI-thread time of each applied update
+        self.gui_cpu_seconds: list[float] = []  # its CPU time (not inflated by other processes)
         self.step_seconds: list[float] = []  # pool-thread time (read + render) of each update
         self._timer = QTimer(self)
         self._timer.setInterval(UPDATE_INTERVAL_MS)
@@ -229,6 +230,7 @@ class LiveView(QWidget):
         self._source = LiveSource(data, results, series, rules, rule_id)
         self._extent = None
         self.gui_seconds.clear()
+        self.gui_cpu_seconds.clear()
         self.step_seconds.clear()
         self.summary_label.setText("Waiting for localisations…")
         self.progress_label.setText("")
@@ -270,9 +272,10 @@ class LiveView(QWidget):
         self._busy = False
         if tag != str(self._generation):
             return
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         self._apply(frame)
         self.gui_seconds.append(time.perf_counter() - started)
+        self.gui_cpu_seconds.append(time.thread_time() - cpu_started)
         self.step_seconds.append(frame.seconds)
         if frame.finished:
             self.stop()
