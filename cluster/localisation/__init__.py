@@ -83,6 +83,8 @@ RESIDUAL_THRESHOLD = 1.3
 PSF_LEARN_SNR = 10.0
 PSF_LEARN_COUNT = 20
 PSF_LEARN_TOLERANCE = 0.05
+#: The PSF σ is learned from about this many of a batch's candidates (fitted first).
+PSF_LEARN_SAMPLE = 400
 #: Tile size (px) over which the background level sets the detection noise σ.
 NOISE_BLOCK = 16
 
@@ -374,13 +376,22 @@ def _localise_batch(cache: _FrameCache, batch: Sequence[int], settings: FitSetti
                       threshold=settings.threshold * RESIDUAL_THRESHOLD, psf_sigma_px=psf_px,
                       rows=busy, model=model)
 
-    first = candidates(f, ix, iy)
+    # the PSF σ is learned from a sample of the candidates (every k-th: as bright as the rest),
+    # refitted when it differs from the guess; the others are then fitted once, with it
+    sample = np.zeros(f.size, bool)
+    sample[::max(1, f.size // PSF_LEARN_SAMPLE)] = True
+    first = candidates(f[sample], ix[sample], iy[sample])
     learned = _psf_from_fits(first.theta, first.cov, first.converged, psf_px)
     if learned is not None:     # refit with the σ prior centred on the series' real PSF
         logger.debug("PSF σ %.2f px from the bright spots (guess %.2f px)", learned, psf_px)
         psf_px = learned
         first.set_fit(slice(None), _fit(first.rois, first.mask, first.gamma, psf_px,
                                         first.theta))
+    if not sample.all():        # every candidate, in detection order
+        first = first.extend(candidates(f[~sample], ix[~sample], iy[~sample]))
+        first = first.subset(np.argsort(np.concatenate([np.flatnonzero(sample),
+                                                        np.flatnonzero(~sample)])))
+        first.group = np.arange(len(first))
     fits = resolve_crowding(first, candidates, search,
                             lambda rois, mask, gamma, theta0=None: _fit(rois, mask, gamma,
                                                                         psf_px, theta0),

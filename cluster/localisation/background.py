@@ -158,14 +158,14 @@ def _spot_free(frames, smooth, read_variance, sigmas, grow):
     s2 = sigmas * sigmas
     spot = np.zeros((w, h + 2 * grow), np.int32)      # zero-padded along H
     near = np.zeros((w + 2 * grow, h), np.int32)      # spots within grow along H; padded along W
+    hits = np.empty(h, np.int32)
     for f in range(n):
         for i in range(w):
-            row = spot[i]
+            row, fr, sm = spot[i], frames[f, i], smooth[f, i]
             for j in range(h):
                 v = read_variance[i, j] if per_pixel else read_variance[0, 0]
-                bg = smooth[f, i, j]
-                d = frames[f, i, j] - bg
-                row[j + grow] = 1 if d > 0 and d * d > s2 * (max(bg, 0.0) + v + 1.0) else 0
+                d = fr[j] - sm[j]
+                row[j + grow] = (d > 0) & (d * d > s2 * (max(sm[j], 0.0) + v + 1.0))
             count = 0
             for k in range(2 * grow):
                 count += row[k]
@@ -175,12 +175,14 @@ def _spot_free(frames, smooth, read_variance, sigmas, grow):
                 out[j] = count
                 count -= row[j]
         for i in range(w):
+            hits[:] = near[i]
+            for k in range(1, 2 * grow + 1):
+                other = near[i + k]
+                for j in range(h):
+                    hits[j] += other[j]
             kp = keep[f, i]
             for j in range(h):
-                hit = 0
-                for k in range(2 * grow + 1):
-                    hit += near[i + k, j]
-                kp[j] = 0 if hit else 1
+                kp[j] = hits[j] == 0
     return keep
 
 

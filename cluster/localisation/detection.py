@@ -56,8 +56,8 @@ def kernel_mean_variance(variance: np.ndarray, sigma: float) -> np.ndarray:
 def smooth(frames, background, kernel, rows, model):
     """``frames[rows] − background[rows] − model`` ``(len(rows), W, H)`` smoothed with the
     separable ``kernel`` along both axes, zero-padded at the borders (float32); ``model`` may be
-    empty (``(0, W, H)``: nothing subtracted).  Both passes run along the contiguous axis H:
-    taps over a padded copy of each row, then whole rows weighted and summed."""
+    empty (``(0, W, H)``: nothing subtracted).  Both passes are sums of whole shifted rows
+    (vectorised): along H over a zero-padded copy of each row, then along W."""
     _, w, h = frames.shape
     n = rows.shape[0]
     subtract = model.shape[0] > 0
@@ -77,10 +77,11 @@ def smooth(frames, background, kernel, rows, model):
                     pad[j + rad] -= mo[j]
             row = lines[i + rad]
             for j in range(h):
-                acc = np.float32(0.0)
-                for t in range(nk):
-                    acc += kernel[t] * pad[j + t]
-                row[j] = acc
+                row[j] = kernel[0] * pad[j]
+            for t in range(1, nk):
+                kt = kernel[t]
+                for j in range(h):
+                    row[j] += kt * pad[j + t]
         for i in range(w):
             o = out[f, i]
             first = lines[i]
