@@ -122,6 +122,9 @@ def load_json(text: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
     return data
 
 
+_CONTAINERS = frozenset({dict, list})
+
+
 def check_depth(data: Any, max_depth: int = MAX_DEPTH) -> None:
     """Refuse (``LoadLimitError``) lists/dicts nested deeper than ``max_depth``."""
     stack = [(data, 1)]
@@ -135,4 +138,7 @@ def check_depth(data: Any, max_depth: int = MAX_DEPTH) -> None:
             continue
         if depth > max_depth:
             raise LoadLimitError(f"JSON nested deeper than {max_depth} levels")
-        stack.extend((child, depth + 1) for child in children)
+        if not _CONTAINERS & set(map(type, children)):  # a C-speed look at e.g. 100,000 IDs
+            continue
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, (dict, list)))

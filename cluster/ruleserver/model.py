@@ -460,10 +460,14 @@ class _Bid:
     worker: int = 0
 
 
+_INT = frozenset({int})
+_NUMBER = frozenset({int, float})
+
+
 def _id_array(value: Any, what: str) -> np.ndarray:
     if not isinstance(value, list):
         raise InvalidRequest(f"{what} must be a list of task IDs, not {_type_name(value)}")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if not set(map(type, value)) <= _INT:  # C-speed: bids and hand-ins name 100,000s of IDs
         raise InvalidRequest(f"{what} must hold integer task IDs")
     return np.array(value, dtype=np.int64)
 
@@ -664,7 +668,7 @@ class RuleTable:
             costs = bid.get("costs", bid.get("taskCosts"))
             if not isinstance(costs, list) or len(costs) != len(ids):
                 raise InvalidRequest("each bid needs 'costs', a list of numbers as long as taskIDs")
-            if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in costs):
+            if not set(map(type, costs)) <= _NUMBER:
                 raise InvalidRequest("costs must be numbers")
             costs_arr = np.array(costs, dtype=np.float32)
             if not np.isfinite(costs_arr).all() or (costs_arr < 0).any():
@@ -727,8 +731,8 @@ class RuleTable:
                 status = [status] * len(ids)
             if not isinstance(status, list) or len(status) != len(ids):
                 raise InvalidRequest("each handin needs 'status', a list as long as taskIDs")
-            if not all(s in (STATUS_COMPLETE, STATUS_FAILED) and not isinstance(s, bool)
-                       for s in status):
+            if not (set(map(type, status)) <= _INT
+                    and set(status) <= {STATUS_COMPLETE, STATUS_FAILED}):
                 raise InvalidRequest("handin statuses must be 3 (complete) or 4 (failed)")
             ids, first = np.unique(ids, return_index=True)
             parsed.append((rule_id, ids, np.array(status, np.uint8)[first],
