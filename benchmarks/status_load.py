@@ -1,10 +1,11 @@
 """Fairness under load: do 50 status pollers slow a 1,000-frame analysis down?
 
 Starts the embedded cluster (2 worker processes), spools a 1,000-frame simulated series once, then
-localises it three times: alone, while 50 clients (threads of a separate process, each on its own
-kept-alive connection) poll ``/distributor/queues`` in a tight loop, and alone again. Reports
-the analysis times, the pollers' request rate and latency, and exits non-zero when the polled run
-is more than ``MAX_SLOWDOWN`` slower than the mean of the two quiet runs.
+localises it ``--rounds`` times alone and as often while 50 clients (threads of a separate
+process, each on its own kept-alive connection) poll ``/distributor/queues`` in a tight loop,
+alternating (quiet, polled, quiet, ...) so that the shared machine's load falls on both alike.
+Reports the analysis times, the pollers' request rate, latency and CPU, and exits non-zero when
+the median polled run is more than ``MAX_SLOWDOWN`` slower than the median quiet one.
 
 Run: ``.venv/bin/python benchmarks/status_load.py [--frames 1000] [--pollers 50]``.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +60,7 @@ def poll(url: str, clients: int) -> None:
     seconds = time.perf_counter() - started
     every = [x for per in latencies for x in per]
     print(json.dumps({"requests": len(every), "per_second": len(every) / seconds,
+                      "cpu": time.process_time() / seconds,
                       "p50_ms": 1e3 * pct(every, 50), "p95_ms": 1e3 * pct(every, 95)}))
 
 
@@ -74,6 +77,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--pollers", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="quiet and polled runs, each")
     parser.add_argument("--poll", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.poll:
@@ -86,21 +90,24 @@ def main() -> int:
                                            fps=1e6, seed=1, serverfilter="bench")
         acquisition.run()
         analyse(cluster, acquisition.series_uri)  # warm-up: workers import and compile
-        quiet1 = analyse(cluster, acquisition.series_uri)
-        pollers = subprocess.Popen([sys.executable, __file__, "--poll", lc.ruleserver_url,
-                                    "--pollers", str(args.pollers)],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        time.sleep(1.0)
-        polled = analyse(cluster, acquisition.series_uri)
-        out, _ = pollers.communicate("", timeout=120)
-        quiet2 = analyse(cluster, acquisition.series_uri)
-    figures = json.loads(out)
-    quiet = (quiet1 + quiet2) / 2
-    slowdown = polled / quiet - 1
-    print(f"{args.frames} frames, {args.workers} workers: quiet {quiet1:.2f} s / {quiet2:.2f} s, "
-          f"with {args.pollers} status pollers {polled:.2f} s ({100 * slowdown:+.0f} %)")
-    print(f"pollers: {figures['per_second']:,.0f} status replies/s, "
-          f"p50 {figures['p50_ms']:.0f} ms, p95 {figures['p95_ms']:.0f} ms")
+        quiet, polled, figures = [], [], []
+        for _ in range(args.rounds):
+            quiet.append(analyse(cluster, acquisition.series_uri))
+            pollers = subprocess.Popen([sys.executable, __file__, "--poll", lc.ruleserver_url,
+                                        "--pollers", str(args.pollers)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            time.sleep(1.0)
+            polled.append(analyse(cluster, acquisition.series_uri))
+            out, _ = pollers.communicate("", timeout=120)
+            figures.append(json.loads(out))
+        quiet.append(analyse(cluster, acquisition.series_uri))
+    slowdown = statistics.median(polled) / statistics.median(quiet) - 1
+    print(f"{args.frames} frames, {args.workers} workers: quiet "
+          f"{' / '.join(f'{t:.2f}' for t in quiet)} s, with {args.pollers} status pollers "
+          f"{' / '.join(f'{t:.2f}' for t in polled)} s (medians: {100 * slowdown:+.0f} %)")
+    for f in figures:
+        print(f"pollers: {f['per_second']:,.0f} status replies/s, p50 {f['p50_ms']:.0f} ms, "
+              f"p95 {f['p95_ms']:.0f} ms; their process used {100 * f['cpu']:.0f} % of a core")
     return verdict([(f"slowdown under {args.pollers} pollers <= {100 * MAX_SLOWDOWN:.0f} %",
                      slowdown <= MAX_SLOWDOWN)])
 

@@ -426,9 +426,11 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     # -- replies --------------------------------------------------------------------------
     def send_payload(self, status: int, body: bytes, content_type: str = "application/json",
-                     headers: dict[str, str] | None = None) -> None:
-        """Write status line, headers and body in one send."""
-        if len(body) >= GZIP_MIN_BYTES and "gzip" in self.headers.get("Accept-Encoding", ""):
+                     headers: dict[str, str] | None = None, compress: bool = True) -> None:
+        """Write status line, headers and body in one send (gzipped when the client asks and
+        ``compress``)."""
+        if (compress and len(body) >= GZIP_MIN_BYTES
+                and "gzip" in self.headers.get("Accept-Encoding", "")):
             body = gzip.compress(body, compresslevel=3)
             headers = dict(headers or {}, **{"Content-Encoding": "gzip"})
         try:

@@ -388,3 +388,43 @@ def test_large_release_is_vectorised(rule_server, http):
     assert time.monotonic() - t < 5  # generous: it takes milliseconds
     assert info(http, url, rid)["tasksPosted"] == 100000
     assert 0 < len(ads[0]["availableTaskIDs"]) <= 30000
+
+
+def test_a_tight_status_poller_is_paced_and_others_are_answered_at_once(rule_server):
+    """Per connection: a burst, then one status reply a second; another connection (the
+    window, a worker) is not made to wait behind it; gzipped and plain replies are the same."""
+    from cluster.ruleserver.status import PER_CONNECTION_BURST
+    url = rule_server.url + "/distributor/queues"
+    for _ in range(10):  # a reply over 1 KiB: gzipped for clients that ask
+        requests.post(rule_server.url + "/add_integer_id_rule", json={"template": "{}"},
+                      timeout=10).raise_for_status()
+    with requests.Session() as hot, requests.Session() as other:
+        stop = threading.Event()
+        replies = []
+
+        def poll() -> None:
+            while not stop.is_set():
+                hot.get(url, timeout=10).raise_for_status()
+                replies.append(time.monotonic())
+
+        poller = threading.Thread(target=poll)
+        t0 = time.monotonic()
+        poller.start()
+        try:
+            time.sleep(1.5)
+            waits = []
+            for _ in range(3):
+                start = time.monotonic()
+                assert other.get(url, timeout=10).json()["ok"] is True
+                assert requests.get(rule_server.url + "/task_advertisements", timeout=10).ok
+                waits.append(time.monotonic() - start)
+        finally:
+            stop.set()
+            poller.join(timeout=10)
+        in_time = [t for t in replies if t - t0 <= 1.5]
+        assert len(in_time) <= PER_CONNECTION_BURST + 2  # not hundreds
+        assert max(waits) < 0.5
+        plain = requests.get(url, headers={"Accept-Encoding": "identity"}, timeout=10)
+        zipped = other.get(url, timeout=10)
+        assert zipped.headers["Content-Encoding"] == "gzip" and "Content-Encoding" not in plain.headers
+        assert plain.json() == zipped.json() and len(plain.json()["result"]) == 10

@@ -6,7 +6,15 @@ import math
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from cluster.http_base import Access, HTTPError, Limits, RequestHandler, ServerThread, query_int
+from cluster.http_base import (
+    GZIP_MIN_BYTES,
+    Access,
+    HTTPError,
+    Limits,
+    RequestHandler,
+    ServerThread,
+    query_int,
+)
 from rules.safeload import load_json
 
 from .model import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_TASKS, DEFAULT_RULE_TIMEOUT, RuleServerError, RuleTable
@@ -190,10 +198,19 @@ class RuleRequestHandler(RequestHandler):
     def status(self) -> StatusGate:
         return self.server.owner.status
 
+    def _send_status(self, name: str, build: Callable[[], Any]) -> None:
+        """A status reply: paced (:meth:`StatusGate.wait_turn`), from the snapshot, gzipped
+        once for every client that asks."""
+        self.status.wait_turn(self, name)
+        snapshot = self.status.snapshot(name, build)
+        if len(snapshot.body) >= GZIP_MIN_BYTES and "gzip" in self.headers.get("Accept-Encoding", ""):
+            self.send_payload(200, snapshot.gzipped(), headers={"Content-Encoding": "gzip"},
+                              compress=False)
+        else:
+            self.send_payload(200, snapshot.body, compress=False)
+
     def h_queues(self, params: dict[str, str], body: bytes) -> None:
-        self.status.wait_turn()
-        self.send_payload(200, self.status.snapshot(
-            "queues", lambda: {"ok": True, "result": self.table.queue_info()}))
+        self._send_status("queues", lambda: {"ok": True, "result": self.table.queue_info()})
 
     def h_queues_longpoll(self, params: dict[str, str], body: bytes) -> None:
         self.table.wait_for_change(LONGPOLL_SECONDS)
@@ -212,8 +229,7 @@ class RuleRequestHandler(RequestHandler):
         self.send_json({"ok": "True", "requeued": n})
 
     def h_rules_info(self, params: dict[str, str], body: bytes) -> None:
-        self.status.wait_turn()
-        self.send_payload(200, self.status.snapshot("rules", self.table.rules_info))
+        self._send_status("rules", self.table.rules_info)
 
     def h_status_changes(self, params: dict[str, str], body: bytes) -> None:
         """Every rule's counters and parent links once the table's version differs from
@@ -223,13 +239,12 @@ class RuleRequestHandler(RequestHandler):
         if since is not None:
             self.table.wait_for_change(_seconds(params, "wait", MAX_STATUS_WAIT_SECONDS),
                                        since=since)
-        self.status.wait_turn()
 
         def build() -> dict:
             version = self.table.version  # read first: the counters are at least this new
             return {"ok": True, "version": version, "result": self.table.queue_info(),
                     "rules": self.table.rules_info()}
-        self.send_payload(200, self.status.snapshot("status", build))
+        self._send_status("status", build)
 
     def h_heartbeat(self, params: dict[str, str], body: bytes) -> None:
         n = self.table.heartbeat(_required(params, "worker"))
