@@ -5,9 +5,9 @@ table's lock and the interpreter for every rule's counters; fifty pollers in a t
 take most of both from the workers' adverts, bids and hand-ins. Here one JSON snapshot is built per
 change of the table (and at most every ``MAX_AGE`` seconds; its gzipped form is made once too),
 and status replies are paced: each connection gets at most one every ``PER_CONNECTION_SECONDS``
-(after a short burst) and all of them together at most ``per_second``, a poller over its turn sleeping (no CPU, no
-lock) — so status traffic costs a bounded share of the server whatever the number of pollers,
-while a client polling once a second is answered at once.
+(after a short burst) and all of them together at most ``per_second``, a poller over its turn
+sleeping (no CPU, no lock) — so status traffic costs a bounded share of the server whatever the
+number of pollers, while a client polling once a second is answered at once.
 """
 from __future__ import annotations
 
