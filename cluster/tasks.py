@@ -35,8 +35,31 @@ STATUS_FAILED = 4
 
 #: Timeout of one PUT of fit results (a large batch can take the data server a while to append).
 RESULTS_PUT_TIMEOUT_S = 30.0
-#: Filing results is retried (with backoff) this long through a data-server outage.
+#: Filing results, and reading files from a data server that is not local, are retried (with
+#: backoff) this long through a data-server outage.
 FILING_PATIENCE_S = 45.0
+#: Data-server replies worth retrying (a proxy or the server itself not ready).
+_TRANSIENT = (502, 503, 504)
+
+
+def through_outage(what: str, call: Callable[[], Any], patience: float = FILING_PATIENCE_S) -> Any:
+    """``call()``, retried with backoff (0.25 s doubling to 5 s) while the data server is
+    unreachable or answers 502/503/504, for up to ``patience`` seconds; its last error after
+    that, and any other error at once (a missing file, a refusal)."""
+    give_up = time.monotonic() + patience
+    delay = 0.25
+    while True:
+        try:
+            return call()
+        except RequestRefused as exc:
+            if exc.status not in _TRANSIENT or time.monotonic() > give_up:
+                raise
+        except ClusterUnreachable:
+            if time.monotonic() > give_up:
+                raise
+        logger.warning("%s failed (data server unreachable); retrying in %.1f s", what, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 class TaskError(Exception):
@@ -113,7 +136,7 @@ class ClusterFiles:
             return local.read_bytes()
         if "://" not in uri and os.path.isabs(uri):
             raise FileNotFoundError(f"{uri} is a local path outside this node's data root")
-        return self.data.get_file(uri)
+        return through_outage(f"reading {uri}", lambda: self.data.get_file(uri))
 
     def write_once(self, path: str, payload: bytes) -> str:
         """Write ``payload`` to cluster ``path``; if it exists, to ``<stem>_1<ext>``, ``_2``, ..."""
@@ -271,28 +294,19 @@ class TaskRunner:
     def _put_records(self, url: str, records: np.ndarray, task_rows=None) -> None:
         """File records, retrying with backoff through an outage of up to
         :data:`FILING_PATIENCE_S` (safe: rows of tasks already filed are skipped)."""
-        give_up = time.monotonic() + FILING_PATIENCE_S
-        delay = 0.25
-        while True:
-            try:
-                self.files.data.append_records(url, records, timeout=RESULTS_PUT_TIMEOUT_S,
-                                               task_rows=task_rows)
-                return
-            except RequestRefused as exc:
-                if exc.status == 507:
-                    raise TaskError(f"disk full: the data server cannot store the results at "
-                                    f"{url}") from exc
-                if exc.status not in (502, 503, 504) or time.monotonic() > give_up:
-                    raise TaskError(f"data server refused results at {url}: {exc}") from exc
-            except ClusterUnreachable as exc:
-                if time.monotonic() > give_up:
-                    raise TaskError(f"could not file results to {url} for "
-                                    f"{FILING_PATIENCE_S:g} s: {exc}") from exc
-            except ClusterError as exc:
-                raise TaskError(f"could not file results to {url}: {exc}") from exc
-            logger.warning("filing results to %s failed; retrying in %.1f s", url, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        try:
+            through_outage(f"filing results to {url}", lambda: self.files.data.append_records(
+                url, records, timeout=RESULTS_PUT_TIMEOUT_S, task_rows=task_rows))
+        except RequestRefused as exc:
+            if exc.status == 507:
+                raise TaskError(f"disk full: the data server cannot store the results at "
+                                f"{url}") from exc
+            raise TaskError(f"data server refused results at {url}: {exc}") from exc
+        except ClusterUnreachable as exc:
+            raise TaskError(f"could not file results to {url} for "
+                            f"{FILING_PATIENCE_S:g} s: {exc}") from exc
+        except ClusterError as exc:
+            raise TaskError(f"could not file results to {url}: {exc}") from exc
 
     # -- recipes ----------------------------------------------------------------------------
     def _run_recipe(self, task: Task) -> None:

@@ -55,8 +55,9 @@ def _cluster(args) -> Cluster:
 
 def _line(status: RuleStatus, step: int | None) -> str:
     label = f"step {step}" if step is not None else "rule"
-    return (f"{label} {status.rule_id}: {status.state} posted={status.posted} running={status.running} "
+    line = (f"{label} {status.rule_id}: {status.state} posted={status.posted} running={status.running} "
             f"completed={status.completed} failed={status.failed}")
+    return line + (f" ({status.partial_input})" if status.partial_input else "")
 
 
 def _print_log_head(cluster: Cluster, rule_id: str, out, lines: int = LOG_LINES) -> None:
@@ -130,6 +131,8 @@ def _report(cluster: Cluster, progress: ChainProgress, out) -> bool:
         status = progress.statuses[step - 1]
         print(f"step {step} ({status.rule_id}): {status.failed} of {status.posted} tasks failed",
               file=out)
+        if status.partial_input:
+            print(f"  it ran on a {status.partial_input}", file=out)
         _print_log_head(cluster, status.rule_id, out)
     out.flush()
     return progress.ok

@@ -38,6 +38,9 @@ class RuleStatus:
     expired: bool
     parent_id: str | None = None
     reachable: bool = True
+    #: tasks of the earlier steps of its chain that had failed when this follow-on was created:
+    #: it runs on a partial input (Spoolside's ``tasksFailedUpstream``; 0 on PYME)
+    failed_upstream: int = 0
 
     @property
     def state(self) -> str:
@@ -51,6 +54,15 @@ class RuleStatus:
         if self.running > 0 or self.completed + self.failed > 0:
             return "running"
         return "waiting"
+
+    @property
+    def partial_input(self) -> str:
+        """"" or a sentence saying this step runs on a partial input (earlier steps' failures)."""
+        if not self.failed_upstream:
+            return ""
+        n = self.failed_upstream
+        return (f"partial input: {n} task{'s' if n != 1 else ''} of the earlier steps failed "
+                "(e.g. frames not localised)")
 
     @property
     def done(self) -> int:
@@ -81,7 +93,8 @@ class RuleStatus:
                    complete_after_timeout=count("tasksCompleteAfterTimeout"),
                    average_cost=float(cost) if isinstance(cost, (int, float)) else 0.0,
                    active=bool(info.get("active", True)), finished=bool(info.get("finished", False)),
-                   expired=bool(info.get("expired", False)), parent_id=parent_id)
+                   expired=bool(info.get("expired", False)), parent_id=parent_id,
+                   failed_upstream=count("tasksFailedUpstream"))
 
     @classmethod
     def gone(cls, rule_id: str, *, parent_id: str | None = None) -> RuleStatus:

@@ -299,3 +299,14 @@ def test_re_run_failed_tasks_needs_failures_and_a_server_that_can(qtbot):
     assert blocker.args == ["a"]
     view.select_rules(["b"])
     assert not view.requeue_action.isEnabled()
+
+
+def test_a_step_on_a_partial_input_says_so():
+    model = RuleTableModel()
+    model.set_statuses([_status(_ids(1)[0]),
+                        _status(_ids(2)[1], parent_id=_ids(1)[0], failed_upstream=121)])
+    assert _cell(model, 0, "state") == "running"
+    assert _cell(model, 1, "state") == "running (partial input)"
+    assert _cell(model, 1, "state", RAW_ROLE) == "running"
+    assert "Partial input: 121 tasks of the earlier steps failed" in \
+        _cell(model, 1, "state", Qt.ToolTipRole)

@@ -16,7 +16,7 @@ RULE_ID_RE = re.compile(r"^\d{6}-[0-9a-f]{32}$")
 INFO_KEYS = {"tasksPosted": int, "tasksRunning": int, "tasksCompleted": int, "tasksFailed": int,
              "averageExecutionCost": float, "active": bool, "tasksTimedOut": int,
              "tasksCompleteAfterTimeout": int, "tasksRefusedLate": int, "finished": bool,
-             "expired": bool}
+             "expired": bool, "tasksFailedUpstream": int}
 TEMPLATE = '{"id": "{{ruleID}}~{{taskID}}", "type": "recipe", "inputs": {{taskInputs}}}'
 
 

@@ -310,3 +310,26 @@ def test_huge_release_is_applied_whole_in_chunks(rule_server):
     assert reply.status_code == 400
     assert len(requests.get(rule_server.url + "/distributor/queues",
                             timeout=10).json()["result"]) == 1
+
+
+def test_a_followon_of_a_parent_with_failed_tasks_says_its_input_is_partial(rule_server, http):
+    """A follow-on made when its parent finished with failed tasks carries their count (and a
+    grandchild its ancestors' total): its status, the window and `launch --watch` say so."""
+    from rules.cli import _line
+    from rules.watchers import RuleStatus
+    url = rule_server.url
+    spec = {"template": "a", "on_completion": {"template": "b", "max_tasks": 1,
+                                               "on_completion": {"template": "c", "max_tasks": 1}}}
+    root = add_rule(http, url, spec, max_tasks=4, release_start=0, release_end=4)
+    handin(http, url, root, bid(http, url, root, [0, 1], 0.0))
+    handin(http, url, root, bid(http, url, root, [2, 3], 0.0), status=4)
+    assert info(http, url, root)["finished"] and info(http, url, root)["tasksFailedUpstream"] == 0
+    child = rule_server.table.followons(root)[0]
+    assert info(http, url, child)["tasksFailedUpstream"] == 2
+    handin(http, url, child, bid(http, url, child, [0], 0.0))
+    grandchild = rule_server.table.followons(child)[0]
+    assert info(http, url, grandchild)["tasksFailedUpstream"] == 2
+    status = RuleStatus.from_info(child, info(http, url, child), root)
+    assert status.state == "finished" and status.failed_upstream == 2
+    assert "partial input: 2 tasks of the earlier steps failed" in _line(status, 2)
+    assert RuleStatus.from_info(root, info(http, url, root)).partial_input == ""

@@ -254,3 +254,62 @@ time.sleep(120)
         assert nameservice.services(service) == {}
         with sqlite3.connect(tmp_path / "ns" / f"{service}.sqlite") as db:
             assert db.execute("SELECT count(*) FROM dns").fetchone() == (0,)
+
+
+DATA_SERVER_SCRIPT = ("import sys\n"
+                      "from cluster.dataserver import DataServer\n"
+                      "server = DataServer(sys.argv[1], port=int(sys.argv[2]), "
+                      "serverfilter='outage').start()\n"
+                      "print(server.url, flush=True)\n"
+                      "sys.stdin.read()\n")
+
+
+def _data_server_process(root, port):
+    proc = subprocess.Popen([sys.executable, "-c", DATA_SERVER_SCRIPT, str(root), str(port)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip().endswith(f":{port}")
+    return proc
+
+
+def test_a_data_server_outage_mid_run_loses_nothing(rule_server, tmp_path):
+    """The data server process dies with an analysis pushed and comes back 10 s later on the same
+    port and root: a worker without local access to the data (an analysis PC), taking the tasks
+    during the outage, waits through it reading frames with backoff; every frame is analysed
+    once, nothing fails."""
+    from cluster.http_base import free_port
+    from cluster.local import WorkerPool
+    root, port = tmp_path / "root", free_port()
+    root.mkdir()
+    server = _data_server_process(root, port)
+    pool = None
+    try:
+        data_url = f"http://127.0.0.1:{port}"
+        with Cluster(rule_server.url, data_url, serverfilter="outage") as engine:
+            frames = 128
+            series = _simulate(engine, "outage/s", frames)
+            rule = _analyse(engine, series, "outage")
+            server.kill()
+            server.wait(10)
+            down_at = time.monotonic()
+            pool = WorkerPool(1, rule_server.url, data_url, None, "outage").start()  # no root
+            helpers.wait_for(lambda: helpers.queue_info(rule_server.url)[rule.rule_id]
+                             ["tasksRunning"] > 0, 60, "the worker taking tasks in the outage")
+            time.sleep(max(0.0, 10 - (time.monotonic() - down_at)))
+            info = helpers.queue_info(rule_server.url)[rule.rule_id]
+            assert (info["tasksCompleted"], info["tasksFailed"]) == (0, 0)
+            server = _data_server_process(root, port)
+            rule.join(timeout=120)
+            status = rule.status()
+            assert (status["tasksCompleted"], status["tasksFailed"]) == (frames, 0)
+            reference = _analyse(engine, series, "ref")
+            reference.join(timeout=120)
+            expected = _rows(engine, "ref/s.h5r")
+            assert expected[0] == expected[1] > 0
+            assert _rows(engine, "outage/s.h5r") == expected
+    finally:
+        if pool is not None:
+            pool.stop()
+        server.kill()
+        server.wait(10)
+        server.stdin.close()
+        server.stdout.close()

@@ -306,7 +306,7 @@ class RuleTableModel(QAbstractTableModel):
         if key == "average_cost":
             return f"{s.average_cost:.3g}"
         if key == "state":
-            return self.state_of(row)
+            return self.state_of(row) + (" (partial input)" if s.failed_upstream else "")
         return str(getattr(s, key))
 
     def _raw(self, row: _Row, key: str):
@@ -330,6 +330,8 @@ class RuleTableModel(QAbstractTableModel):
                      f"{s.failed} failed, {s.timed_out} timed out; average cost {s.average_cost:.3g}")
         if s.parent_id:
             lines.append(f"follow-on of {s.parent_id}")
+        if s.partial_input:
+            lines.append(s.partial_input[0].upper() + s.partial_input[1:])
         if s.complete_after_timeout:
             lines.append(f"{s.complete_after_timeout} handed in after timing out")
         if row.gone:

@@ -112,7 +112,9 @@ def schedule(modules: list[RecipeModule], available: set[str]) -> list[RecipeMod
         for name in module.input_names():
             if name not in have and name not in producers:
                 raise RecipeError(f"module {module.label()} needs input {name!r}, which no input or "
-                                  f"earlier module provides (available: {', '.join(sorted(have)) or 'none'})")
+                                  f"earlier module provides (available: {', '.join(sorted(have)) or 'none'})"
+                                  "; if it comes from an earlier step's results file, that step "
+                                  "wrote no such table (its tasks failed or found nothing)")
     if pending:
         raise RecipeError("modules " + ", ".join(m.label() for m in pending) +
                           " depend on each other in a cycle")

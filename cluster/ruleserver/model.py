@@ -171,6 +171,9 @@ class Rule:
                            if inputs is not None else None)
         self.on_completion = on_completion
         self.parent = parent
+        #: tasks of the earlier steps of its chain that had failed when this follow-on was made
+        #: (it runs on a partial input; shown as ``tasksFailedUpstream``)
+        self.failed_upstream = 0
         self.created = now
         self.followons: list[str] = []
         # np.zeros maps untouched pages lazily, so a 1,000,000-slot rule costs only what it uses.
@@ -449,7 +452,8 @@ class Rule:
                 "tasksCompleteAfterTimeout": self.complete_after_timeout,
                 "tasksRefusedLate": self.refused_late,
                 "finished": self.finished,
-                "expired": self.expired(now)}
+                "expired": self.expired(now),
+                "tasksFailedUpstream": self.failed_upstream}
 
 
 @dataclass
@@ -545,8 +549,14 @@ class RuleTable:
         if spec is not None:
             child = self._add(spec.template, None, spec.on_completion, spec.max_tasks,
                               spec.rule_timeout, (0, spec.max_tasks), None, rule.id, now)
+            upstream = int(rule.counts[STATUS_FAILED]) + rule.failed_upstream
+            self._rules[child].failed_upstream = upstream
             rule.followons.append(child)
-            logger.info("rule %s finished; created follow-on %s", rule.id, child)
+            if upstream:
+                logger.warning("rule %s finished with %d failed task(s) upstream; follow-on %s "
+                               "runs on a partial input", rule.id, upstream, child)
+            else:
+                logger.info("rule %s finished; created follow-on %s", rule.id, child)
 
     def _add(self, template, inputs, on_completion, max_tasks, rule_timeout, release, rule_id,
              parent, now) -> str:

@@ -5,9 +5,10 @@ table's lock and the interpreter for every rule's counters; fifty pollers in a t
 take most of both from the workers' adverts, bids and hand-ins. Here one JSON snapshot is built per
 change of the table (and at most every ``MAX_AGE`` seconds; its gzipped form is made once too),
 and status replies are paced: each connection gets at most one every ``PER_CONNECTION_SECONDS``
-(after a short burst) and all of them together at most ``per_second``, a poller over its turn
-sleeping (no CPU, no lock) — so status traffic costs a bounded share of the server whatever the
-number of pollers, while a client polling once a second is answered at once.
+(after a short burst, while several poll that fast) and all of them together at most
+``per_second``, a poller over its turn sleeping (no CPU, no lock) — so status traffic costs a
+bounded share of the server whatever the number of pollers, while a client polling once a second
+is answered at once.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ STATUS_PER_SECOND = 100
 #: tight-loop poller waits its turn; a client asking twice in a row does not).
 PER_CONNECTION_SECONDS = 1.0
 PER_CONNECTION_BURST = 4.0
+#: Per-connection pacing applies once so many connections went past their budget in a second.
+CONTENDED_CONNECTIONS = 4
 
 
 class Snapshot:
@@ -52,10 +55,12 @@ class StatusGate:
         self._next = 0.0
         self._snapshots: dict[str, tuple[int, float, Snapshot]] = {}
         self._build_lock = threading.Lock()
+        self._pollers: dict[int, float] = {}  # id of a paced connection → when it last asked
 
     def wait_turn(self, connection: Any = None, name: str = "") -> None:
         """Sleep until this status request's turn (immediately when status traffic is light).
-        ``connection`` (the request handler, one per kept-alive connection) is also paced on its
+        While several connections poll past their budget (:data:`CONTENDED_CONNECTIONS` in the
+        last second), ``connection`` (the request handler, one per kept-alive connection) is also paced on its
         own per kind of status ``name``: a burst of ``PER_CONNECTION_BURST`` replies, then one
         every ``PER_CONNECTION_SECONDS``."""
         with self._gate:
@@ -68,12 +73,20 @@ class StatusGate:
                     buckets = connection.status_buckets = {}
                 tokens, last = buckets.get(name, (PER_CONNECTION_BURST, now))
                 tokens = min(PER_CONNECTION_BURST, tokens + (now - last) / PER_CONNECTION_SECONDS)
-                if tokens < 1.0:
+                if tokens < 1.0 and self._contended(connection, now):
                     turn = max(turn, now + (1.0 - tokens) * PER_CONNECTION_SECONDS)
                     tokens = 1.0
-                buckets[name] = (tokens - 1.0, turn)
+                buckets[name] = (max(tokens - 1.0, 0.0), max(turn, now))
         if turn > now:
             time.sleep(turn - now)
+
+    def _contended(self, connection: Any, now: float) -> bool:
+        """Whether several connections went past their budget in the last second (the caller
+        holds the gate); a lone client, however eager, is only held to the global pace."""
+        self._pollers[id(connection)] = now
+        if len(self._pollers) > 4 * CONTENDED_CONNECTIONS:
+            self._pollers = {k: t for k, t in self._pollers.items() if now - t < 1.0}
+        return sum(1 for t in self._pollers.values() if now - t < 1.0) >= CONTENDED_CONNECTIONS
 
     def snapshot(self, name: str, build: Callable[[], Any]) -> Snapshot:
         """The JSON of ``build()``, rebuilt only when the table changed or the copy is stale."""
