@@ -14,7 +14,6 @@ import logging
 import mimetypes
 import os
 import pathlib
-import shutil
 import socket
 import tempfile
 import threading
@@ -400,26 +399,17 @@ class DataServer:
                     del self._locks[path]
 
     def status(self) -> dict:
-        """``/__status``: PYME's disk and identity fields plus our serverfilter (no memory,
-        CPU or network figures: PYME's clients do not need them and they tell a stranger much)."""
-        disk = shutil.disk_usage(self.root_path)
-        host = self._http.host
-        if self.bind in ("", "0.0.0.0"):
-            try:
-                host = socket.gethostbyname(socket.gethostname())
-            except OSError:
-                host = "127.0.0.1"
+        """``/__status``: what PYME's clients use — how to reach this server and which cluster
+        it serves — in PYME's shape; no disk, host, memory, CPU or network figures (they tell a
+        stranger on the lab network much, and no client needs them)."""
         return {
-            "Disk": {"total": disk.total, "used": disk.used, "free": disk.free},
             "Uptime": time.time() - self._started,
             "CPUUsage": [],
             "MemUsage": {},
             "Network": {},
-            "IPAddress": host,
             "BindAddress": self.bind,
             "Port": self.port,
             "Protocol": "HTTP/1.1",
             "TestMode": False,
-            "ComputerName": socket.gethostname(),
             "ServerFilter": self.serverfilter,
         }
