@@ -116,7 +116,7 @@ def write(path: str | os.PathLike, change: Any, apply: Apply, check: Callable[[s
     original is reported, not copied over). Any exception leaves the public file as it was; it is
     first passed to ``explain``, whose answer (if any) is raised instead, before the damaged copy
     is deleted (so a full disk is still full when ``explain`` looks)."""
-    path = os.fspath(path)
+    path = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     with _LOCK:
@@ -212,7 +212,7 @@ def drop_idle(max_idle: float = IDLE_S) -> int:
 
 def drop_all(under: str | os.PathLike | None = None) -> None:
     """Delete every shadow (of files under the folder ``under``, if given)."""
-    prefix = os.path.join(os.fspath(under), "") if under is not None else ""
+    prefix = os.path.join(os.path.abspath(os.fspath(under)), "") if under is not None else ""
     with _LOCK:
         for path in list(_SHADOWS):
             if path.startswith(prefix):
