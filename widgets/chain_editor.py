@@ -19,7 +19,6 @@ from PyQt5.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSplitter,
-    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -97,7 +96,7 @@ class ChainEditor(QWidget):
         self.empty_label = QLabel("Add a step, or load a preset from the Presets menu.")
         self.empty_label.setAlignment(Qt.AlignCenter)
         self.empty_label.setWordWrap(True)
-        self.stack = _CurrentPageStack()
+        self.stack = _PageSwitch()
         for page in (self.empty_label, self.localisation_editor, self.recipe_editor):
             self.stack.addWidget(page)
         self.summary_label = QLabel()
@@ -379,17 +378,28 @@ class ChainEditor(QWidget):
             self.recipe_editor.recipe_picker.setToolTip(f"Cluster recipes unavailable: {message}")
 
 
-class _CurrentPageStack(QStackedWidget):
-    """A stack sized by the page shown (QStackedWidget asks for room for its largest page)."""
+class _PageSwitch(QWidget):
+    """Shows one of its pages; sized by that page alone, height for width included (a
+    QStackedWidget asks for room for its largest page, so a short step would scroll too)."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.currentChanged.connect(lambda _index: self.updateGeometry())
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._current: QWidget | None = None
 
-    def sizeHint(self):  # noqa: N802 - Qt's name
-        page = self.currentWidget()
-        return page.sizeHint() if page is not None else super().sizeHint()
+    def addWidget(self, page: QWidget) -> None:  # noqa: N802 - QStackedWidget's name
+        self._layout.addWidget(page)
+        page.setVisible(self._current is None)
+        if self._current is None:
+            self._current = page
 
-    def minimumSizeHint(self):  # noqa: N802 - Qt's name
-        page = self.currentWidget()
-        return page.minimumSizeHint() if page is not None else super().minimumSizeHint()
+    def setCurrentWidget(self, page: QWidget) -> None:  # noqa: N802 - QStackedWidget's name
+        if page is not self._current:
+            if self._current is not None:
+                self._current.hide()
+            self._current = page
+            page.show()
+
+    def currentWidget(self) -> QWidget | None:  # noqa: N802 - QStackedWidget's name
+        return self._current
