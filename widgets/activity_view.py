@@ -22,7 +22,7 @@ class ActivityView(QWidget):
         self.log = log
         self.text = QPlainTextEdit()
         self.text.setReadOnly(True)
-        self.text.setLineWrapMode(QPlainTextEdit.NoWrap)
+        self.text.setLineWrapMode(QPlainTextEdit.WidgetWidth)  # the time stays in view
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
         self.text.setMaximumBlockCount(log.max_entries)
         self.text.setPlaceholderText("Launches, failures, reconnections, automatic launches and "
@@ -49,6 +49,7 @@ class ActivityView(QWidget):
         self.text.appendPlainText(line)
         if at_end:  # follow the newest, unless the user scrolled up to read
             self.text.moveCursor(QTextCursor.End)
+            self.text.moveCursor(QTextCursor.StartOfBlock)
             self.text.ensureCursorVisible()
         self.count_label.setText(f"{len(self.log):,} entries")
         self.added.emit(line)
