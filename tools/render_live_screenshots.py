@@ -73,10 +73,10 @@ def main() -> int:
                 _save(window, args.out / f"live_view_acquiring_{width}x{height}.png")
             window.resize(1280, 800)
             _wait(app, lambda: not view.following, 1800, "the localisation to finish")
-            _wait(app, lambda: window.rule_model.rule_ids() and all(
+            steps = window.chain_model.rowCount()
+            _wait(app, lambda: len(window.rule_model.rule_ids()) >= steps and all(
                 window.rule_model.rule_state(r) in ("finished", "failed")
-                for r in window.rule_model.rule_ids()) and len(window.rule_model.rule_ids()) >= 3,
-                600, "the chain to finish")
+                for r in window.rule_model.rule_ids()), 600, "the chain to finish")
             _settle(app, 1.5)
             _save(window, args.out / "live_view_finished.png")
             image = next(o for o in window.results_view._outputs if o.preview_kind == "image")
