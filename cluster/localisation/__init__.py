@@ -195,10 +195,11 @@ def _block_means(maps: np.ndarray, block: int) -> np.ndarray:
     return sums.reshape(n, bx, by, block).sum(axis=3) / np.float32(block * block)
 
 
-def _background_stack(cache: _FrameCache, batch: Sequence[int],
-                      settings: FitSettings) -> tuple[np.ndarray, np.ndarray]:
+def _background_stack(cache: _FrameCache, batch: Sequence[int], settings: FitSettings,
+                      frames: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Background maps of the frames of ``batch`` ``(n, W, H)`` and the variance of each map's
-    pixel noise relative to a frame's (0 for maps estimated from the frame itself)."""
+    pixel noise relative to a frame's (0 for maps estimated from the frame itself).
+    ``frames`` are the batch's frames stacked, when the caller has them."""
     windows = [_background.bg_frame_indices(index, settings.bg_range, settings.laser_on)
                for index in batch]
     maps: list[np.ndarray | None] = [None] * len(batch)
@@ -223,6 +224,8 @@ def _background_stack(cache: _FrameCache, batch: Sequence[int],
         for k, mean in zip(temporal, means):
             maps[k] = mean
     own = [k for k, window in enumerate(windows) if not len(window)]
+    if len(own) == len(batch) and frames is not None:
+        return _background.from_frame(frames), rel_var
     if own:
         for k, estimate in zip(own, _background.from_frame(np.stack([cache[batch[k]]
                                                                      for k in own]))):
@@ -330,7 +333,7 @@ def _localise_batch(cache: _FrameCache, batch: Sequence[int], settings: FitSetti
                     camera: CameraModel, noise: _NoiseModel) -> np.ndarray:
     t0 = time.perf_counter()
     frames = np.stack([cache[i] for i in batch])
-    bg, rel_var = _background_stack(cache, batch, settings)
+    bg, rel_var = _background_stack(cache, batch, settings, frames)
     vx, vy = settings.voxel_nm
     psf_px = settings.psf_sigma_nm / vx
     # noise of (frame − background): camera noise at the local background level (mean over
