@@ -215,3 +215,21 @@ def test_status_long_poll_answers_on_a_change_or_after_the_wait(rule_server):
         for bad in ({"since": 1, "wait": "soon"}, {"since": -1}, {"since": 1, "wait": -2}):
             reply = session.get(url, params=bad, timeout=5)
             assert reply.status_code == 400, bad
+
+
+def test_on_a_pyme_rule_server_the_watcher_polls(qtbot, watchers):
+    """PYME's rule server has no status long poll: the watcher polls /distributor/queues."""
+    from helpers import pyme_only_rule_server
+    server = pyme_only_rule_server().start()
+    try:
+        with requests.Session() as session:
+            rule_id = _add_rule(session, server.url, 2)
+        watcher = StatusWatcher(server.url, interval_s=0.05)
+        seen: list[list[RuleStatus]] = []
+        watcher.statusesUpdated.connect(seen.append)
+        watchers(watcher)
+        qtbot.waitUntil(lambda: len(seen) >= 3, timeout=10000)
+        assert watcher._long_poll is False
+        assert [s.rule_id for s in seen[-1]] == [rule_id] and seen[-1][0].state == "waiting"
+    finally:
+        server.stop()
