@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.support import pct, verdict  # noqa: E402
+from benchmarks.support import cpu_seconds, pct, verdict  # noqa: E402
 
 #: Idle CPU of the window + embedded cluster, as a fraction of one core.
 IDLE_TARGET = 0.005
@@ -30,23 +30,16 @@ IDLE_TARGET = 0.005
 HANDOUT_TARGET_S = 0.1
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (``/proc/<pid>/stat`` fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(") ", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(app, pids: list[int], seconds: float) -> list[float]:
     """Fraction of one core used by each of ``pids`` while the Qt event loop runs ``seconds``."""
     from PyQt5.QtCore import QEventLoop, QTimer
-    before = [cpu_seconds(p) for p in pids]
+    before = [cpu_seconds([p]) for p in pids]
     t0 = time.monotonic()
     loop = QEventLoop()
     QTimer.singleShot(int(seconds * 1000), loop.quit)
     loop.exec_()
     elapsed = time.monotonic() - t0
-    return [(cpu_seconds(p) - b) / elapsed for p, b in zip(pids, before)]
+    return [(cpu_seconds([p]) - b) / elapsed for p, b in zip(pids, before)]
 
 
 def handout_latencies(app, lc, n: int = 20) -> list[float]:

@@ -31,7 +31,7 @@ def cpu_seconds(pids) -> float | None:
     try:
         total = 0
         for pid in pids:
-            with open(f"/proc/{pid}/stat") as fh:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])      # utime, stime (clock ticks)
         return total / os.sysconf("SC_CLK_TCK")
