@@ -3,7 +3,8 @@
 The cluster is, in order: ``--server URL`` (with ``--dataserver``), the server saved in
 ``QSettings``, the ``PYME_RULESERVER_URL`` / ``PYME_DATASERVER_URL`` environment variables; with
 none of these the embedded cluster of one is started in the background (data in the per-user data
-folder) and stopped on exit.
+folder) and stopped on exit; the window then says if other clusters run on this machine
+(*File ▸ Connect to Cluster…* lists them).
 """
 from __future__ import annotations
 
@@ -52,8 +53,9 @@ def choose_cluster(args, settings: QSettings, environ=os.environ) -> ClusterAddr
         return ClusterAddress(server.rstrip("/"), data)
     saved = str(settings.value("cluster/ruleserver", "") or "")
     saved_data = _split(str(settings.value("cluster/dataservers", "") or ""))
-    if saved and saved_data:
-        return ClusterAddress(saved.rstrip("/"), saved_data)
+    if saved and saved_data:  # the cluster's name too when it was picked from this machine's list
+        return ClusterAddress(saved.rstrip("/"), saved_data,
+                              str(settings.value("cluster/serverfilter", "") or "") or None)
     env_rule = next((environ[k] for k in RULESERVER_ENVS if environ.get(k)), "")
     env_data = _split(next((environ[k] for k in DATASERVER_ENVS if environ.get(k)), ""))
     if env_rule and env_data:

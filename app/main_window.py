@@ -31,6 +31,7 @@ from PyQt5.QtWidgets import (
 from app.launcher import ClusterAddress, Launcher
 from app.live import AutoAnalysis, AutoAnalysisDialog, LivePanel, results_file
 from app.watcher import StatusWatcher, start_watcher, stop_watcher
+from rules import nameservice
 from rules.activity import ActivityLog
 from rules.chain import LOCALISATION, ChainStep, expected_outputs, from_factories, to_factories
 from rules.dataserver_client import DataClient
@@ -69,6 +70,11 @@ LIVE_RULES_HEIGHT = 150
 LAST_CHAIN = "last_chain.yaml"
 PRESETS_FOLDER = "chained_analysis"
 WATCH_INTERVAL_S = 1.0
+
+
+def _other_clusters(own: ClusterAddress) -> list[tuple[str, str, list[str]]]:
+    """The clusters registered on this machine other than ``own`` (runs off the GUI thread)."""
+    return [c for c in nameservice.local_clusters() if c[1].rstrip("/") != own.ruleserver]
 
 
 def _server_features(address: ClusterAddress) -> tuple:
@@ -153,6 +159,8 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.config_dir = Path(config_dir)
         self.address: ClusterAddress | None = None
+        #: the window's own (embedded) cluster, once started
+        self._embedded_address: ClusterAddress | None = None
         self.last_error = ""
         self._watcher: StatusWatcher | None = None
         self._watcher_thread = None
@@ -388,6 +396,10 @@ class MainWindow(QMainWindow):
         """
         self._retire_watcher()
         self.address = address
+        if address.embedded and self._embedded_address is None:  # the window's start
+            self._embedded_address = address
+            self._pool.start(BackgroundCall("other clusters", lambda: _other_clusters(address),
+                                            self._signals))
         self._reachable = None
         self._show_cluster_status(("Embedded cluster" if address.embedded else "Cluster")
                                   + f" {address.ruleserver}", None)
@@ -871,6 +883,8 @@ class MainWindow(QMainWindow):
                 self.launch(series=acquisition.series_path, steps=steps,
                             spooler=acquisition)
             self.series_browser.refresh()
+        elif what == "other clusters":
+            self._tell_other_clusters(result)
         elif what == "modules":
             address, modules = result
             if address == self.address:  # none published (PYME's): check with the bundled list
@@ -925,19 +939,47 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"Spoolside — {name}")
 
     def _on_connect_triggered(self) -> None:
+        # The name service is a local sqlite file and the ports it lists are checked with a short
+        # connect: quick enough to list before the dialog opens.
+        own = self._embedded_address
         dialog = ServerDialog(self.address.ruleserver if self.address else "http://",
-                              self.address.dataservers if self.address else (), self)
+                              self.address.dataservers if self.address else (), self,
+                              clusters=nameservice.local_clusters(),
+                              own_ruleserver=own.ruleserver if own is not None else "")
         if dialog.exec_() != ServerDialog.Accepted:
             return
         rule, data = dialog.values()
-        address = ClusterAddress(rule, data)
+        if own is not None and (rule.rstrip("/"), tuple(u.rstrip("/") for u in data)) == \
+                (own.ruleserver, own.dataservers):
+            self._on_forget_triggered()  # the window's own cluster: the default, nothing to save
+            if self.address != own:
+                self.set_cluster(own)
+            return
+        address = ClusterAddress(rule, data, dialog.serverfilter())
         self.settings.setValue("cluster/ruleserver", address.ruleserver)
         self.settings.setValue("cluster/dataservers", ",".join(address.dataservers))
+        if address.serverfilter:
+            self.settings.setValue("cluster/serverfilter", address.serverfilter)
+        else:
+            self.settings.remove("cluster/serverfilter")
         self.set_cluster(address)
+
+    def _tell_other_clusters(self, others: list) -> None:
+        """Other clusters run on this machine while the window started its own: say so, without
+        asking (the user may have meant one of them)."""
+        if not others:
+            return
+        names = ", ".join(f"{name or '(no name)'} ({rule})" for name, rule, _ in others)
+        text = (f"{len(others)} other cluster{'s' if len(others) > 1 else ''} run"
+                f"{'' if len(others) > 1 else 's'} on this machine ({names}) — "
+                "File ▸ Connect to Cluster… to use one")
+        self.statusBar().showMessage(text, 30000)
+        self.activity.add("cluster", text)
 
     def _on_forget_triggered(self) -> None:
         self.settings.remove("cluster/ruleserver")
         self.settings.remove("cluster/dataservers")
+        self.settings.remove("cluster/serverfilter")
         self.statusBar().showMessage("The next start uses the embedded cluster "
                                      "(unless --server or PYME_RULESERVER_URL says otherwise)", 10000)
 

@@ -1,10 +1,21 @@
-"""Asks for a cluster's rule server and data server URLs, checking them as they are typed."""
+"""Asks which cluster to use: one of those registered on this machine, or typed URLs (checked as
+they are typed)."""
 from __future__ import annotations
 
 import logging
 from urllib.parse import urlsplit
 
-from PyQt5.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QVBoxLayout
+from PyQt5.QtCore import Qt
+from PyQt5.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QVBoxLayout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +45,48 @@ def split_urls(text: str) -> list[str]:
     return [u.strip() for u in text.replace(";", ",").split(",") if u.strip()]
 
 
-class ServerDialog(QDialog):
-    """Rule server URL and data server URL(s); a bad URL is flagged under its field and
-    "Connect" stays off until both are valid."""
+#: What the list says when no cluster is registered on this machine.
+NONE_HERE = "No cluster is registered on this machine: enter its URLs below."
+ENTER_URLS = "Enter URLs…"
 
-    def __init__(self, ruleserver: str = "", dataservers: tuple[str, ...] = (), parent=None):
+
+class ServerDialog(QDialog):
+    """The clusters registered on this machine, then the rule server URL and data server URL(s).
+
+    Picking a listed cluster fills the URLs; typing URLs that match none picks "Enter URLs…". A bad
+    URL is flagged under its field and "Connect" stays off until both are valid.
+
+    Parameters
+    ----------
+    clusters
+        ``[(serverfilter, rule server URL, data server URLs)]`` as
+        :func:`rules.nameservice.local_clusters` lists them.
+    own_ruleserver
+        the rule server of the window's embedded cluster, marked as such in the list.
+    """
+
+    def __init__(self, ruleserver: str = "", dataservers: tuple[str, ...] = (), parent=None,
+                 clusters: list[tuple[str, str, list[str]]] = (), own_ruleserver: str = ""):
         super().__init__(parent)
         self.setWindowTitle("Connect to cluster")
+        self.clusters = [(name, rule.rstrip("/"), tuple(u.rstrip("/") for u in data))
+                         for name, rule, data in clusters]
+        self.cluster_list = QListWidget()
+        for name, rule, data in self.clusters:
+            own = bool(own_ruleserver) and rule == own_ruleserver.rstrip("/")
+            mark = "  (this window's embedded cluster)" if own else ""
+            item = QListWidgetItem(f"{name or '(no name)'}{mark}\n    rule server {rule}\n"
+                                   f"    data server(s) {', '.join(data)}")
+            item.setData(Qt.UserRole, (name, rule, data))
+            self.cluster_list.addItem(item)
+        manual = QListWidgetItem(ENTER_URLS if self.clusters else NONE_HERE)
+        manual.setData(Qt.UserRole, None)
+        self.cluster_list.addItem(manual)
+        self.cluster_list.setSpacing(2)
+        self.cluster_list.setMaximumHeight(self.fontMetrics().lineSpacing() * 3 * 4)
+        self.cluster_list.currentItemChanged.connect(self._on_cluster_picked)
+        self.cluster_list.itemDoubleClicked.connect(
+            lambda item: self.accept() if item.data(Qt.UserRole) else None)
         self.rule_edit = QLineEdit(ruleserver)
         self.rule_edit.setPlaceholderText("http://host:port")
         self.rule_edit.setMinimumWidth(self.fontMetrics().horizontalAdvance("x" * 40))
@@ -62,6 +108,8 @@ class ServerDialog(QDialog):
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Clusters on this machine:"))
+        layout.addWidget(self.cluster_list)
         layout.addLayout(form)
         layout.addWidget(self.buttons)
         self.rule_edit.textChanged.connect(self._check)
@@ -70,6 +118,38 @@ class ServerDialog(QDialog):
 
     def values(self) -> tuple[str, tuple[str, ...]]:
         return self.rule_edit.text().strip(), tuple(split_urls(self.data_edit.text()))
+
+    def serverfilter(self) -> str | None:
+        """The name of the listed cluster the URLs are those of (None for typed URLs)."""
+        row = self._listed_row()
+        return None if row is None else self.clusters[row][0]
+
+    def _listed_row(self) -> int | None:
+        rule, data = self.values()
+        typed = (rule.rstrip("/"), tuple(u.rstrip("/") for u in data))
+        return next((i for i, (_n, r, d) in enumerate(self.clusters) if (r, d) == typed), None)
+
+    def pick(self, row: int) -> None:
+        """Choose the ``row``-th listed cluster (the last row is "Enter URLs…")."""
+        self.cluster_list.setCurrentRow(row)
+
+    def _on_cluster_picked(self, item, _previous=None) -> None:
+        chosen = item.data(Qt.UserRole) if item is not None else None
+        if chosen is not None:
+            _name, rule, data = chosen
+            self.rule_edit.setText(rule)
+            self.data_edit.setText(", ".join(data))
+        else:
+            self.rule_edit.setFocus()
+
+    def _sync_list(self) -> None:
+        """Select the listed cluster the typed URLs are those of, else "Enter URLs…"."""
+        row = self._listed_row()
+        row = len(self.clusters) if row is None else row
+        if self.cluster_list.currentRow() != row:
+            self.cluster_list.blockSignals(True)
+            self.cluster_list.setCurrentRow(row)
+            self.cluster_list.blockSignals(False)
 
     def problems(self) -> tuple[str, str]:
         """(rule server problem, data servers problem); empty strings when fine."""
@@ -84,6 +164,7 @@ class ServerDialog(QDialog):
             super().accept()
 
     def _check(self, *_args) -> None:
+        self._sync_list()
         problems = self.problems()
         for label, problem, edit in zip((self.rule_problem, self.data_problem), problems,
                                         (self.rule_edit, self.data_edit)):
