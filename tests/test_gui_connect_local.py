@@ -4,10 +4,8 @@ Real clusters on free loopback ports, registered in the test's private name serv
 from __future__ import annotations
 
 import pytest
-from PyQt5.QtCore import QSettings
 
 from app.launcher import ClusterAddress
-from app.main_window import MainWindow
 from cluster.local import start_local_cluster
 from widgets.server_dialog import ServerDialog
 
@@ -17,22 +15,6 @@ def two_clusters(tmp_path):
     with start_local_cluster(tmp_path / "a", serverfilter="bench-a", register=True) as a, \
             start_local_cluster(tmp_path / "b", serverfilter="bench-b", register=True) as b:
         yield a, b
-
-
-@pytest.fixture
-def make_window(qtbot, tmp_path):
-    windows = []
-
-    def make() -> MainWindow:
-        win = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat), tmp_path / "config")
-        qtbot.addWidget(win)
-        windows.append(win)
-        return win
-    yield make
-    for win in windows:
-        win.ask_before_closing = False
-        win.close()
-        win.shutdown()
 
 
 def _embedded(lc) -> ClusterAddress:
@@ -49,9 +31,8 @@ def _start_on_own(qtbot, window, lc) -> list:
 
 
 def test_connect_dialog_lists_the_clusters_here_and_choosing_one_connects(
-        qtbot, monkeypatch, make_window, two_clusters, tmp_path):
+        qtbot, monkeypatch, two_clusters, window, tmp_path):
     a, b = two_clusters
-    window = make_window()
     window.set_cluster(_embedded(a))  # a plays the window's own embedded cluster
     shown = {}
 
@@ -110,9 +91,8 @@ def test_no_cluster_here_says_so_in_the_list(qtbot):
     assert "No cluster is registered" in dialog.cluster_list.item(0).text()
 
 
-def test_the_window_on_its_own_cluster_says_other_clusters_run_here(qtbot, make_window, two_clusters):
+def test_the_window_on_its_own_cluster_says_other_clusters_run_here(qtbot, two_clusters, window):
     a, b = two_clusters
-    window = make_window()
     assert [c[0] for c in _start_on_own(qtbot, window, a)] == ["bench-b"]
     text = next(e.text for e in window.activity.entries("cluster") if "bench-b" in e.text)
     assert text.startswith("1 other cluster runs on this machine") and b.ruleserver_url in text
@@ -120,8 +100,12 @@ def test_the_window_on_its_own_cluster_says_other_clusters_run_here(qtbot, make_
     assert "bench-b" in window.statusBar().currentMessage()
 
 
-def test_the_window_alone_on_this_machine_says_nothing(qtbot, make_window, tmp_path):
+@pytest.fixture
+def one_cluster(tmp_path):
     with start_local_cluster(tmp_path / "only", serverfilter="solo", register=True) as only:
-        window = make_window()
-        assert _start_on_own(qtbot, window, only) == []
-        assert not any("other cluster" in e.text for e in window.activity.entries())
+        yield only
+
+
+def test_the_window_alone_on_this_machine_says_nothing(qtbot, one_cluster, window):
+    assert _start_on_own(qtbot, window, one_cluster) == []
+    assert not any("other cluster" in e.text for e in window.activity.entries())

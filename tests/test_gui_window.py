@@ -167,6 +167,8 @@ def test_choose_cluster_order(settings):
     settings.setValue("cluster/ruleserver", "http://saved:1")
     settings.setValue("cluster/dataservers", "http://saved:2")
     assert choose_cluster(args, settings, env).ruleserver == "http://saved:1"
+    settings.setValue("cluster/serverfilter", "bench-b")  # picked from this machine's clusters
+    assert choose_cluster(args, settings, env).serverfilter == "bench-b"
     given = parse_args(["--server", "http://given:1", "--dataserver", "http://given:2"])
     assert choose_cluster(given, settings, env) == ClusterAddress("http://given:1", ("http://given:2",))
     with pytest.raises(ClusterChoiceError):
