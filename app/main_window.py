@@ -969,10 +969,10 @@ class MainWindow(QMainWindow):
         asking (the user may have meant one of them)."""
         if not others:
             return
-        names = ", ".join(f"{name or '(no name)'} ({rule})" for name, rule, _ in others)
-        text = (f"{len(others)} other cluster{'s' if len(others) > 1 else ''} run"
-                f"{'' if len(others) > 1 else 's'} on this machine ({names}) — "
-                "File ▸ Connect to Cluster… to use one")
+        names = ", ".join(f"{name or '(no name)'} at {rule}" for name, rule, _ in others)
+        several = len(others) > 1  # the advice first: a narrow status bar cuts the end off
+        text = (f"{len(others)} other cluster{'s run' if several else ' runs'} on this machine — "
+                f"File ▸ Connect to Cluster… to use {'one' if several else 'it'} ({names})")
         self.statusBar().showMessage(text, 30000)
         self.activity.add("cluster", text)
 
