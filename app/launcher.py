@@ -14,14 +14,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from PyQt5.QtCore import QObject, QThreadPool, pyqtSignal
+from PyQt5.QtCore import QObject, pyqtSignal
 
 from rules.chain import pushed_outputs, rule_for_series
 from rules.connection import Cluster
 from rules.errors import ClusterError, ClusterUnreachable, RequestRefused
 from rules.patterns import PatternError
 from rules.uris import parse_cluster_uri
-from widgets.background import BackgroundCall, CallSignals
+from widgets.background import BackgroundCall, CallSignals, TaskPool
 from widgets.rule_table import RuleLabel
 
 logger = logging.getLogger(__name__)
@@ -112,8 +112,7 @@ class Launcher(QObject):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(2)
+        self._pool = TaskPool(2, name='launcher')
         self._numbers = itertools.count(1)
         self._labels: dict[str, RuleLabel] = {}
         self._rules: list = []

@@ -12,7 +12,7 @@ import logging
 import posixpath
 from pathlib import Path
 
-from PyQt5.QtCore import QObject, Qt, QThreadPool, pyqtSignal
+from PyQt5.QtCore import QObject, Qt, pyqtSignal
 from PyQt5.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -34,7 +34,7 @@ from rules.export import cluster_batches, export_localisations
 from rules.presets import PresetError, load_preset
 from rules.ruleserver_client import RuleServerClient
 from rules.uris import cluster_path, parse_cluster_uri
-from widgets.background import BackgroundCall, CallSignals
+from widgets.background import BackgroundCall, CallSignals, shared_pool
 from widgets.live_view import LiveView
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def export_localisations_dialog(parent: QWidget, data: DataClient, results_uri: 
     signals.done.connect(done)
     signals.failed.connect(failed)
     # the file dialog already asked about replacing an existing file
-    QThreadPool.globalInstance().start(BackgroundCall(
+    shared_pool().start(BackgroundCall(
         "export", lambda: export_localisations(cluster_batches(data, results_uri), path,
                                                overwrite=True), signals))
 

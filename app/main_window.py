@@ -13,7 +13,7 @@ import platform
 import posixpath
 from pathlib import Path
 
-from PyQt5.QtCore import PYQT_VERSION_STR, QT_VERSION_STR, Qt, QThreadPool, QTimer
+from PyQt5.QtCore import PYQT_VERSION_STR, QT_VERSION_STR, Qt, QTimer
 from PyQt5.QtGui import QFontMetrics, QIcon, QKeySequence
 from PyQt5.QtWidgets import (
     QAction,
@@ -42,7 +42,7 @@ from rules.recipe_params import params_from_json
 from rules.simulation import SimulationSettings, spool_progress
 from rules.uris import make_cluster_uri
 from widgets.activity_view import ActivityView
-from widgets.background import BackgroundCall, CallSignals
+from widgets.background import BackgroundCall, CallSignals, TaskPool
 from widgets.chain_editor import ChainEditor
 from widgets.chain_model import ChainModel
 from widgets.cluster_files import ClusterFileDialog
@@ -177,8 +177,7 @@ class MainWindow(QMainWindow):
         #: False: close at once, without asking about running work (Ctrl-C, SIGTERM)
         self.ask_before_closing = True
         self._close_question: QMessageBox | None = None
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(2)
+        self._pool = TaskPool(2, name='main_window')
         self._signals = CallSignals(self)
         self._signals.done.connect(self._on_call_done)
         self._signals.failed.connect(self._on_call_failed)

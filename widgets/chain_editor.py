@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from PyQt5.QtCore import Qt, QThreadPool, QTimer, pyqtSignal
+from PyQt5.QtCore import Qt, QTimer, pyqtSignal
 from PyQt5.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -33,7 +33,7 @@ from rules.chain import (
     step_outputs,
 )
 from rules.recipe_check import BUNDLED_NOTE
-from widgets.background import BackgroundCall, CallSignals
+from widgets.background import BackgroundCall, CallSignals, TaskPool
 from widgets.chain_model import ChainModel
 from widgets.step_editors import LocalisationStepEditor, RecipeStepEditor, bundled_recipes, show_problem_list
 
@@ -67,8 +67,7 @@ class ChainEditor(QWidget):
         self._warnings: list[StepProblem] = []
         self._fetch_recipe = None
         self._recipe_texts: dict[str, str] = {}
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(2)
+        self._pool = TaskPool(2, name='chain_editor')
         self._signals = CallSignals(self)
         self._signals.done.connect(self._on_call_done)
         self._signals.failed.connect(self._on_call_failed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import posixpath
 
-from PyQt5.QtCore import QModelIndex, Qt, QThreadPool, pyqtSignal
+from PyQt5.QtCore import QModelIndex, Qt, pyqtSignal
 from PyQt5.QtGui import QStandardItem
 from PyQt5.QtWidgets import (
     QDialog,
@@ -14,7 +14,7 @@ from PyQt5.QtWidgets import (
     QVBoxLayout,
 )
 
-from widgets.background import BackgroundCall, CallSignals
+from widgets.background import BackgroundCall, CallSignals, TaskPool
 from widgets.series_browser import OUTPUT_EXTS, name_tree, size_text
 
 #: Files the Results tab can show (others are listed greyed).
@@ -38,8 +38,7 @@ class ClusterFileDialog(QDialog):
         self.setWindowTitle("Open from Cluster")
         self.resize(640, 480)
         self._make_lister = make_lister
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
+        self._pool = TaskPool(1, name='cluster_files')
         self._signals = CallSignals(self)
         self._signals.done.connect(self._on_listed)
         self._signals.failed.connect(self._on_failed)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt5.QtCore import QRectF, Qt, QThreadPool, pyqtSignal
+from PyQt5.QtCore import QRectF, Qt, pyqtSignal
 from PyQt5.QtGui import QImage, QPainter
 from PyQt5.QtWidgets import (
     QComboBox,
@@ -28,7 +28,7 @@ from PyQt5.QtWidgets import (
 )
 
 from rules.render import colourise, contrast_levels, max_pool
-from widgets.background import BackgroundCall, CallSignals
+from widgets.background import BackgroundCall, CallSignals, shared_pool
 
 COLOUR_MAPS = ("hot", "magma")
 #: Sides of the overview images painted when zoomed out (each a max-pooled copy of the image).
@@ -311,7 +311,7 @@ class ImageViewer(QWidget):
             started = time.perf_counter()
             picture, overviews = coloured_images(image, display)
             return _Coloured(picture, overviews, time.perf_counter() - started)
-        QThreadPool.globalInstance().start(BackgroundCall(str(self._generation), colour,
+        shared_pool().start(BackgroundCall(str(self._generation), colour,
                                                           self._signals))
 
     def _on_colour_failed(self, _tag: str, message: str) -> None:

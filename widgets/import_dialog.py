@@ -12,7 +12,7 @@ import pathlib
 import threading
 from typing import Callable
 
-from PyQt5.QtCore import QEvent, QObject, QThreadPool, pyqtSignal
+from PyQt5.QtCore import QEvent, QObject, pyqtSignal
 from PyQt5.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -29,7 +29,7 @@ from rules.dataserver_client import DataClient
 from rules.importer import REQUIRED, ImportSource, import_series, open_source
 from rules.settings import SettingError, check_setting
 from rules.uris import check_name
-from widgets.background import BackgroundCall, CallSignals
+from widgets.background import BackgroundCall, CallSignals, shared_pool
 
 #: The fields the dialog offers: (metadata key, label, factor from the typed value to the key's).
 FIELDS = (("voxelsize.x", "Pixel size (nm)", 1e-3), ("Camera.ADOffset", "Camera offset (ADU)", 1.0),
@@ -89,7 +89,7 @@ class ImportDialog(QDialog):
         self._signals.failed.connect(self._on_failed)
         self._progress = _Progress(self)
         self._progress.changed.connect(self._on_progress)
-        self._pool = QThreadPool.globalInstance()
+        self._pool = shared_pool()
         self._pool.start(BackgroundCall("open", lambda: open_source(self.path), self._signals))
 
     # -- reading ------------------------------------------------------------------------------

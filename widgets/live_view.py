@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt5.QtCore import Qt, QThreadPool, QTimer, pyqtSignal
+from PyQt5.QtCore import Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QImage
 from PyQt5.QtWidgets import (
     QHBoxLayout,
@@ -32,7 +32,7 @@ from rules.locstats import HISTOGRAMS
 from rules.render import DensityCanvas, pixel_size_for
 from rules.ruleserver_client import RuleServerClient
 from rules.watchers import RuleStatus
-from widgets.background import BackgroundCall, CallSignals
+from widgets.background import BackgroundCall, CallSignals, shared_pool
 from widgets.image_canvas import Display, DisplayControls, ImageCanvas, coloured_images
 
 logger = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ class LiveView(QWidget):
         signals.done.connect(self._on_done)
         signals.failed.connect(self._on_failed)
         self._in_flight = signals  # and this view keeps them until the result has arrived
-        QThreadPool.globalInstance().start(BackgroundCall(
+        shared_pool().start(BackgroundCall(
             str(self._generation), lambda: source.step(display, read=read), signals))
 
     def _recolour(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 
-from PyQt5.QtCore import Qt, QThreadPool, pyqtSignal
+from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
 from PyQt5.QtWidgets import (
     QFileDialog,
@@ -27,7 +27,7 @@ from PyQt5.QtWidgets import (
 
 from rules.files import atomic_write
 from rules.settings import SettingError, format_value, parse_setting, setting_for, setting_problem
-from widgets.background import BackgroundCall, CallSignals
+from widgets.background import BackgroundCall, CallSignals, TaskPool
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +203,7 @@ class MetadataPanel(QWidget):
         super().__init__(parent)
         self.model = model or MetadataModel(self)
         self._request = 0
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
+        self._pool = TaskPool(1, name='metadata_panel')
         self._signals = CallSignals(self)
         self._signals.done.connect(self._on_loaded)
         self._signals.failed.connect(self._on_failed)

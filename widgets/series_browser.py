@@ -12,7 +12,7 @@ import logging
 import posixpath
 from dataclasses import dataclass
 
-from PyQt5.QtCore import Qt, QThreadPool, QTimer, pyqtSignal
+from PyQt5.QtCore import Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
 from PyQt5.QtWidgets import (
     QAction,
@@ -38,7 +38,7 @@ from rules.simulation import (
     free_series_name,
     series_name_problem,
 )
-from widgets.background import BackgroundCall, CallSignals
+from widgets.background import BackgroundCall, CallSignals, TaskPool
 
 logger = logging.getLogger(__name__)
 
@@ -314,8 +314,7 @@ class SeriesBrowser(QWidget):
         self._busy = False
         self._entries: list[SeriesEntry] = []
         self._selected = ""
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
+        self._pool = TaskPool(1, name='series_browser')
         self._signals = CallSignals(self)
         self._signals.done.connect(self._on_listed)
         self._signals.failed.connect(self._on_failed)
