@@ -10,6 +10,11 @@ process on loopback, through ``cluster.simulator.SimulatedAcquisition`` (the eng
 Targets: ≥ 500 frames/s (CPU time of this one process, and wall clock); each asked-for rate held
 within 5 %.  Exits 1 on a miss.  Run pinned to one core for the CPU figure, e.g.
 ``taskset -c 1 python benchmarks/simulator.py [--frames 3000] [--structure filaments]``.
+
+``--window [--workers N]``: the same rates asked for inside the window instead (offscreen), on the
+embedded cluster whose data server shares the window's process, through *Simulate acquisition*
+(which also launches the window's default chain live on the series, with N workers; 0: spooling
+only).  Reports the rate the window's acquisition reached; no targets.
 """
 from __future__ import annotations
 
@@ -50,13 +55,72 @@ def spool(client, name: str, frames: int, fps: float, args) -> tuple[float, floa
     return cpu, wall, acquisition.spool_rate(window=1e9)
 
 
+def window_rates(args) -> int:
+    """The rates *Simulate acquisition* reaches in the window (offscreen, embedded cluster)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PyQt5.QtCore import QSettings
+    from PyQt5.QtWidgets import QApplication
+
+    from app.launcher import ClusterAddress
+    from app.main_window import MainWindow
+    from cluster.local import start_local_cluster
+    from rules.simulation import SimulationSettings
+
+    app = QApplication.instance() or QApplication([])
+
+    def wait_until(condition, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            app.processEvents()
+            time.sleep(0.005)
+        return condition()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = start_local_cluster(Path(tmp) / "data", workers=args.workers)
+        window = MainWindow(QSettings(str(Path(tmp) / "settings.ini"), QSettings.IniFormat),
+                            Path(tmp) / "config")
+        try:
+            window.show()
+            window.set_cluster(ClusterAddress(cluster.ruleserver_url, (cluster.dataserver_url,),
+                                              cluster.serverfilter, embedded=True))
+            assert wait_until(lambda: window._reachable is True, 20)
+            for fps in (*HELD_RATES, 10_000.0):
+                frames = 3000 if fps > 1e3 else int(fps * 6)
+                n = len(window._acquisitions)
+                window.simulate(f"bench/window_{fps:.0f}", SimulationSettings(frames=frames, fps=fps))
+                if not wait_until(lambda: len(window._acquisitions) > n, 60):
+                    raise RuntimeError(f"no acquisition started: {window.statusBar().currentMessage()} "
+                                       f"{getattr(window, 'last_error', '')}")
+                acquisition = window._acquisitions[-1]
+                cpu = time.process_time()
+                assert wait_until(acquisition.finished, frames / min(fps, 100) + 60)
+                rate = acquisition.spool_rate()     # first to last, once finished
+                asked = "as fast as it can" if fps > 1e3 else f"asked for {fps:.0f} frames/s"
+                print(f"window, {args.workers} worker(s), {asked}, {frames} frames: {rate:,.1f} "
+                      f"frames/s reached; window process {(time.process_time() - cpu) / frames * 1e3:.2f} "
+                      f"ms CPU a frame (GUI, data and rule servers, simulator)", flush=True)
+                if args.workers:    # the analysis done before the next series
+                    wait_until(lambda: all(window.rule_model.status(r).terminal
+                                           for r in window.rule_model.rule_ids()), 300)
+        finally:
+            window.ask_before_closing = False
+            window.close()
+            window.shutdown()
+            cluster.stop()
+    return 0
+
+
 def main() -> int:
     from rules.dataserver_client import DataClient
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=3000)
     parser.add_argument("--structure", default="filaments")
+    parser.add_argument("--window", action="store_true", help="measure inside the window")
+    parser.add_argument("--workers", type=int, default=1, help="with --window: worker processes")
     args = parser.parse_args()
+    if args.window:
+        return window_rates(args)
     checks = []
     with tempfile.TemporaryDirectory() as root, \
             servers_in_child([__file__, "--serve", root]) as (url,), \

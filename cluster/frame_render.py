@@ -18,8 +18,7 @@ import math
 
 import numpy as np
 from numba import njit
-from scipy.special import ndtr
-from scipy.stats import poisson
+from scipy.special import gammaln, ndtr
 
 from cluster.localisation.camera import CameraModel
 from cluster.localisation.camera_maps import CameraMaps
@@ -104,7 +103,10 @@ def poisson_table(mean: float) -> TableSampler:
     """A Poisson distribution of ``mean`` (tails beyond 12 σ, < 10⁻²⁰, left out)."""
     spread = 12.0 * math.sqrt(mean + 1.0)
     lo, hi = max(0, int(mean - spread)), int(math.ceil(mean + spread)) + 20
-    return TableSampler(lo, poisson.pmf(np.arange(lo, hi + 1), mean))
+    k = np.arange(lo, hi + 1, dtype=np.float64)
+    if mean <= 0:
+        return TableSampler(0, np.array([1.0]))
+    return TableSampler(lo, np.exp(k * math.log(mean) - mean - gammaln(k + 1.0)))
 
 
 def adu_table(camera: CameraModel, mean: float) -> TableSampler:
@@ -145,6 +147,10 @@ class FrameRenderer:
         self._uniform = camera.em_gain <= 1 and self.dark is None and self.variance is None
         self._table = (adu_table(camera, self.background) if self._uniform
                        else poisson_table(self.background))
+        # load the compiled loops now, not in the first frame of an acquisition
+        _render_windows(np.zeros((1, 2)), np.zeros(1), 1.0, 1, np.zeros((2, 2)),
+                        np.zeros((2, 2), np.bool_), np.zeros(9, np.int64))
+        self._table.draw(np.random.default_rng(0), 1)
 
     def render(self, centres_px: np.ndarray, photons: np.ndarray,
                rng: np.random.Generator) -> np.ndarray:

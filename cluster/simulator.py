@@ -222,6 +222,7 @@ class SimulatedAcquisition:
         self.metadata["StartTime"] = time.time()
         self.data.put_file(f"{self.series_path}/metadata.json", self.metadata.to_JSON().encode())
         self.evtLogger.logEvent("StartAq", "0")
+        encode_frame(np.zeros((4, 4), np.uint16), compression=COMPRESSION_HUFFMAN)  # compiled now
         self._thread = threading.Thread(target=self._spool, name=f"simulate-{self.series_path}",
                                         daemon=True)
         self._thread.start()
@@ -262,16 +263,20 @@ class SimulatedAcquisition:
 
     def _spool(self) -> None:
         truth = []
-        t0 = time.monotonic()
+        t0 = due = time.monotonic()
+        late = max(1.0, 2.0 / self.fps)      # a short stall is caught up, a long one is not
         sequence_id = self.metadata["imageID"]
         try:
             with self.data.pipelined_puts(on_stored=self._frame_stored) as puts:
                 for i in range(self.n_target):
                     if self._stop.is_set():
                         break
-                    delay = t0 + i / self.fps - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
+                    now = time.monotonic()
+                    if due > now:
+                        time.sleep(due - now)
+                    elif now - due > late:      # far behind: go on at the rate from now
+                        due = now               # rather than in a long burst
+                    due += 1.0 / self.fps
                     frame, rows = self.simulator.next_frame(i)
                     truth.append(rows)
                     puts.put(f"{self.series_path}/frame{i:05d}.pzf",
