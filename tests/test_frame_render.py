@@ -26,7 +26,8 @@ def _chi2_same(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize("camera", [SIMULATED_CAMERA,
                                     CameraModel(ad_offset=50.0, electrons_per_count=2.0, read_noise=0.0),
-                                    CameraModel(ad_offset=100.0, electrons_per_count=1.3, read_noise=4.0)])
+                                    CameraModel(ad_offset=100.0, electrons_per_count=1.3, read_noise=4.0),
+                                    EMCCD_CAMERA])
 @pytest.mark.parametrize("background", [0.5, 20.0, 200.0])
 def test_background_table_is_the_camera_model(camera, background):
     table = adu_table(camera, background)
@@ -35,11 +36,12 @@ def test_background_table_is_the_camera_model(camera, background):
     values, pmf = table.values, table.pmf
     mean = values @ pmf
     var = (values - mean) ** 2 @ pmf
-    g = camera.electrons_per_count
+    g, gain = camera.electrons_per_count, camera.em_gain
+    excess = 2.0 if gain > 1 else 1.0
     if camera.read_noise > 0:   # without read noise, rounding half-integers to even shifts these
-        assert mean == pytest.approx(camera.ad_offset + background / g, abs=0.02)
-        model_var = (background + camera.read_noise ** 2) / g ** 2
-        assert var == pytest.approx(model_var, abs=0.1 + 0.02 * model_var)
+        assert mean == pytest.approx(camera.ad_offset + gain * background / g, abs=0.02)
+        model_var = (excess * gain ** 2 * background + camera.read_noise ** 2) / g ** 2 + 1 / 12
+        assert var == pytest.approx(model_var, abs=0.02, rel=1e-3)
     # draws against draws of CameraModel.expose (the reference)
     rng = np.random.default_rng(1)
     drawn = table.draw(rng, 200_000)
