@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (default: cores - 1, at least 1)")
     p.add_argument("--give-up", type=float, default=120.0, metavar="SECONDS",
                    help="exit when the rule server has not answered for this long (default 120)")
+    p.add_argument("--low-priority", action="store_true",
+                   help="run the workers below normal priority, so an acquisition on this PC "
+                        "always comes first (as the embedded cluster's workers do)")
     p.add_argument("--check-interval", type=float, default=5.0, metavar="SECONDS",
                    help=argparse.SUPPRESS)
     _add_cluster_arguments(p)

@@ -114,7 +114,8 @@ def run_worker(args) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    pool = WorkerPool(workers, server, dataservers, root=None, serverfilter="").start()
+    pool = WorkerPool(workers, server, dataservers, root=None, serverfilter="",
+                      low_priority=args.low_priority).start()
     print(f"{workers} worker processes (PIDs {', '.join(map(str, pool.pids))}) taking tasks from "
           f"{server}, data from {', '.join(dataservers)}")
     print("Press Ctrl-C to stop.", flush=True)

@@ -6,6 +6,10 @@ servers. Each worker bids under a name the pool gives it; when a worker process 
 tells the rule server, which re-queues its tasks at once, and starts a replacement. A frozen
 worker's tasks are re-queued when its lease runs out (it stops sending heartbeats). Workers read
 a pipe from this process and exit when it closes, so they never outlive the cluster's process.
+
+The cluster of one runs on the acquisition PC, so its workers run below normal priority: with every
+core busy, the acquisition (and the window) come first and the analysis takes what is left; on an
+idle machine the workers still get every cycle.
 """
 from __future__ import annotations
 
@@ -33,6 +37,12 @@ from rules.recipe_check import MODULE_SCHEMA_FILE
 logger = logging.getLogger(__name__)
 
 
+#: How much a low-priority worker lowers its own priority on POSIX systems (``os.nice``): at 10 a
+#: busy worker gets about a tenth of a core that a normal process also wants, like Windows'
+#: below-normal class, where a normal-priority thread that is ready always runs first.
+WORKER_NICENESS = 10
+
+
 def default_worker_count() -> int:
     """Cores − 1, at least 1."""
     return max(1, (os.cpu_count() or 2) - 1)
@@ -43,7 +53,7 @@ class WorkerPool:
 
     def __init__(self, n: int, ruleserver_url: str, dataserver_url: str | Sequence[str],
                  root: Path | None, serverfilter: str, log_dir: Path | None = None,
-                 on_exit: Callable[[str], object] | None = None):
+                 on_exit: Callable[[str], object] | None = None, low_priority: bool = False):
         """``dataserver_url``: the cluster's data server, or all of them (the workers read from and
         file to every one); ``root``: this node's data root for local reads (None on a PC
         without one)."""
@@ -54,6 +64,12 @@ class WorkerPool:
                          "--exit-with-parent"]
         if root is not None:
             self._command += ["--root", str(root)]
+        self._creationflags = 0
+        if low_priority:  # Windows sets it at creation; elsewhere the worker lowers its own
+            if sys.platform == "win32":
+                self._creationflags = subprocess.BELOW_NORMAL_PRIORITY_CLASS
+            else:
+                self._command += ["--nice", str(WORKER_NICENESS)]
         self._log_dir = log_dir
         self._on_exit = on_exit
         self._prefix = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -89,7 +105,7 @@ class WorkerPool:
         # stdin is a pipe the worker watches: it closes (and the worker exits) when we die
         process = subprocess.Popen(self._command + ["--worker-id", worker_id],
                                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                                   env=env)
+                                   env=env, creationflags=self._creationflags)
         if not isinstance(log, int):
             log.close()
         self.worker_ids[process.pid] = worker_id
@@ -201,7 +217,8 @@ class LocalCluster:
             self.pool = WorkerPool(self.n_workers, self.ruleserver_url, self.dataserver_url,
                                    self.root, self.serverfilter,
                                    log_dir=self.root / "LOGS" / socket.gethostname(),
-                                   on_exit=self.rule_server.table.worker_gone).start()
+                                   on_exit=self.rule_server.table.worker_gone,
+                                   low_priority=True).start()
         logger.info("cluster %r: rule server %s, data server %s, %d workers", self.serverfilter,
                     self.ruleserver_url, self.dataserver_url, self.n_workers)
         return self

@@ -206,6 +206,18 @@ def _preload_localisation() -> None:
         logger.exception("loading the localisation code failed")
 
 
+def _lower_priority(niceness: int) -> None:
+    """Run below normal priority (``os.nice``; Windows workers are created so instead)."""
+    nice = getattr(os, "nice", None)
+    if nice is None:
+        logger.info("--nice has no effect on this system")
+        return
+    try:
+        nice(niceness)
+    except OSError as exc:
+        logger.warning("cannot lower the worker's priority: %s", exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Spoolside worker process")
     parser.add_argument("--ruleserver", required=True)
@@ -217,12 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-id", default=None, help="name this worker bids under")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="exit when stdin (a pipe from the parent process) closes")
+    parser.add_argument("--nice", type=int, default=0, metavar="N",
+                        help="lower this process's priority by N (POSIX; analysis yields to "
+                             "acquisition on the same PC)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format=f"%(asctime)s worker-{os.getpid()} %(levelname)s %(message)s")
     if args.exit_with_parent:
         _exit_with_parent()
+    if args.nice > 0:
+        _lower_priority(args.nice)
     worker = Worker(args.ruleserver, args.dataserver, Path(args.root) if args.root else None,
                     args.serverfilter, args.batch, args.worker_id)
 

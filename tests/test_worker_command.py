@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import wait_for
 
 from rules import Cluster, LocalisationRuleFactory
 from rules.metadata import MetaDataHandler
@@ -72,9 +73,13 @@ def test_worker_command_exits_when_the_cluster_is_gone_for_good(data_server):
 
     server = RuleServer(bind="127.0.0.1", port=0).start()
     process = _start_worker_command("--server", server.url, "--dataserver", data_server.url,
-                                    "--workers", "1", "--give-up", "1", "--check-interval", "0.2")
+                                    "--workers", "1", "--give-up", "1", "--check-interval", "0.2",
+                                    "--low-priority")
     try:
         pids = _pids(process.stdout.readline())
+        lowered = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+        wait_for(lambda: os.getpriority(os.PRIO_PROCESS, pids[0]) == lowered, 30,
+                 "the worker below normal priority")
         server.stop()
         out, err = process.communicate(timeout=30)
     finally:
