@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import os
 import platform
 import posixpath
 from pathlib import Path
@@ -69,6 +70,7 @@ LIVE_RULES_HEIGHT = 150
 
 LAST_CHAIN = "last_chain.yaml"
 PRESETS_FOLDER = "chained_analysis"
+ACTIVITY_FILE = "activity.jsonl"
 WATCH_INTERVAL_S = 1.0
 
 
@@ -151,7 +153,8 @@ class MainWindow(QMainWindow):
     settings
         the ``QSettings`` for geometry and the chosen server.
     config_dir
-        per-user config folder: presets in ``chained_analysis/``, the last chain in ``last_chain.yaml``.
+        per-user config folder: presets in ``chained_analysis/``, the last chain in ``last_chain.yaml``,
+        the activity log in ``activity.jsonl``.
     """
 
     def __init__(self, settings, config_dir: str | Path, parent=None):
@@ -193,9 +196,10 @@ class MainWindow(QMainWindow):
         self.results_view = ResultsView(lambda: self._data_proxy)
         self.series_browser = SeriesBrowser()
         self.live_panel = LivePanel()
-        self.activity = ActivityLog()
+        self.activity = ActivityLog(path=self.config_dir / ACTIVITY_FILE)  # earlier sessions too
         self.activity_view = ActivityView(self.activity)
         self.activity.on_add = self.activity_view.show_activity  # every add is on the GUI thread
+        self.activity.add("session", f"Spoolside started (process {os.getpid()})")
         self._failures_shown: set[str] = set()  # rules whose failed tasks were brought forward
         self.auto_analysis = AutoAnalysis(settings, self)
         self.launcher = Launcher(self)

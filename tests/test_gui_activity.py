@@ -31,6 +31,32 @@ def test_activity_log_is_bounded_one_line_each_and_copyable():
     assert [a.kind for a in log.entries("failure")] == ["failure"]
 
 
+def test_activity_log_is_kept_across_restarts_bounded_and_survives_a_cut_line(tmp_path):
+    path = tmp_path / "config" / "activity.jsonl"
+    log = ActivityLog(max_entries=3, path=path)
+    log.add("launch", "Launched #1", when=1_800_000_000)
+    log.add("failure", "Rule x failed", when=1_800_000_001)
+    with open(path, "a", encoding="utf-8") as out:  # a crash in the middle of a write
+        out.write('{"when": 1800000002, "kind": "lau')
+    again = ActivityLog(max_entries=3, path=path)
+    assert [(a.kind, a.text) for a in again.entries()] == [("launch", "Launched #1"),
+                                                          ("failure", "Rule x failed")]
+    assert again.text() == log.text()
+    for i in range(10):  # the file is cut back to the newest entries as it grows
+        again.add("launch", f"Launched #{i + 2}", when=1_800_000_010 + i)
+    assert len(path.read_text().splitlines()) <= 2 * 3
+    assert [a.text for a in ActivityLog(max_entries=3, path=path).entries()] == [
+        "Launched #9", "Launched #10", "Launched #11"]
+
+
+def test_activity_log_on_an_unwritable_path_still_logs(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    log = ActivityLog(path=blocker / "activity.jsonl")
+    log.add("launch", "Launched #1")
+    assert [a.text for a in log.entries()] == ["Launched #1"]
+
+
 def test_activity_view_follows_the_log_and_copies_it(qtbot):
     log = ActivityLog()
     log.add("cluster", "Connected to http://127.0.0.1:1")
@@ -94,3 +120,21 @@ def test_worker_restarts_of_the_embedded_cluster_are_logged(qtbot, window, tmp_p
         assert "1 worker process(es) exited and were replaced" in window.activity.text()
     finally:
         embedded.stop()
+
+
+def test_the_window_shows_the_activity_of_earlier_sessions(qtbot, window, tmp_path):
+    from PyQt5.QtCore import QSettings
+
+    from app.main_window import MainWindow
+    window.activity.add("launch", "Launched #7 on PYME-CLUSTER:///sim/a.pcs")
+    later = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat), tmp_path / "config")
+    qtbot.addWidget(later)
+    try:
+        shown = later.activity_view.text.toPlainText().splitlines()
+        assert "Launched #7 on PYME-CLUSTER:///sim/a.pcs" in shown[-2]
+        assert shown[-1].endswith(f"Spoolside started (process {os.getpid()})")
+        assert sum("Spoolside started" in line for line in shown) == 2
+    finally:
+        later.ask_before_closing = False
+        later.close()
+        later.shutdown()
