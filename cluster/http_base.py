@@ -491,7 +491,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.send_error_json(int(code), message)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
-        logger.debug("%s %s", self.address_string(), format % args)
+        if logger.isEnabledFor(logging.DEBUG):  # one line per request: not built unless shown
+            logger.debug("%s %s", self.address_string(), format % args)
 
 
 def _gunzip(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
