@@ -22,7 +22,7 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
-	for b in ruleserver dataserver engine localisation pzf_decode simulator import_tiff import_h5 embedded_cluster gui autolaunch live_view results_table idle_cpu status_load h5r_append http_stack; do \
+	for b in ruleserver dataserver engine localisation pzf_decode simulator import_tiff import_h5 embedded_cluster gui autolaunch live_render live_view results_table idle_cpu status_load h5r_append http_stack; do \
 		echo "== $$b"; QT_QPA_PLATFORM=offscreen $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:

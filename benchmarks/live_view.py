@@ -2,7 +2,7 @@
 
 Starts the embedded cluster (default worker count), spools a simulated 256×256 series live
 (~30 emitters per frame) while a localisation rule analyses it, and follows the results file with a
-:class:`widgets.live_view.LiveView` (one update a second, reading and rendering on a pool thread).
+:class:`widgets.live_view.LiveView` (a read every half second; reading and rendering on a pool thread).
 Measured on the GUI thread, per update: applying the finished frame (picture, curves, labels) plus
 a synchronous repaint of the whole view. Also: the longest gap between ticks of a 5 ms timer on
 the GUI thread (a stall of the event loop), the pool-thread time per update, and the process RSS.

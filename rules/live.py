@@ -1,6 +1,6 @@
 """Following a localisation analysis while it runs: new localisations, statistics and progress.
 
-:class:`LiveLocalisations` is polled (about once a second, off any GUI thread): each
+:class:`LiveLocalisations` is polled (every half second, off any GUI thread): each
 :meth:`~LiveLocalisations.poll` reads only the rows added to the results file since the last one,
 adds them to the running :class:`~rules.locstats.LocalisationStats`, and measures analysis against
 acquisition (frames spooled from the series listing, frames analysed from the rule's counters).

@@ -6,7 +6,7 @@ import tables
 
 from cluster.simulator import SampleModel, SimulatedAcquisition
 from rules import LocalisationRuleFactory
-from rules.render import DensityCanvas, colourise, contrast_levels, max_pool
+from rules.render import DensityCanvas, colourise, contrast_levels
 from widgets.image_canvas import colour_table, length_label, nice_length
 from widgets.live_view import LiveView
 
@@ -24,10 +24,25 @@ def test_canvas_counts_and_grows():
     assert argb[0, 1] == 0xFFFFFFFF and argb[0, 2] == 0xFF000000  # brightest white, empty black
 
 
-def test_overview_keeps_thin_lines_when_zoomed_out():
-    image = np.zeros((8, 8), np.float32)
-    image[:, 3] = 1.0  # a one-pixel line that sampling every 4th column would miss
-    assert max_pool(image, 4).tolist() == [[1.0, 0.0], [1.0, 0.0]]
+def test_coloured_images_are_the_colourised_pixels_and_their_overviews():
+    from widgets.image_canvas import OVERVIEW_FACTORS, Display, coloured_images
+
+    rng = np.random.default_rng(1)
+    image = (rng.gamma(0.5, 2.0, (37, 50)) * (rng.random((37, 50)) < 0.3)).astype(np.float32)
+    display = Display(colour_map="magma", lut=colour_table("magma"), percentile=99.0)
+    picture, overviews = coloured_images(image, display)
+    levels = contrast_levels(image, 99.0)
+    expected = colourise(image, display.lut, levels)
+    assert (picture.width(), picture.height()) == (50, 37)
+    assert all(picture.pixel(x, y) == expected[y, x] for y in range(37) for x in range(50))
+    assert sorted(overviews) == list(OVERVIEW_FACTORS)
+    quarter = overviews[4]
+    assert (quarter.width(), quarter.height()) == (12, 9)
+    block = image[4:8, 8:12].max()
+    assert quarter.pixel(2, 1) == colourise(np.array([[block]]), display.lut, levels)[0, 0]
+
+
+def test_overview_is_painted_when_zoomed_out():
     from PyQt5.QtCore import QRectF
     from PyQt5.QtGui import QImage
 
@@ -46,7 +61,7 @@ def test_scale_bar_lengths():
 
 
 def test_live_view_follows_a_spooling_localisation(qtbot, local_cluster, engine, tmp_path):
-    # 6 s of spooling: several of the view's (~1 s) updates fall inside the acquisition even
+    # 6 s of spooling: several of the view's (every 0.5 s) updates fall inside the acquisition even
     # when the analysis keeps up with it
     acquisition = SimulatedAcquisition(engine.data, "sim/live_view", frames=300, fps=50,
                                        size=96, seed=2, serverfilter=engine.serverfilter,
@@ -87,3 +102,19 @@ def test_live_view_follows_a_spooling_localisation(qtbot, local_cluster, engine,
     count = len(view.gui_seconds)
     qtbot.waitUntil(lambda: len(view.gui_seconds) > count, timeout=10000)  # re-coloured
     view.grab().save(str(tmp_path / "live_done.png"))
+
+
+def test_picture_buffers_are_written_in_turn_without_new_pictures():
+    from widgets.image_canvas import Display, PictureBuffers, coloured_images
+
+    buffers, display = PictureBuffers(), Display()
+    first = np.zeros((40, 64), np.float32)
+    first[5, 6] = 1.0
+    a, a_overviews = coloured_images(first, display, buffers)
+    b, _ = coloured_images(first * 0, display, buffers)
+    c, c_overviews = coloured_images(first, display, buffers)
+    assert a is c and a is not b and a_overviews[4] is c_overviews[4]  # two sets, reused
+    assert c.pixel(6, 5) == 0xFFFFFFFF and b.pixel(6, 5) == 0xFF000000
+    assert c_overviews[4].pixel(1, 1) == 0xFFFFFFFF
+    grown, _ = coloured_images(np.zeros((3, 70), np.float32), display, buffers)  # a new shape
+    assert grown is not a and grown is not b and grown.width() == 70

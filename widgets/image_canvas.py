@@ -9,7 +9,9 @@ thread.
 """
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -27,12 +29,34 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from rules.render import colourise, contrast_levels, max_pool
+from rules import render_kernels
+from rules.render import colourise, contrast_levels, pooled_shape
 from widgets.background import BackgroundCall, CallSignals, shared_pool
+
+logger = logging.getLogger(__name__)
 
 COLOUR_MAPS = ("hot", "magma")
 #: Sides of the overview images painted when zoomed out (each a max-pooled copy of the image).
 OVERVIEW_FACTORS = (2, 4)
+
+
+_preload_started = threading.Event()
+
+
+def preload_render_loops() -> None:
+    """Load the render's compiled loops on a background thread, once per process (about 0.4 s of
+    CPU from numba's cache, ~2 s the first time they are compiled), so the first picture does not
+    wait for them."""
+    if _preload_started.is_set():
+        return
+    _preload_started.set()
+
+    def load() -> None:
+        try:
+            logger.debug("render loops loaded in %.2f s of CPU", render_kernels.preload())
+        except Exception:  # noqa: BLE001 - the first render shows the same error where it matters
+            logger.exception("loading the render loops failed")
+    threading.Thread(target=load, name="render-preload", daemon=True).start()
 
 
 def colour_table(name: str, n: int = 256) -> np.ndarray:
@@ -58,20 +82,62 @@ class Display:
     percentile: float = 99.5
 
 
-def qimage(argb: np.ndarray) -> QImage:
-    """A QImage owning a copy of ARGB32 pixels (QImage may be built off the GUI thread)."""
-    argb = np.ascontiguousarray(argb)
-    return QImage(argb.data, argb.shape[1], argb.shape[0], 4 * argb.shape[1],
-                  QImage.Format_RGB32).copy()
+def picture_pixels(picture: QImage, shape: tuple[int, int]) -> np.ndarray:
+    """The pixels of RGB32 ``picture`` of ``shape`` (rows, columns) as a writable ``uint32`` array
+    over its memory (call it again after the picture was copied elsewhere: Qt then detaches it).
+    An empty shape (a null picture) gets an empty array."""
+    if picture.isNull():
+        return np.zeros(shape, np.uint32)
+    bits = picture.bits()
+    bits.setsize(picture.sizeInBytes())
+    rows = np.frombuffer(bits, np.uint32).reshape(picture.height(), picture.bytesPerLine() // 4)
+    return rows if rows.shape[1] == picture.width() else rows[:, :picture.width()]
 
 
-def coloured_images(image: np.ndarray, display: Display) -> tuple[QImage, dict[int, QImage]]:
+def new_pictures(shape: tuple[int, int]) -> tuple[QImage, dict[int, QImage]]:
+    """A new RGB32 picture of ``shape`` (rows, columns) and its :data:`OVERVIEW_FACTORS`
+    overviews, not yet written."""
+    height, width = shape
+    return QImage(width, height, QImage.Format_RGB32), {
+        factor: QImage(w, h, QImage.Format_RGB32)
+        for factor, (h, w) in ((f, pooled_shape(shape, f)) for f in OVERVIEW_FACTORS)}
+
+
+class PictureBuffers:
+    """Two sets of pictures (full size and overviews) written in turn, so that one producing
+    pictures over and over allocates none: one set is on screen while the other is written.
+
+    Only for a producer whose pictures are shown one at a time and who starts writing the next
+    only after the last one has been put on screen (the live view's steps); a new shape
+    (the canvas grew) gets new pictures.
+    """
+
+    def __init__(self):
+        self._sets: list[tuple[QImage, dict[int, QImage]]] = []
+        self._shape: tuple[int, int] | None = None
+        self._turn = 0
+
+    def next(self, shape: tuple[int, int]) -> tuple[QImage, dict[int, QImage]]:
+        """The set to write now (the one shown the time before last)."""
+        if shape != self._shape:
+            self._sets = [new_pictures(shape) for _ in range(2)]
+            self._shape = (shape[0], shape[1])
+        self._turn ^= 1
+        return self._sets[self._turn]
+
+
+def coloured_images(image: np.ndarray, display: Display, buffers: PictureBuffers | None = None
+                    ) -> tuple[QImage, dict[int, QImage]]:
     """The picture of a 2-D ``image`` through the display's colour map and contrast, and its
-    overviews (:data:`OVERVIEW_FACTORS`); any thread."""
+    overviews (:data:`OVERVIEW_FACTORS`); any thread. One pass over ``image``, written straight
+    into the pictures' pixels: new ones, or the next of ``buffers``."""
     levels = contrast_levels(image, display.percentile)
-    overviews = {factor: qimage(colourise(max_pool(image, factor), display.lut, levels))
-                 for factor in OVERVIEW_FACTORS}
-    return qimage(colourise(image, display.lut, levels)), overviews
+    picture, overviews = buffers.next(image.shape) if buffers is not None \
+        else new_pictures(image.shape)
+    colourise(image, display.lut, levels, out=picture_pixels(picture, image.shape),
+              overviews={factor: picture_pixels(q, pooled_shape(image.shape, factor))
+                         for factor, q in overviews.items()})
+    return picture, overviews
 
 
 class QImageItem(pg.GraphicsObject):
@@ -285,6 +351,7 @@ class ImageViewer(QWidget):
         self._signals.done.connect(self._on_coloured)
         self._signals.failed.connect(self._on_colour_failed)
         self.controls.changed.connect(self._recolour)
+        preload_render_loops()
 
     def set_image(self, image: np.ndarray, pixel_nm: float | None) -> None:
         """Show 2-D ``image`` whose pixels are ``pixel_nm`` wide (None: unknown)."""

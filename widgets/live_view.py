@@ -1,10 +1,12 @@
 """The live view: a super-resolution render of the localisations so far, with density and quality
-plots, updated about once a second while a localisation rule runs.
+plots, updated every half second while a localisation rule runs.
 
 All reading and rendering happens on a pool thread (:class:`LiveSource.step`, one at a time): it
 reads only the rows added to the ``.h5r`` since the last step (``rules.live``), adds them to an
-incremental density canvas (``rules.render``), colours it, and hands a finished :class:`LiveFrame`
-to the GUI thread, which only swaps pictures and curves.
+incremental density canvas (``rules.render``: the cost of an update is its new points plus one
+colouring pass), colours it, and hands a finished :class:`LiveFrame` to the GUI thread, which only
+swaps pictures and curves. Steps start every :data:`UPDATE_INTERVAL_MS`; one that overruns is
+followed at once by the next, so new rows never wait for a skipped tick.
 """
 from __future__ import annotations
 
@@ -33,11 +35,19 @@ from rules.render import DensityCanvas, pixel_size_for
 from rules.ruleserver_client import RuleServerClient
 from rules.watchers import RuleStatus
 from widgets.background import BackgroundCall, CallSignals, shared_pool
-from widgets.image_canvas import Display, DisplayControls, ImageCanvas, coloured_images
+from widgets.image_canvas import (
+    Display,
+    DisplayControls,
+    ImageCanvas,
+    PictureBuffers,
+    coloured_images,
+    preload_render_loops,
+)
 
 logger = logging.getLogger(__name__)
 
-UPDATE_INTERVAL_MS = 1000
+#: Time from the start of one read to the start of the next (when the last one took less).
+UPDATE_INTERVAL_MS = 500
 RENDER_LABELS = {"gaussian": "Gaussian", "histogram": "Histogram"}
 
 
@@ -67,6 +77,7 @@ class LiveSource:
         self.rules = rules
         self.rule_id = rule_id
         self.canvas: DensityCanvas | None = None
+        self.pictures = PictureBuffers()  # steps run one at a time, each shown before the next
         self._analysed: int | None = None
         self._rule_done = rules is None or rule_id is None
         self.cancelled = False  # set when the view stops following: a queued step does nothing
@@ -108,7 +119,7 @@ class LiveSource:
         image, overviews, extent = None, {}, (0.0, 0.0)
         if self.canvas is not None:
             density = self.canvas.image(display.render, summary.median_precision_nm)
-            image, overviews = coloured_images(density, display)
+            image, overviews = coloured_images(density, display, self.pictures)
             extent = self.canvas.extent_nm
         return LiveFrame(image=image, overviews=overviews, extent_nm=extent, per_frame=stats.per_frame(),
                          histograms={k: h.counts.copy() for k, h in stats.histograms.items()},
@@ -120,8 +131,8 @@ class LiveSource:
 class LiveView(QWidget):
     """Density render, localisations per frame, histograms and the summary line of one results file.
 
-    :meth:`follow` starts following (about once a second until the rule is done and everything is
-    read); :meth:`stop` stops. ``updated`` is emitted after each applied frame.
+    :meth:`follow` starts following (every :data:`UPDATE_INTERVAL_MS` until the rule is done and
+    everything is read); :meth:`stop` stops. ``updated`` is emitted after each applied frame.
     """
 
     updated = pyqtSignal()
@@ -130,6 +141,7 @@ class LiveView(QWidget):
         super().__init__(parent)
         self._source: LiveSource | None = None
         self._busy = False
+        self._pending_read = False  # a tick came while a step ran: read again as soon as it ends
         self._pending_recolour = False
         self._generation = 0
         self._extent: tuple[float, float] | None = None
@@ -141,6 +153,7 @@ class LiveView(QWidget):
         self._timer.setInterval(UPDATE_INTERVAL_MS)
         self._timer.timeout.connect(self._tick)
         self._build()
+        preload_render_loops()
 
     # -- layout -----------------------------------------------------------------------------
     def _build(self) -> None:
@@ -252,9 +265,15 @@ class LiveView(QWidget):
         if self._source is None:
             return
         if self._busy:
-            self._pending_recolour = self._pending_recolour or not read
+            if read:
+                self._pending_read = True
+            else:
+                self._pending_recolour = True
             return
         self._busy = True
+        if read:
+            self._pending_read = False
+        self._pending_recolour = False  # any step re-colours with the display of now
         source, display = self._source, self.display()
         # signals without a Qt parent: the call keeps them alive even if this view is deleted
         # first (Qt then drops the connections), so a late step never emits on a deleted object
@@ -270,7 +289,8 @@ class LiveView(QWidget):
 
     def _on_done(self, tag: str, frame: LiveFrame) -> None:
         self._busy = False
-        if tag != str(self._generation):
+        if tag != str(self._generation):  # a step of what was followed before
+            self._start_pending()
             return
         started, cpu_started = time.perf_counter(), time.thread_time()
         self._apply(frame)
@@ -280,15 +300,24 @@ class LiveView(QWidget):
         if frame.finished:
             self.stop()
             self.progress_label.setText((self.progress_label.text() + " · finished").lstrip(" ·"))
-        if self._pending_recolour:
-            self._pending_recolour = False
-            self._tick(read=False)
+        self._start_pending()
         self.updated.emit()
+
+    def _start_pending(self) -> None:
+        """What was asked for while the last step ran: a read (it also re-colours), or a
+        re-colour."""
+        if self._pending_read and self.following:
+            self._tick()
+        elif self._pending_recolour:
+            self._tick(read=False)
 
     def _on_failed(self, tag: str, message: str) -> None:
         self._busy = False
+        self._pending_read = False  # the timer tries again
         if tag == str(self._generation):
             self.progress_label.setText(f"Cannot read the results: {message}")
+        if self._pending_recolour:
+            self._tick(read=False)
 
     def _apply(self, frame: LiveFrame) -> None:
         if frame.image is not None:
