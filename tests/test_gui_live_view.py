@@ -118,3 +118,42 @@ def test_picture_buffers_are_written_in_turn_without_new_pictures():
     assert c_overviews[4].pixel(1, 1) == 0xFFFFFFFF
     grown, _ = coloured_images(np.zeros((3, 70), np.float32), display, buffers)  # a new shape
     assert grown is not a and grown is not b and grown.width() == 70
+
+
+class _BlockingSource:
+    """Stands in for a LiveSource whose first step takes as long as the test wants."""
+
+    def __init__(self):
+        import threading
+
+        self.release = threading.Event()
+        self.reads: list[bool] = []
+        self.cancelled = False
+
+    def step(self, display, *, read=True):
+        from widgets.live_view import LiveFrame
+
+        self.reads.append(read)
+        if len(self.reads) == 1:
+            assert self.release.wait(30)
+        return LiveFrame(image=None, overviews={}, extent_nm=(0.0, 0.0), per_frame=np.zeros(0),
+                         histograms={}, summary="", progress="", localisations=len(self.reads),
+                         finished=False, seconds=0.0)
+
+
+def test_ticks_during_a_long_step_read_again_as_soon_as_it_ends(qtbot):
+    view = LiveView()
+    qtbot.addWidget(view)
+    source = _BlockingSource()
+    view._source = source
+    view._timer.start(600_000)  # following, but every tick below is the test's
+    view._tick()
+    qtbot.waitUntil(lambda: len(source.reads) == 1)
+    view._tick()  # the timer's ticks while the step runs: one read is owed, not two
+    view._tick()
+    view._recolour()  # covered by that read
+    source.release.set()
+    qtbot.waitUntil(lambda: len(view.step_seconds) == 2, timeout=10000)
+    qtbot.wait(300)
+    assert source.reads == [True, True] and view.localisations == 2
+    view.stop()
