@@ -22,6 +22,12 @@ from .render_kernels import add_points, colour_pooled, nonzero_sample
 RENDERS = ("histogram", "gaussian")
 #: Largest canvas side (pixels): beyond it localisations are dropped and counted in ``outside``.
 MAX_SIDE = 8192
+#: A canvas sized from its first localisations grows to at most this many times their extent, so a
+#: few wild fits far outside the field cannot make it (and its pictures) gigabytes large.
+MAX_GROWTH = 2.0
+#: The percentile of the first positions taken as the field's extent (not the maximum: one wild fit
+#: would coarsen the pixel size of the whole render).
+EXTENT_PERCENTILE = 99.5
 _GROW_STEP = 256
 #: Gaussian kernels reach this many σ (as ``scipy.ndimage.gaussian_filter``'s ``truncate``).
 TRUNCATE = 3.0
@@ -51,10 +57,12 @@ class DensityCanvas:
     up to date by :meth:`add`.
     """
 
-    def __init__(self, pixel_nm: float, shape: tuple[int, int] = (_GROW_STEP, _GROW_STEP)):
+    def __init__(self, pixel_nm: float, shape: tuple[int, int] = (_GROW_STEP, _GROW_STEP),
+                 max_side: int = MAX_SIDE):
         if not pixel_nm > 0:
             raise ValueError(f"pixel size must be > 0 nm, got {pixel_nm}")
         self.pixel_nm = float(pixel_nm)
+        self.max_side = max(_GROW_STEP, min(MAX_SIDE, int(max_side)))
         self.counts = np.zeros(shape, np.float32)
         self.total = 0
         self.outside = 0
@@ -63,6 +71,20 @@ class DensityCanvas:
         self._kernel = np.zeros(0)
         self._blur_stale = True
         self.rebuilds = 0  # full blurs so far (the rest were splats of the new points)
+
+    @classmethod
+    def for_points(cls, x_nm: np.ndarray, y_nm: np.ndarray) -> "DensityCanvas":
+        """A canvas for a field whose first localisations are ``x_nm``, ``y_nm``: the pixel size
+        shows their extent (:data:`EXTENT_PERCENTILE`) in at most 2048 pixels, and the canvas grows
+        to at most :data:`MAX_GROWTH` times that extent (what falls beyond is counted in
+        ``outside``)."""
+        positions = np.concatenate([np.asarray(x_nm, np.float64), np.asarray(y_nm, np.float64)])
+        positions = positions[np.isfinite(positions) & (positions >= 0)]
+        extent = float(np.percentile(positions, EXTENT_PERCENTILE)) if len(positions) else 0.0
+        extent = max(extent, 1.0) * 1.05
+        pixel_nm = pixel_size_for(extent)
+        return cls(pixel_nm, max_side=math.ceil(MAX_GROWTH * extent / pixel_nm / _GROW_STEP)
+                   * _GROW_STEP)
 
     @property
     def extent_nm(self) -> tuple[float, float]:
@@ -76,10 +98,11 @@ class DensityCanvas:
             raise ValueError(f"{len(x_nm)} x but {len(y_nm)} y positions")
         if not len(x_nm):
             return
-        finite = np.isfinite(x_nm) & np.isfinite(y_nm)
-        if finite.any():
-            self._grow_to(int(y_nm[finite].max() / self.pixel_nm) + 1,
-                          int(x_nm[finite].max() / self.pixel_nm) + 1)
+        reach = self.max_side * self.pixel_nm  # beyond it a point grows nothing: it is dropped
+        within = (x_nm < reach) & (y_nm < reach)  # (NaN compares false)
+        if within.any():
+            self._grow_to(int(y_nm[within].max() / self.pixel_nm) + 1,
+                          int(x_nm[within].max() / self.pixel_nm) + 1)
         kernel = self._kernel
         if not self._blur_stale and not self._splat_is_cheaper(len(x_nm)):
             self._blur_stale = True  # so many points that blurring the whole canvas is cheaper
@@ -98,8 +121,8 @@ class DensityCanvas:
         height, width = self.counts.shape
         if rows <= height and cols <= width:
             return
-        new_h = min(MAX_SIDE, max(height, -(-rows // _GROW_STEP) * _GROW_STEP))
-        new_w = min(MAX_SIDE, max(width, -(-cols // _GROW_STEP) * _GROW_STEP))
+        new_h = min(self.max_side, max(height, -(-rows // _GROW_STEP) * _GROW_STEP))
+        new_w = min(self.max_side, max(width, -(-cols // _GROW_STEP) * _GROW_STEP))
         if (new_h, new_w) == (height, width):
             return
         grown = np.zeros((new_h, new_w), np.float32)

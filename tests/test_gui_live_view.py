@@ -104,6 +104,27 @@ def test_live_view_follows_a_spooling_localisation(qtbot, local_cluster, engine,
     view.grab().save(str(tmp_path / "live_done.png"))
 
 
+def test_a_wild_fit_in_a_results_file_is_counted_not_drawn(qtbot, engine):
+    from cluster.localisation.results import FIT_RESULTS_DTYPE
+    rows = np.zeros(2000, FIT_RESULTS_DTYPE)
+    rng = np.random.default_rng(8)
+    rows["tIndex"] = np.arange(2000) // 20
+    rows["fitResults"]["x0"], rows["fitResults"]["y0"] = rng.uniform(0, 12_800, (2, 2000))
+    rows["fitResults"]["A"] = 300.0
+    rows["fitError"]["x0"] = rows["fitError"]["y0"] = 10.0
+    rows["fitResults"]["x0"][7] = 4e9  # a fit gone wild: a 300,000-pixel-wide canvas if drawn
+    url = engine.data.aggregate_url("wild/analysis/wild.h5r", "h5r") + "/FitResults"
+    engine.data.append_records(url, rows)
+    view = LiveView()
+    qtbot.addWidget(view)
+    view.follow(engine.data, "wild/analysis/wild.h5r")
+    qtbot.waitUntil(lambda: not view.following, timeout=30000)
+    assert view.localisations == 2000
+    assert "1 not drawn" in view.summary_label.text()
+    width, height = view.image_item.boundingRect().width(), view.image_item.boundingRect().height()
+    assert 12_800 <= width < 2 * 13_500 and 12_800 <= height < 2 * 13_500
+
+
 def test_picture_buffers_are_written_in_turn_without_new_pictures():
     from widgets.image_canvas import Display, PictureBuffers, coloured_images
 

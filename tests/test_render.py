@@ -75,6 +75,23 @@ def test_a_large_batch_blurs_the_whole_canvas_instead_of_splatting():
     np.testing.assert_allclose(image, full_blur(canvas), atol=1e-4)
 
 
+def test_wild_fits_neither_coarsen_the_render_nor_grow_it_without_bound():
+    rng = np.random.default_rng(7)
+    x, y = rng.uniform(0, 25_600, 5000), rng.uniform(0, 25_600, 5000)
+    x[0], y[1] = 5e7, 3e9  # two fits gone wild, in the very first batch
+    canvas = DensityCanvas.for_points(x, y)
+    assert canvas.pixel_nm == pytest.approx(25_600 * 1.05 / 2048, rel=0.01)  # the field's, ~13 nm
+    canvas.add(x, y)
+    assert canvas.total == 4998 and canvas.outside == 2
+    assert canvas.counts.shape == (2048, 2048)
+    canvas.add(np.array([30_000.0, 2e6]), np.array([100.0, 100.0]))  # the field's edge grows it,
+    assert canvas.counts.shape == (2048, 2304) and canvas.outside == 3  # a wild fit does not
+    canvas.add(np.full(1, 1e12), np.full(1, 1e12))
+    assert max(canvas.counts.shape) <= 2 * 2048 + 256
+    empty = DensityCanvas.for_points(np.array([np.nan]), np.array([-1.0]))
+    assert empty.pixel_nm == 10.0
+
+
 def test_canvas_buffers_are_reused_between_updates():
     rng = np.random.default_rng(6)
     canvas = DensityCanvas(10.0)

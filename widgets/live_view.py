@@ -31,7 +31,7 @@ from PyQt5.QtWidgets import (
 from rules.dataserver_client import DataClient
 from rules.live import LiveLocalisations
 from rules.locstats import HISTOGRAMS
-from rules.render import DensityCanvas, pixel_size_for
+from rules.render import DensityCanvas
 from rules.ruleserver_client import RuleServerClient
 from rules.watchers import RuleStatus
 from widgets.background import BackgroundCall, CallSignals, shared_pool
@@ -94,8 +94,7 @@ class LiveSource:
 
     def _canvas_for(self, columns: dict[str, np.ndarray]) -> DensityCanvas:
         if self.canvas is None:
-            extent = float(np.nanmax([np.nanmax(columns["x"]), np.nanmax(columns["y"]), 1.0]))
-            self.canvas = DensityCanvas(pixel_size_for(extent * 1.05))
+            self.canvas = DensityCanvas.for_points(columns["x"], columns["y"])
         return self.canvas
 
     def step(self, display: Display, *, read: bool = True) -> LiveFrame:
@@ -117,13 +116,16 @@ class LiveSource:
         stats = self.live.stats
         summary = stats.summary(self._analysed)
         image, overviews, extent = None, {}, (0.0, 0.0)
+        text = summary.text()
+        if self.canvas is not None and self.canvas.outside:
+            text += f" · {self.canvas.outside:,} not drawn (no position, or far outside the field)"
         if self.canvas is not None:
             density = self.canvas.image(display.render, summary.median_precision_nm)
             image, overviews = coloured_images(density, display, self.pictures)
             extent = self.canvas.extent_nm
         return LiveFrame(image=image, overviews=overviews, extent_nm=extent, per_frame=stats.per_frame(),
                          histograms={k: h.counts.copy() for k, h in stats.histograms.items()},
-                         summary=summary.text(), progress=progress_text,
+                         summary=text, progress=progress_text,
                          localisations=stats.count, finished=finished,
                          seconds=time.perf_counter() - started)
 
