@@ -25,8 +25,8 @@ MAX_SIDE = 8192
 #: A canvas sized from its first localisations grows to at most this many times their extent, so a
 #: few wild fits far outside the field cannot make it (and its pictures) gigabytes large.
 MAX_GROWTH = 2.0
-#: The percentile of the first positions taken as the field's extent (not the maximum: one wild fit
-#: would coarsen the pixel size of the whole render).
+#: The field's extent is the farthest of the first positions within :data:`MAX_GROWTH` times this
+#: percentile of them (not simply the farthest: one wild fit would coarsen the whole render).
 EXTENT_PERCENTILE = 99.5
 _GROW_STEP = 256
 #: Gaussian kernels reach this many σ (as ``scipy.ndimage.gaussian_filter``'s ``truncate``).
@@ -75,12 +75,15 @@ class DensityCanvas:
     @classmethod
     def for_points(cls, x_nm: np.ndarray, y_nm: np.ndarray) -> "DensityCanvas":
         """A canvas for a field whose first localisations are ``x_nm``, ``y_nm``: the pixel size
-        shows their extent (:data:`EXTENT_PERCENTILE`) in at most 2048 pixels, and the canvas grows
-        to at most :data:`MAX_GROWTH` times that extent (what falls beyond is counted in
-        ``outside``)."""
+        shows their extent (wild fits left out, :data:`EXTENT_PERCENTILE`) in at most 2048 pixels,
+        and the canvas grows to at most :data:`MAX_GROWTH` times that extent (what falls beyond
+        is counted in ``outside``)."""
         positions = np.concatenate([np.asarray(x_nm, np.float64), np.asarray(y_nm, np.float64)])
         positions = positions[np.isfinite(positions) & (positions >= 0)]
-        extent = float(np.percentile(positions, EXTENT_PERCENTILE)) if len(positions) else 0.0
+        extent = 0.0
+        if len(positions):  # the farthest position that is not a wild fit
+            typical = float(np.percentile(positions, EXTENT_PERCENTILE))
+            extent = float(positions[positions <= MAX_GROWTH * typical].max(initial=0.0))
         extent = max(extent, 1.0) * 1.05
         pixel_nm = pixel_size_for(extent)
         return cls(pixel_nm, max_side=math.ceil(MAX_GROWTH * extent / pixel_nm / _GROW_STEP)
