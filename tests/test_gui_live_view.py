@@ -120,7 +120,7 @@ def test_a_wild_fit_in_a_results_file_is_counted_not_drawn(qtbot, engine):
     view.follow(engine.data, "wild/analysis/wild.h5r")
     qtbot.waitUntil(lambda: not view.following, timeout=30000)
     assert view.localisations == 2000
-    assert "1 not drawn" in view.summary_label.text()
+    assert "1 outside the render" in view.summary_label.text()
     width, height = view.image_item.boundingRect().width(), view.image_item.boundingRect().height()
     assert 12_800 <= width < 2 * 13_500 and 12_800 <= height < 2 * 13_500
 
@@ -178,3 +178,14 @@ def test_ticks_during_a_long_step_read_again_as_soon_as_it_ends(qtbot):
     qtbot.wait(300)
     assert source.reads == [True, True] and view.localisations == 2
     view.stop()
+
+
+def test_per_frame_axis_labels_keep_their_distance(qtbot):
+    from widgets.live_view import SpacedAxis
+    axis = SpacedAxis("left")
+    for low, high, size in [(0, 30, 50), (0, 30, 300), (3, 4000, 60), (0, 1e-3, 40)]:
+        levels = axis.tickSpacing(low, high, size)
+        assert levels and all(s * size / (high - low) >= SpacedAxis.min_gap_px for s, _ in levels)
+        mantissa = levels[0][0] / 10 ** np.floor(np.log10(levels[0][0]))
+        assert round(mantissa, 6) in (1, 2, 2.5, 5, 10)
+    assert len(axis.tickSpacing(0, 30, 300)) >= 1

@@ -67,6 +67,28 @@ class LiveFrame:
     seconds: float
 
 
+class SpacedAxis(pg.AxisItem):
+    """An axis whose labelled ticks are at least :attr:`min_gap_px` apart (pyqtgraph packs them
+    as densely as their text allows, which a short plot makes unreadable)."""
+
+    min_gap_px = 28
+
+    def tickSpacing(self, minVal, maxVal, size):  # noqa: N802,N803 - pyqtgraph's names
+        levels = super().tickSpacing(minVal, maxVal, size)
+        span = maxVal - minVal
+        if not levels or not span > 0 or not size > 0:
+            return levels
+        roomy = [(spacing, offset) for spacing, offset in levels
+                 if spacing * size / span >= self.min_gap_px]
+        if roomy:
+            return roomy
+        spacing = levels[0][0]
+        while spacing * size / span < self.min_gap_px:  # the next 1-2-5 step up
+            mantissa = spacing / 10 ** np.floor(np.log10(spacing))
+            spacing *= 2.5 if round(mantissa) == 2 else 2.0
+        return [(spacing, 0)]
+
+
 class LiveSource:
     """What the pool thread owns: the incremental reader, statistics and density canvas of one
     results file, and how far the rule that writes it has got."""
@@ -118,7 +140,7 @@ class LiveSource:
         image, overviews, extent = None, {}, (0.0, 0.0)
         text = summary.text()
         if self.canvas is not None and self.canvas.outside:
-            text += f" · {self.canvas.outside:,} not drawn (no position, or far outside the field)"
+            text += f" · {self.canvas.outside:,} outside the render"
         if self.canvas is not None:
             density = self.canvas.image(display.render, summary.median_precision_nm)
             image, overviews = coloured_images(density, display, self.pictures)
@@ -193,6 +215,7 @@ class LiveView(QWidget):
 
         self.plots = pg.GraphicsLayoutWidget()
         self.per_frame_plot = self.plots.addPlot(row=0, col=0, colspan=2,
+                                                 axisItems={"left": SpacedAxis("left")},
                                                  title="Localisations per frame")
         self.per_frame_plot.setLabel("bottom", "frame")
         self.per_frame_plot.setDownsampling(auto=True, mode="peak")
@@ -207,6 +230,7 @@ class LiveView(QWidget):
             self.histogram_curves[key] = plot.plot(
                 stepMode="center", fillLevel=0, brush=pg.mkBrush("#3182bd"), pen=None)
         self.plots.setMinimumHeight(260)  # below that the histograms are unreadable
+        self.plots.ci.layout.setRowMinimumHeight(0, 120)  # the figure the laser is steered by
 
         side = QWidget()
         side_layout = QVBoxLayout(side)
