@@ -35,8 +35,7 @@ def pipelined_spool(server: DataServer, frames: int, batch: int = 50) -> float:
     start = time.perf_counter()
     for first in range(0, frames, batch):
         payload = b"".join(
-            f"PUT /spool/s1.pcs/frame{i:05d}.pzf HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-            f"Connection: keep-alive\r\n"
+            f"PUT /spool/s1.pcs/frame{i:05d}.pzf HTTP/1.1\r\nConnection: keep-alive\r\n"
             f"Content-Length: {len(body)}\r\n\r\n".encode() + body
             for i in range(first, min(first + batch, frames)))
         sock.sendall(payload)

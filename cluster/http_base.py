@@ -8,8 +8,8 @@ Requests are framed strictly (RFC 9112), so no request can hide another one in i
 exactly one decimal ``Content-Length`` or none; ``Transfer-Encoding`` is refused with 411 (no
 client of either server sends chunked bodies); ``PUT``/``POST`` without a length get 411; a body
 where the endpoint takes none gets 400; a body above the endpoint's limit 413 (before any of it is
-read); oversized header sections 431; other protocol versions (an HTTP/2 preface) 505; an
-HTTP/1.1 request without exactly one ``Host`` header 400. A body the
+read); oversized header sections 431; other protocol versions (an HTTP/2 preface) 505; more
+than one ``Host`` header 400 (none is accepted: PYME's spooler sends none). A body the
 handler left unread is drained (or the connection closed) before the next request is parsed.
 Gzip bodies are decompressed in bounded steps, never beyond the limit. Connections idle longer
 than ``Limits.idle_timeout`` are closed, and a request head must arrive within
@@ -354,13 +354,11 @@ class RequestHandler(BaseHTTPRequestHandler):
         return True
 
     def _check_host(self) -> None:
-        """RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host header (an HTTP/1.0 one may
-        have none)."""
-        hosts = self.headers.get_all("Host") or []
-        if len(hosts) > 1:
+        """At most one Host header (RFC 9112 §3.2). A request without one is served although
+        HTTP/1.1 asks for it: PYME's spooler (``put_files`` / ``Streamer``) pipelines its frame
+        PUTs over a raw socket without a Host header (pyme-protocol.md §4)."""
+        if len(self.headers.get_all("Host") or []) > 1:
             raise HTTPError(400, "more than one Host header")
-        if not hosts and self.request_version != "HTTP/1.0":
-            raise HTTPError(400, "an HTTP/1.1 request needs a Host header")
 
     def _body_length(self) -> int:
         lengths = self.headers.get_all("Content-Length") or []

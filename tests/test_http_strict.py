@@ -73,30 +73,30 @@ def test_put_without_content_length_is_411_and_stores_nothing(data_root, data_se
     b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
 ])
 def test_bad_content_length_is_400(data_root, data_server, rule_server, headers):
-    status, body = _only_reply(data_server, b"PUT /a.txt HTTP/1.1\r\nHost: x\r\n" + headers
+    status, body = _only_reply(data_server, b"PUT /a.txt HTTP/1.1\r\n" + headers
                                + b"\r\nhello0123456789")
     assert status == 400, body
     assert not (data_root / "a.txt").exists()
-    status, _ = _only_reply(rule_server, b"POST /add_integer_id_rule HTTP/1.1\r\nHost: x\r\n" + headers
+    status, _ = _only_reply(rule_server, b"POST /add_integer_id_rule HTTP/1.1\r\n" + headers
                             + b"\r\n{}   0123456789")
     assert status == 400
 
 
 def test_chunked_body_is_411(data_root, data_server, rule_server):
     chunked = b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-    status, body = _only_reply(data_server, b"PUT /a.txt HTTP/1.1\r\nHost: x\r\n" + chunked)
+    status, body = _only_reply(data_server, b"PUT /a.txt HTTP/1.1\r\n" + chunked)
     assert status == 411 and "Content-Length" in body["error"]
     assert not (data_root / "a.txt").exists()
-    assert _only_reply(rule_server, b"POST /handin HTTP/1.1\r\nHost: x\r\n" + chunked)[0] == 411
+    assert _only_reply(rule_server, b"POST /handin HTTP/1.1\r\n" + chunked)[0] == 411
 
 
 def test_get_with_body_cannot_smuggle_a_request(data_root, data_server, rule_server):
     (data_root / "secret.txt").write_text("x")
     smuggled = b"GET /secret.txt HTTP/1.1\r\nHost: x\r\n\r\n"
-    request = (b"GET /__status HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled)) + smuggled
+    request = (b"GET /__status HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(smuggled)) + smuggled
     status, body = _only_reply(data_server, request)
     assert status == 400 and "no request body" in body["error"]
-    request = (b"GET /distributor/queues HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    request = (b"GET /distributor/queues HTTP/1.1\r\nContent-Length: %d\r\n\r\n"
                % len(smuggled)) + smuggled
     assert _only_reply(rule_server, request)[0] == 400
 
@@ -104,42 +104,50 @@ def test_get_with_body_cannot_smuggle_a_request(data_root, data_server, rule_ser
 def test_pyme_node_server_bids_with_a_get_body(rule_server):
     """PYME's node server sends its bids as the body of a GET: still accepted, on one connection."""
     bids = b"[]"
-    request = (b"GET /bid_on_tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n" + bids
-               + b"GET /distributor/queues HTTP/1.1\r\nHost: x\r\n\r\n")
+    request = (b"GET /bid_on_tasks HTTP/1.1\r\nContent-Length: 2\r\n\r\n" + bids
+               + b"GET /distributor/queues HTTP/1.1\r\n\r\n")
     replies, _ = _exchange(rule_server, request, timeout=2)
     assert [status for status, _ in replies] == [200, 200]
 
 
-@pytest.mark.parametrize("head", [b"GET /__status HTTP/1.1\r\n\r\n",
-                                  b"GET /__status HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"])
-def test_http11_without_exactly_one_host_is_400(data_server, rule_server, head):
+def test_pyme_spoolers_pipelined_puts_without_host_are_stored_in_order(data_root, data_server):
+    # PYME's put_files / Streamer: raw socket, no Host header, the last request says close
+    frames = [b"frame %d " % i * (i + 1) for i in range(5)]
+    request = b"".join(
+        b"PUT /pyme/s.pcs/frame%05d.pzf HTTP/1.1\r\nConnection: %s\r\nContent-Length: %d\r\n\r\n"
+        % (i, b"close" if i == len(frames) - 1 else b"keep-alive", len(body)) + body
+        for i, body in enumerate(frames))
+    replies, closed = _exchange(data_server, request)
+    assert [status for status, _ in replies] == [200] * 5 and closed
+    assert [(data_root / "pyme" / "s.pcs" / f"frame{i:05d}.pzf").read_bytes()
+            for i in range(5)] == frames
+
+
+def test_more_than_one_host_is_400(data_server, rule_server):
+    head = b"GET /__status HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"
     status, body = _only_reply(data_server, head)
     assert status == 400 and "Host" in body["error"]
-    status, _ = _only_reply(rule_server, head.replace(b"/__status", b"/queue_info"))
-    assert status == 400
-    # HTTP/1.0 has no Host requirement (and closes after one reply)
-    replies, _ = _exchange(data_server, b"GET /__status HTTP/1.0\r\n\r\n")
-    assert [status for status, _ in replies] == [200]
+    assert _only_reply(rule_server, head.replace(b"/__status", b"/queue_info"))[0] == 400
 
 
 def test_huge_header_sections_are_431(data_server, rule_server):
     many = b"".join(b"X-%d: y\r\n" % i for i in range(200))
-    assert _only_reply(data_server, b"GET /__status HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")[0] == 431
+    assert _only_reply(data_server, b"GET /__status HTTP/1.1\r\n" + many + b"\r\n")[0] == 431
     long_line = b"X-Long: " + b"a" * 70000 + b"\r\n"
-    assert _only_reply(rule_server, b"GET / HTTP/1.1\r\nHost: x\r\n" + long_line + b"\r\n")[0] == 431
+    assert _only_reply(rule_server, b"GET / HTTP/1.1\r\n" + long_line + b"\r\n")[0] == 431
 
 
 def test_body_over_the_limit_is_413_before_it_is_sent(data_root, data_server, rule_server):
-    head = b"PUT /big.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000\r\n\r\n"
+    head = b"PUT /big.bin HTTP/1.1\r\nContent-Length: 1000000000000000\r\n\r\n"
     started = time.monotonic()
     status, body = _only_reply(data_server, head)
     assert status == 413 and "limit" in body["error"]
     assert time.monotonic() - started < 2
     assert not (data_root / "big.bin").exists()
-    head = b"POST /add_integer_id_rule HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\n\r\n{"
+    head = b"POST /add_integer_id_rule HTTP/1.1\r\nContent-Length: 200000000\r\n\r\n{"
     assert _only_reply(rule_server, head)[0] == 413
     # With Expect: 100-continue the refusal comes instead of the go-ahead.
-    head = (b"PUT /big.bin HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+    head = (b"PUT /big.bin HTTP/1.1\r\nExpect: 100-continue\r\n"
             b"Content-Length: 1000000000000000\r\n\r\n")
     assert _only_reply(data_server, head)[0] == 413
 
@@ -158,8 +166,8 @@ def test_garbage_request_line_is_400_json(rule_server):
 
 def test_refused_put_keeps_pipelined_connection_in_step(data_root, data_server):
     (data_root / "a.txt").write_text("old")
-    request = (b"PUT /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
-               b"PUT /b.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nworld")
+    request = (b"PUT /a.txt HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+               b"PUT /b.txt HTTP/1.1\r\nContent-Length: 5\r\n\r\nworld")
     replies, _ = _exchange(data_server, request, timeout=1)
     assert [status for status, _ in replies] == [405, 200]
     assert (data_root / "b.txt").read_text() == "world"
@@ -213,7 +221,7 @@ def test_rule_server_refuses_a_gzip_bomb_rule(data_root):
 def test_idle_connections_are_closed(small_data_server):
     sock = socket.create_connection(("127.0.0.1", small_data_server.port), timeout=5)
     with sock:
-        sock.sendall(b"GET /__status HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /__status HTTP/1.1\r\n\r\n")
         response = http.client.HTTPResponse(sock)
         response.begin()
         response.read()
@@ -230,7 +238,7 @@ def test_slowloris_is_cut_off_and_never_delays_others(small_data_server):
     def dribble():
         started = time.monotonic()
         try:
-            for byte in b"GET /__status HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+            for byte in b"GET /__status HTTP/1.1\r\nX-Slow: " + b"a" * 100:
                 sock.sendall(bytes([byte]))
                 time.sleep(0.05)
         except OSError:
