@@ -937,13 +937,16 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"Spoolside — {name}")
 
     def _on_connect_triggered(self) -> None:
-        # The name service is a local sqlite file and the ports it lists are checked with a short
-        # connect: quick enough to list before the dialog opens.
         own = self._embedded_address
         dialog = ServerDialog(self.address.ruleserver if self.address else "http://",
                               self.address.dataservers if self.address else (), self,
-                              clusters=nameservice.local_clusters(),
-                              own_ruleserver=own.ruleserver if own is not None else "")
+                              clusters=None, own_ruleserver=own.ruleserver if own is not None else "")
+        # the name service's rows are checked with a connect each (a stale one waits for its
+        # timeout): off the GUI thread, listed when done
+        signals = CallSignals(dialog)
+        signals.done.connect(lambda _tag, clusters: dialog.set_clusters(clusters))
+        signals.failed.connect(lambda _tag, message: dialog.set_clusters([]))
+        self._pool.start(BackgroundCall("local clusters", nameservice.local_clusters, signals))
         if dialog.exec_() != ServerDialog.Accepted:
             return
         rule, data = dialog.values()

@@ -7,7 +7,7 @@ import pytest
 
 from app.launcher import ClusterAddress
 from cluster.local import start_local_cluster
-from widgets.server_dialog import ServerDialog
+from widgets.server_dialog import LOOKING, ServerDialog
 
 
 @pytest.fixture
@@ -37,6 +37,8 @@ def test_connect_dialog_lists_the_clusters_here_and_choosing_one_connects(
     shown = {}
 
     def choose_b(dialog):
+        assert dialog.cluster_list.item(0).text() == LOOKING or dialog.clusters_listed
+        qtbot.waitUntil(lambda: dialog.clusters_listed, timeout=10000)  # looked up off the GUI
         shown["items"] = [dialog.cluster_list.item(i).text() for i in range(dialog.cluster_list.count())]
         row = next(i for i, c in enumerate(dialog.clusters) if c[0] == "bench-b")
         dialog.pick(row)
@@ -61,6 +63,7 @@ def test_connect_dialog_lists_the_clusters_here_and_choosing_one_connects(
 
     # Back to the window's own cluster: it is used again, and nothing is saved for the next start.
     def choose_a(dialog):
+        qtbot.waitUntil(lambda: dialog.clusters_listed, timeout=10000)
         dialog.pick(next(i for i, c in enumerate(dialog.clusters) if c[0] == "bench-a"))
         return ServerDialog.Accepted
     monkeypatch.setattr(ServerDialog, "exec_", choose_a)
@@ -82,6 +85,21 @@ def test_typed_urls_pick_enter_urls_and_a_listed_clusters_urls_pick_it(qtbot, tw
     dialog.data_edit.setText(a.dataserver_url)
     assert dialog.serverfilter() == "bench-a"
     assert dialog.cluster_list.currentItem().text().startswith("bench-a")
+
+
+def test_clusters_listed_later_keep_what_was_typed(qtbot, two_clusters):
+    a, b = two_clusters
+    from rules import nameservice
+    dialog = ServerDialog(clusters=None)
+    qtbot.addWidget(dialog)
+    assert [dialog.cluster_list.item(i).text() for i in range(dialog.cluster_list.count())] \
+        == [LOOKING]
+    dialog.rule_edit.setText(b.ruleserver_url)
+    dialog.data_edit.setText(b.dataserver_url)
+    assert dialog.ok_button.isEnabled() and dialog.serverfilter() is None
+    dialog.set_clusters(nameservice.local_clusters())
+    assert dialog.rule_edit.text() == b.ruleserver_url and dialog.serverfilter() == "bench-b"
+    assert dialog.cluster_list.currentItem().text().startswith("bench-b")
 
 
 def test_no_cluster_here_says_so_in_the_list(qtbot):

@@ -48,6 +48,8 @@ def split_urls(text: str) -> list[str]:
 #: What the list says when no cluster is registered on this machine.
 NONE_HERE = "No cluster is registered on this machine: enter its URLs below."
 ENTER_URLS = "Enter URLs…"
+#: What the list says while the clusters registered here are being looked up.
+LOOKING = "Looking for clusters on this machine…"
 
 
 class ServerDialog(QDialog):
@@ -60,28 +62,20 @@ class ServerDialog(QDialog):
     ----------
     clusters
         ``[(serverfilter, rule server URL, data server URLs)]`` as
-        :func:`rules.nameservice.local_clusters` lists them.
+        :func:`rules.nameservice.local_clusters` lists them; ``None`` while they are looked up
+        (off the GUI thread), given later to :meth:`set_clusters`.
     own_ruleserver
         the rule server of the window's embedded cluster, marked as such in the list.
     """
 
     def __init__(self, ruleserver: str = "", dataservers: tuple[str, ...] = (), parent=None,
-                 clusters: list[tuple[str, str, list[str]]] = (), own_ruleserver: str = ""):
+                 clusters: list[tuple[str, str, list[str]]] | None = (), own_ruleserver: str = ""):
         super().__init__(parent)
         self.setWindowTitle("Connect to cluster")
-        self.clusters = [(name, rule.rstrip("/"), tuple(u.rstrip("/") for u in data))
-                         for name, rule, data in clusters]
+        self.clusters: list[tuple[str, str, tuple[str, ...]]] = []
+        self.clusters_listed = False  # until set_clusters: the list says it is looking
+        self._own_ruleserver = own_ruleserver.rstrip("/")
         self.cluster_list = QListWidget()
-        for name, rule, data in self.clusters:
-            own = bool(own_ruleserver) and rule == own_ruleserver.rstrip("/")
-            mark = "  (this window's embedded cluster)" if own else ""
-            item = QListWidgetItem(f"{name or '(no name)'}{mark}\n    rule server {rule}\n"
-                                   f"    data server(s) {', '.join(data)}")
-            item.setData(Qt.UserRole, (name, rule, data))
-            self.cluster_list.addItem(item)
-        manual = QListWidgetItem(ENTER_URLS if self.clusters else NONE_HERE)
-        manual.setData(Qt.UserRole, None)
-        self.cluster_list.addItem(manual)
         self.cluster_list.setSpacing(2)
         self.cluster_list.setMaximumHeight(self.fontMetrics().lineSpacing() * 3 * 4)
         self.cluster_list.currentItemChanged.connect(self._on_cluster_picked)
@@ -114,6 +108,33 @@ class ServerDialog(QDialog):
         layout.addWidget(self.buttons)
         self.rule_edit.textChanged.connect(self._check)
         self.data_edit.textChanged.connect(self._check)
+        if clusters is None:
+            looking = QListWidgetItem(LOOKING)
+            looking.setFlags(Qt.NoItemFlags)
+            self.cluster_list.addItem(looking)
+            self._check()
+        else:
+            self.set_clusters(clusters)
+
+    def set_clusters(self, clusters: list[tuple[str, str, list[str]]]) -> None:
+        """List ``clusters`` (``None`` given to the constructor: they were still being looked
+        up); the typed URLs stay, and pick their cluster if it is listed."""
+        self.clusters = [(name, rule.rstrip("/"), tuple(u.rstrip("/") for u in data))
+                         for name, rule, data in clusters]
+        self.clusters_listed = True
+        self.cluster_list.blockSignals(True)
+        self.cluster_list.clear()
+        for name, rule, data in self.clusters:
+            own = bool(self._own_ruleserver) and rule == self._own_ruleserver
+            mark = "  (this window's embedded cluster)" if own else ""
+            item = QListWidgetItem(f"{name or '(no name)'}{mark}\n    rule server {rule}\n"
+                                   f"    data server(s) {', '.join(data)}")
+            item.setData(Qt.UserRole, (name, rule, data))
+            self.cluster_list.addItem(item)
+        manual = QListWidgetItem(ENTER_URLS if self.clusters else NONE_HERE)
+        manual.setData(Qt.UserRole, None)
+        self.cluster_list.addItem(manual)
+        self.cluster_list.blockSignals(False)
         self._check()
 
     def values(self) -> tuple[str, tuple[str, ...]]:
@@ -144,6 +165,8 @@ class ServerDialog(QDialog):
 
     def _sync_list(self) -> None:
         """Select the listed cluster the typed URLs are those of, else "Enter URLs…"."""
+        if not self.clusters_listed:
+            return
         row = self._listed_row()
         row = len(self.clusters) if row is None else row
         if self.cluster_list.currentRow() != row:
