@@ -217,7 +217,9 @@ class AutoAnalysisDialog(QDialog):
         browse.clicked.connect(self._choose)
         self.pattern_edit = QLineEdit(auto.pattern or "auto/*.pcs")
         self.pattern_edit.setToolTip("A glob on the series' cluster path (e.g. auto/*.pcs) or a "
-                                     "folder")
+                                     "folder; {{date}} is today's PYME Acquire day folder "
+                                     "(2026_1_5), so */{{date}}/*.pcs follows today's "
+                                     "acquisitions")
         self.error_label = QLabel("")
         self.error_label.setStyleSheet("color: #b00")
         self.error_label.setWordWrap(True)

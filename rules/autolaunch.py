@@ -5,9 +5,15 @@ spooler writes ``metadata.json`` first, §5.1), so a series is seen as soon as i
 whoever spools it. Series present when watching starts are left alone; each new one is launched
 once, with the chain's launch context, and a live series is followed as frames arrive (the
 localisation rule's release loop). Launches are reported to a callback.
+
+A pattern may name today's date: ``{{date}}`` is ``<year>_<month>_<day>`` without leading zeros,
+the day folder PYME Acquire spools into (``<user>/2026_1_5``), so ``*/{{date}}/*.pcs`` follows
+today's acquisitions; ``{{year}}``, ``{{month}}`` and ``{{day}}`` are its parts. The date is taken
+at each poll, so a watch left running moves on to the next day's folder at midnight.
 """
 from __future__ import annotations
 
+import datetime
 import fnmatch
 import logging
 import posixpath
@@ -20,7 +26,7 @@ from .chain import rule_for_series
 from .connection import Cluster
 from .errors import ClusterError
 from .factories import RuleFactory
-from .patterns import PatternError
+from .patterns import PatternError, substitute
 from .rule import Rule
 from .uris import cluster_path, make_cluster_uri
 
@@ -30,9 +36,19 @@ SERIES_SUFFIX = ".pcs"
 _GLOB_CHARS = "*?["
 
 
-def series_glob(pattern: str) -> str:
+def date_variables(today: datetime.date) -> dict[str, str]:
+    """``{{date}}`` (PYME Acquire's day folder, ``2026_1_5``), ``{{year}}``, ``{{month}}``,
+    ``{{day}}`` of ``today``."""
+    return {"date": f"{today.year}_{today.month}_{today.day}", "year": str(today.year),
+            "month": str(today.month), "day": str(today.day)}
+
+
+def series_glob(pattern: str, today: datetime.date | None = None) -> str:
     """The cluster glob for a series pattern: ``auto/*.pcs`` as is, a folder ``auto`` →
-    ``auto/*.pcs``; ValueError for an empty pattern or one that can match no series."""
+    ``auto/*.pcs``, date variables filled in for ``today`` (default: the local date);
+    ValueError for an empty pattern, an unknown variable, or a pattern that can match no
+    series."""
+    pattern = substitute(pattern, date_variables(today or datetime.date.today()))
     bare = cluster_path(pattern).strip().strip("/")
     if not bare:
         raise ValueError("give a pattern for the series, e.g. 'auto/*.pcs' or a folder")
@@ -70,13 +86,19 @@ class AutoLauncher:
             raise ValueError("the chain is empty")
         self.cluster = cluster
         self.factories = list(factories)
-        self.glob = series_glob(pattern)
+        self.pattern = pattern
+        series_glob(pattern)  # refused here, not at the first poll
         self.on_launch = on_launch
         self.interval = interval
         self._seen: set[str] | None = None
         self._rules: list[Rule] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def glob(self) -> str:
+        """The glob of today (a pattern with ``{{date}}`` changes at midnight)."""
+        return series_glob(self.pattern)
 
     def matches(self, series_path: str) -> bool:
         return fnmatch.fnmatchcase(cluster_path(series_path).strip("/"), self.glob)

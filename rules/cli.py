@@ -193,7 +193,8 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("preset", help="chain preset YAML ([[FactoryClass, settings], ...])")
     parser.add_argument("--pattern", required=True,
                         help="series to analyse: a glob on the cluster path (e.g. 'auto/*.pcs') or "
-                             "a folder")
+                             "a folder; {{date}} is today's PYME Acquire day folder (2026_1_5), "
+                             "so '*/{{date}}/*.pcs' follows today's acquisitions")
     parser.add_argument("--server", help="rule server URL (default: $PYME_RULESERVER_URL or discovery)")
     parser.add_argument("--dataserver", help="data server URL(s), comma separated")
     parser.add_argument("--serverfilter", help="cluster name used in URIs")

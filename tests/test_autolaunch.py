@@ -1,6 +1,7 @@
 """Hands-free analysis: new series on a real embedded cluster are launched once, as they spool."""
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -33,6 +34,27 @@ def test_series_glob():
         series_glob("auto/*.tif")
     with pytest.raises(ValueError, match="give a pattern"):
         series_glob("  ")
+    day = datetime.date(2026, 1, 5)
+    assert series_glob("*/{{date}}/*.pcs", day) == "*/2026_1_5/*.pcs"  # PYME Acquire's day folder
+    assert series_glob("{{year}}-{{month}}/{{ day }}", day) == "2026-1/5/*.pcs"
+    with pytest.raises(ValueError, match="unknown variable.*known variables: date, day"):
+        series_glob("{{user}}/*.pcs", day)
+
+
+def test_todays_folder_is_watched(engine, local_cluster):
+    launches = []
+    chain = [SpoolLocalLocalizationRuleFactory(analysisMetadata=MetaDataHandler(ANALYSIS))]
+    launcher = AutoLauncher(engine, chain, "*/{{date}}/*.pcs", on_launch=launches.append)
+    today = datetime.date.today()
+    assert launcher.glob == f"*/{today.year}_{today.month}_{today.day}/*.pcs"
+    assert launcher.poll() == []
+    try:
+        spool(engine, f"alice/{today.year}_{today.month}_{today.day}/cells_01", frames=5).wait(30)
+        spool(engine, "alice/2001_1_1/old_01", frames=5).wait(30)
+        wait_for(lambda: launcher.poll() or launches, timeout=20, what="an auto-launch")
+    finally:
+        launcher.stop()
+    assert [launch.series_uri.rsplit("/", 1)[1] for launch in launches] == ["cells_01.pcs"]
 
 
 def test_new_matching_series_are_launched_once_while_spooling(engine, local_cluster):
