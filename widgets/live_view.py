@@ -139,9 +139,9 @@ class LiveSource:
         summary = stats.summary(self._analysed)
         image, overviews, extent = None, {}, (0.0, 0.0)
         text = summary.text()
-        if self.canvas is not None and self.canvas.outside:
-            text += f" · {self.canvas.outside:,} outside the render"
         if self.canvas is not None:
+            if self.canvas.outside:
+                text += f" · {self.canvas.outside:,} outside the render"
             density = self.canvas.image(display.render, summary.median_precision_nm)
             image, overviews = coloured_images(density, display, self.pictures)
             extent = self.canvas.extent_nm
